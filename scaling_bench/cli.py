@@ -1,0 +1,210 @@
+"""The ``scaling-bench`` command: it parses, calls the package and prints; it decides nothing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from scaling_bench.errors import UserError
+from scaling_bench.units import fmt_bytes, fmt_count
+
+if TYPE_CHECKING:
+    from scaling_bench.grid import GridSpec
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line and exit code 2, like every user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="size a model and predict its cost without allocating it")
+    p.add_argument("--family", required=True)
+    p.add_argument("--params", required=True, help="target parameter count: 1e6, 125M, 1.3B")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seq-len", type=int, help="gpt: tokens per sample (sets seq_len)")
+    p.add_argument("--dtype", default="fp32")
+    p.add_argument("--optimizer", default="adamw")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_plan)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from scaling_bench.grid import parse_size
+    from scaling_bench.models import family
+    from scaling_bench.models.overrides import parse_overrides
+    from scaling_bench.predict import plan
+
+    fam = family(args.family)
+    target = parse_size(args.params, "--params")
+    pairs = list(args.overrides)
+    if args.seq_len is not None:
+        if args.family != "gpt":
+            raise UserError("--seq-len applies to the gpt family only")
+        pairs.append(f"seq_len={args.seq_len}")
+    result = plan(
+        args.family,
+        target,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        optimizer=args.optimizer,
+        overrides=parse_overrides(fam.Config, pairs),
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    _print_plan(result.to_dict())
+    return 0
+
+
+def _print_plan(d: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{d['family']} at {d['target_params']:.3g} parameters", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("parameters (exact)", f"{d['params']:,}")
+    table.add_row("off target by", f"{d['relative_error']:+.2%}")
+    for key, value in d["config"].items():
+        table.add_row(f"  {key}", str(value))
+    flops = d["flops_per_sample"]
+    table.add_row("forward FLOPs / sample", fmt_count(flops["forward"]))
+    table.add_row("train FLOPs / sample", fmt_count(flops["train"]))
+    if "flops_per_token" in d:
+        table.add_row("train FLOPs / token", fmt_count(d["flops_per_token"]["train"]))
+        table.add_row("  6N for comparison", fmt_count(6 * d["params"]))
+    memory = d["predicted"]["train_memory_bytes"]
+    table.add_row(
+        f"train memory ({d['dtype']}, {d['optimizer']}, batch {d['batch_size']})",
+        fmt_bytes(memory["total_bytes"]),
+    )
+    for key in ("weights_bytes", "gradients_bytes", "optimizer_state_bytes", "activations_bytes"):
+        table.add_row(f"  {key.removesuffix('_bytes')}", fmt_bytes(memory[key]))
+    table.add_row("checkpoint", fmt_bytes(d["predicted"]["checkpoint_bytes"]))
+    table.add_row(
+        "checkpoint with optimizer", fmt_bytes(d["predicted"]["checkpoint_bytes_with_optimizer"])
+    )
+    Console().print(table)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="measure a grid of cases, each in its own worker process")
+    p.add_argument("--grid", default="quick", help="quick, full, auto or a grid FILE.toml")
+    p.add_argument("--families", help="comma-separated: mlp,cnn,resnet,vit,gpt")
+    p.add_argument("--sizes", help="1e5,1e6 or 1e5:1e8:x10 (factor) or 1e5:1e8:7 (points)")
+    p.add_argument("--workloads", help="comma-separated: forward,train,checkpoint,convergence")
+    p.add_argument("--dtype", help="comma-separated: fp32,bf16,fp16")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seq-len", type=int, help="gpt: tokens per sample (sets seq_len)")
+    p.add_argument("--optimizer")
+    p.add_argument("--set", nargs="+", default=[], metavar="[FAMILY.]KEY=VALUE", dest="overrides")
+    p.add_argument("--out", help="results folder (default: results/run-YYYYmmdd-HHMMSS)")
+    p.add_argument("--timeout", type=float, help="seconds per case, worker start included")
+    p.add_argument("--budget", type=float, help="seconds of timing per workload")
+    p.add_argument("--resume", action="store_true", help="skip cases already in --out")
+    p.add_argument("--peak-flops", help="device peak FLOP/s for MFU, e.g. 989.4e12 or 989.4T")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import os
+    from datetime import datetime
+    from pathlib import Path
+
+    from scaling_bench.campaign import prepare, summarize_run
+    from scaling_bench.runner import RunInterrupted
+
+    if args.peak_flops:
+        os.environ["SCALING_BENCH_PEAK_FLOPS"] = args.peak_flops
+    out = Path(args.out or f"results/run-{datetime.now():%Y%m%d-%H%M%S}")
+    campaign = prepare(_spec_from_args(args), out, resume=args.resume)
+    try:
+        ran = campaign.run(progress=not args.no_progress)
+    except RunInterrupted as exc:
+        print(f"scaling-bench: {exc}", file=sys.stderr)
+        return 130
+    summarize_run(out, campaign.started, ran)
+    return 0
+
+
+def _spec_from_args(args: argparse.Namespace) -> GridSpec:
+    """The grid the flags describe: a preset or file, then each flag given replaces its axis."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from scaling_bench import grid
+
+    device = args.device or "auto"
+    if args.grid.endswith(".toml"):
+        spec = grid.load_grid_file(Path(args.grid))
+        device = args.device or spec.device
+    else:
+        spec = grid.preset(args.grid, grid.resolve_device(device))
+    families = tuple(spec.sizes)
+    if args.families:
+        families = grid.split_names(args.families, "family", grid.FAMILY_NAMES)
+        spec = grid.with_families(spec, families)
+    if args.sizes:
+        spec = replace(spec, sizes=dict.fromkeys(families, grid.parse_sizes(args.sizes)))
+    if args.workloads:
+        spec = replace(spec, workloads=grid.split_names(args.workloads, "workload", grid.WORKLOADS))
+    if args.dtype:
+        spec = replace(spec, dtypes=grid.split_names(args.dtype, "dtype", tuple(grid.DTYPES)))
+    pairs = list(args.overrides)
+    if args.seq_len is not None:
+        pairs.append(f"gpt.seq_len={args.seq_len}")
+    for name, value in {
+        "device": device,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "timeout_s": args.timeout,
+        "budget_s": args.budget,
+    }.items():
+        if value is not None:
+            spec = replace(spec, **{name: value})
+    return grid.with_overrides(spec, pairs)
+
+
+def _add_env(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("env", help="print this machine's fingerprint")
+    p.set_defaults(func=_cmd_env)
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    from scaling_bench.hardware import fingerprint
+
+    print(json.dumps(fingerprint(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="scaling-bench",
+        description="Measure how a network's cost and behaviour grow with its parameter count.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_plan, _add_run, _add_env):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UserError as exc:
+        print(f"scaling-bench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""The machine a result came from, and the peak FLOP/s its MFU is measured against.
+
+GPU peaks come from a table of vendor data-sheet figures, always the dense ones (the sheets print
+the 2:4 sparsity figures, twice as high, in the headline). A CPU has no such sheet that plain
+PyTorch reaches, so its peak is the best square GEMM measured once per machine and cached.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+import psutil
+import torch
+
+from scaling_bench.errors import UserError
+
+try:
+    import pynvml  # from nvidia-ml-py
+except ImportError:  # a broken install must not stop CPU runs; NVML figures are then absent
+    pynvml = None
+
+PEAK_FLOPS_ENV = "SCALING_BENCH_PEAK_FLOPS"
+CACHE_DIR_ENV = "SCALING_BENCH_CACHE_DIR"
+
+PEAK_FLOPS_TABLE_VERSION = 1
+# Dense TFLOP/s by precision, keyed by a pattern searched in torch.cuda.get_device_name(); None
+# where the chip has no such tensor-core mode. The first match wins, so variants come before their
+# family's plain name. Sources: NVIDIA data sheets (A100, H100 SXM/PCIe/NVL, H200 SXM/NVL, GH200,
+# L4, A10, V100) and architecture whitepapers (Ada for the RTX 4090, GA102 for the RTX 3090). Where
+# a sheet prints only the 2:4 sparsity figure (marked * there), it is halved here. GeForce fp16 and
+# bf16 figures are with fp32 accumulation, which is what cuBLAS uses under PyTorch.
+_PEAK_TABLE_TFLOPS: tuple[tuple[str, float, float | None, float | None, float], ...] = (
+    # pattern                fp32   tf32   bf16   fp16
+    (r"\bH100\b.*\bPCIe\b", 51.2, 378.0, 756.0, 756.0),
+    (r"\bH100\b.*\bNVL\b", 60.0, 417.5, 835.5, 835.5),
+    (r"\bH100\b", 67.0, 494.7, 989.4, 989.4),
+    (r"\bH200\b.*\bNVL\b", 60.0, 417.5, 835.5, 835.5),
+    (r"\bG?H200\b", 67.0, 494.7, 989.4, 989.4),
+    (r"\bA100\b", 19.5, 156.0, 312.0, 312.0),
+    (r"\bL4\b", 30.3, 60.0, 121.0, 121.0),
+    (r"\bA10\b", 31.2, 62.5, 125.0, 125.0),
+    (r"\bV100S\b", 16.4, None, None, 130.0),
+    (r"\bV100-PCIE\b", 14.0, None, None, 112.0),
+    (r"\bV100\b", 15.7, None, None, 125.0),
+    (r"\bRTX 4090\s*$", 82.6, 82.6, 165.2, 165.2),
+    (r"\bRTX 3090\s*$", 35.6, 35.6, 71.0, 71.0),
+)
+_TABLE_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+_PRECISION = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+_SI_PREFIX = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
+
+_GEMM_SIZES = (256, 512, 1024, 2048, 4096)
+_GEMM_SIZE_S = 0.4
+"""Seconds spent repeating each GEMM size: the fastest repeat counts, so a busy moment does not.
+A size is not tried when one product is predicted (8x the last size's) to take longer."""
+
+
+@contextmanager
+def nvml() -> Iterator[ModuleType | None]:
+    """``pynvml``, initialised for the block; None where NVML is missing (no package, no driver)."""
+    lib = pynvml
+    if lib is not None:
+        try:
+            lib.nvmlInit()
+        except lib.NVMLError:
+            lib = None
+    try:
+        yield lib
+    finally:
+        if lib is not None:
+            lib.nvmlShutdown()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git(repo_dir: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def fingerprint(repo_dir: Path | None = None) -> dict:
+    """Flat description of this machine and checkout, stored with every record.
+
+    Keys that cannot be known here are absent, never null: no GPU keys without a usable GPU, no
+    driver version without NVML, no git keys outside a git checkout. ``git_dirty`` ignores untracked
+    files, since results written into the checkout would otherwise always mark it dirty.
+    """
+    env = {
+        "cpu_model": _cpu_model(),
+        "cpu_physical_cores": psutil.cpu_count(logical=False),
+        "cpu_logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "ram_bytes": psutil.virtual_memory().total,
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python_version": platform.python_version(),
+        "torch_version": torch.__version__,
+        "torch_cuda_version": torch.version.cuda,
+    }
+    if torch.cuda.is_available():
+        env |= {
+            "gpu_name": torch.cuda.get_device_name(0),
+            "gpu_count": torch.cuda.device_count(),
+            "gpu_memory_bytes": torch.cuda.get_device_properties(0).total_memory,
+        }
+        with nvml() as lib:
+            if lib is not None:
+                env["gpu_driver_version"] = lib.nvmlSystemGetDriverVersion()
+    repo = repo_dir or Path.cwd()
+    commit = _git(repo, "rev-parse", "HEAD")
+    status = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    if commit is not None and status is not None:
+        env |= {"git_commit": commit, "git_dirty": bool(status)}
+    return {key: value for key, value in env.items() if value is not None}
+
+
+def table_peak_flops(device_name: str, precision: str) -> float | None:
+    """Dense peak FLOP/s of a GPU by name and ``fp32|tf32|bf16|fp16``; None if not in the table."""
+    if precision not in _TABLE_PRECISIONS:
+        return None
+    for pattern, *tflops in _PEAK_TABLE_TFLOPS:
+        if re.search(pattern, device_name, re.IGNORECASE):
+            peak = tflops[_TABLE_PRECISIONS.index(precision)]
+            return None if peak is None else peak * 1e12
+    return None
+
+
+def matmul_tf32_enabled() -> bool:
+    """Whether fp32 matmuls on CUDA may run as TF32 (then the TF32 peak is the honest one).
+
+    Reads the new ``fp32_precision`` API where torch has it: the legacy ``allow_tf32`` raises there
+    once a user has mixed the two.
+    """
+    precision = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    if precision is not None:
+        return precision == "tf32"
+    return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+def _parse_flops(text: str) -> float:
+    match = re.fullmatch(r"(.+?)\s*([kKMGTP]?)", text.strip())
+    try:
+        value = float(match[1]) * _SI_PREFIX[match[2]] if match else math.nan
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(
+            f"{PEAK_FLOPS_ENV}={text!r} is not a positive FLOP/s figure (e.g. 989.4e12 or 989.4T)"
+        )
+    return value
+
+
+def peak_flops(
+    device: torch.device | str,
+    dtype: torch.dtype,
+    override: float | None = None,
+    *,
+    tf32: bool | None = None,
+) -> tuple[float, str]:
+    """Peak FLOP/s for ``dtype`` on ``device`` and where it came from.
+
+    Source order: ``override``, then ``$SCALING_BENCH_PEAK_FLOPS``, then the table (GPU) or a
+    measured GEMM (CPU); the source is ``"override"``, ``"env"``, ``"table"`` or ``"measured"``.
+    For fp32 on a GPU the TF32 peak applies when ``tf32`` is true; None follows the cuBLAS matmul
+    setting (a conv-heavy workload passes cuDNN's, which allows TF32 by default).
+    """
+    if override is not None:
+        if not (math.isfinite(override) and override > 0):
+            raise UserError(f"peak FLOP/s override {override!r} must be a positive number")
+        return float(override), "override"
+    if env_value := os.environ.get(PEAK_FLOPS_ENV):
+        return _parse_flops(env_value), "env"
+    device = torch.device(device)
+    if device.type == "cpu":
+        return measured_gemm_peak(dtype), "measured"
+    if device.type != "cuda":
+        raise UserError(f"no peak FLOP/s known for {device.type}; set {PEAK_FLOPS_ENV}")
+    name = torch.cuda.get_device_name(device)
+    precision = _PRECISION.get(dtype, str(dtype).removeprefix("torch."))
+    use_tf32 = matmul_tf32_enabled() if tf32 is None else tf32
+    if precision == "fp32" and use_tf32 and table_peak_flops(name, "tf32") is not None:
+        precision = "tf32"  # chips without TF32 (V100) run fp32 as fp32 whatever the setting
+    peak = table_peak_flops(name, precision)
+    if peak is None:
+        raise UserError(
+            f"no dense {precision} peak FLOP/s for {name!r} in the table; "
+            f"pass it as an override or set {PEAK_FLOPS_ENV} (e.g. 989.4T)"
+        )
+    return peak, "table"
+
+
+def mfu(achieved_flops_per_s: float, peak_flops_per_s: float) -> float:
+    """Model FLOPs utilisation; above 1 means the peak or the FLOP count is wrong, so it raises."""
+    if peak_flops_per_s <= 0:
+        raise ValueError(f"peak FLOP/s must be positive, got {peak_flops_per_s}")
+    ratio = achieved_flops_per_s / peak_flops_per_s
+    if ratio > 1:
+        raise ValueError(
+            f"MFU > 1: peak table or FLOP count wrong (MFU {ratio:.3f}: achieved "
+            f"{achieved_flops_per_s:.4g} FLOP/s, peak {peak_flops_per_s:.4g} FLOP/s)"
+        )
+    return ratio
+
+
+def _measure_gemm_flops(dtype: torch.dtype) -> float:
+    """Best FLOP/s of square ``a @ b`` over growing sizes, stopping before one gets slow."""
+    best = 0.0
+    for n in _GEMM_SIZES:
+        a = torch.randn(n, n, dtype=dtype)
+        b = torch.randn(n, n, dtype=dtype)
+        started = time.perf_counter()
+        a @ b  # the first product of a shape pays for kernel selection and thread start-up
+        fastest_s = math.inf
+        while fastest_s == math.inf or time.perf_counter() - started < _GEMM_SIZE_S:
+            start = time.perf_counter()
+            a @ b
+            fastest_s = min(fastest_s, time.perf_counter() - start)
+        best = max(best, 2 * n**3 / fastest_s)
+        if 8 * fastest_s > _GEMM_SIZE_S:
+            break
+    return best
+
+
+def _cache_path() -> Path:
+    root = os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "scaling-bench"
+    return Path(root) / "gemm_peak.json"
+
+
+def _read_cache(path: Path) -> dict[str, float]:
+    """The cached peaks, or nothing when the file is missing or not what this module writes."""
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(cached, dict):
+        return {}
+    return {
+        key: value
+        for key, value in cached.items()
+        if isinstance(value, int | float) and math.isfinite(value) and value > 0
+    }
+
+
+def measured_gemm_peak(dtype: torch.dtype) -> float:
+    """CPU peak FLOP/s for ``dtype``: the best square GEMM, measured once per machine and cached.
+
+    The cache key is what changes the figure: CPU model, logical cores, torch threads, torch
+    version and dtype. The file is replaced atomically; an unreadable one is measured over.
+    """
+    key = "|".join(
+        (
+            _cpu_model(),
+            f"{os.cpu_count()} cpus",
+            f"{torch.get_num_threads()} threads",
+            f"torch {torch.__version__}",
+            str(dtype),
+        )
+    )
+    path = _cache_path()
+    cached = _read_cache(path)
+    if key in cached:
+        return cached[key]
+    cached[key] = _measure_gemm_flops(dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        json.dump(cached, tmp, indent=1, sort_keys=True)
+    os.replace(tmp.name, path)
+    return cached[key]

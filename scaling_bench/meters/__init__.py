@@ -1,0 +1,1 @@
+"""How things are measured: time and memory, knowing nothing about models."""

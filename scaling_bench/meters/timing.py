@@ -1,0 +1,134 @@
+"""Seconds per step: cold start apart, then repeated until the median is known well enough.
+
+The first call pays for allocator growth, autotuning and compilation, so it is reported alone as
+``cold_start_s`` and never mixed into the samples. After the warm-up, blocks of calls are timed
+until the 95% confidence half-width of the median is within ``rel_ci`` of it, the budget is spent
+or ``max_samples`` is reached. Steps shorter than ``MIN_BLOCK_S`` run several to a block so that
+the timer's own cost stays small; a sample is the block's time divided by its calls.
+
+On CUDA each block is bracketed by CUDA events and followed by one synchronise, so the figure is
+the device's time for the work, not the host's time to launch it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from scaling_bench.errors import UserError
+from scaling_bench.stats import median_ci_halfwidth, quantile, single, summarize
+
+MIN_BLOCK_S = 1e-3
+"""Shortest timed block: below it, timer overhead (microseconds on CUDA) would be over 1%."""
+_TIMER_FLOOR_S = 1e-7
+"""A warm-up step too fast for the timer to register is taken to last this long."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What one ``measure`` call saw; ``step_s`` holds the raw seconds-per-step samples.
+
+    ``timed_s`` is the time inside timed regions, cold start and warm-up included, so the runner can
+    report what share of its wall time was measurement.
+    """
+
+    cold_start_s: float
+    step_s: list[float]
+    steps_per_sample: int
+    median_s: float
+    ci_halfwidth_s: float
+    converged: bool
+    timed_s: float
+
+    def metrics(self, prefix: str) -> dict[str, dict]:
+        """Record metrics ``{prefix}_step_s`` (median, spread, samples) and the cold start."""
+        return {
+            f"{prefix}_step_s": summarize(self.step_s, "s"),
+            f"{prefix}_cold_start_s": single(self.cold_start_s, "s"),
+        }
+
+
+def _block_timer(device: torch.device) -> Callable[[Callable[[], object], int], float]:
+    """A function that runs ``step`` ``calls`` times and returns the seconds the block took."""
+    if device.type == "cpu":
+
+        def run_cpu(step: Callable[[], object], calls: int) -> float:
+            start = time.perf_counter()
+            for _ in range(calls):
+                step()
+            return time.perf_counter() - start
+
+        return run_cpu
+    if device.type == "cuda":
+        stream = torch.cuda.current_stream(device)
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+
+        def run_cuda(step: Callable[[], object], calls: int) -> float:
+            start.record(stream)
+            for _ in range(calls):
+                step()
+            end.record(stream)
+            torch.cuda.synchronize(device)
+            return start.elapsed_time(end) / 1e3
+
+        return run_cuda
+    raise UserError(f"timing on device type {device.type!r} is not supported (cpu or cuda)")
+
+
+def measure(
+    step: Callable[[], object],
+    device: torch.device | str,
+    *,
+    budget_s: float = 10.0,
+    warmup_steps: int = 2,
+    min_samples: int = 10,
+    max_samples: int = 200,
+    rel_ci: float = 0.02,
+) -> Timing:
+    """Time ``step`` on ``device``; the first of the ``warmup_steps`` calls is the cold start.
+
+    The budget covers the whole call: the cold start and warm-up always run, then a block is only
+    started if the time spent so far plus one more block fits, and there is always one sample.
+    """
+    if warmup_steps < 1:
+        raise ValueError(f"warmup_steps={warmup_steps} must be at least 1 (the cold start)")
+    if not 1 <= min_samples <= max_samples:
+        raise ValueError(f"need 1 <= min_samples ({min_samples}) <= max_samples ({max_samples})")
+    run_block = _block_timer(torch.device(device))
+    started = time.perf_counter()
+
+    cold_start_s = run_block(step, 1)
+    warm_s = [run_block(step, 1) for _ in range(warmup_steps - 1)]
+    step_estimate_s = max(min(warm_s, default=cold_start_s), _TIMER_FLOOR_S)
+    calls = max(1, math.ceil(MIN_BLOCK_S / step_estimate_s))
+    timed_s = cold_start_s + sum(warm_s)
+
+    samples: list[float] = []
+    median = halfwidth = math.inf
+    converged = False
+    while len(samples) < max_samples:
+        block_s = run_block(step, calls)
+        timed_s += block_s
+        samples.append(block_s / calls)
+        halfwidth = median_ci_halfwidth(samples)
+        median = quantile(sorted(samples), 0.5)
+        if len(samples) >= min_samples and halfwidth <= rel_ci * median:
+            converged = True
+            break
+        if time.perf_counter() - started + block_s > budget_s:
+            break
+
+    return Timing(
+        cold_start_s=cold_start_s,
+        step_s=samples,
+        steps_per_sample=calls,
+        median_s=median,
+        ci_halfwidth_s=halfwidth,
+        converged=converged,
+        timed_s=timed_s,
+    )

@@ -1,0 +1,32 @@
+"""The model families, by name.
+
+Each family is one module that provides: ``Config`` (a frozen dataclass validated in
+``__post_init__``), ``DEFAULT_BATCH_SIZE``, ``param_count(cfg)`` (exact, closed form),
+``forward_flops_per_sample(cfg)`` and ``train_flops_per_sample(cfg)`` (matmul and convolution
+FLOPs, 2·m·n·k, as ``torch.utils.flop_counter`` counts them), ``build(cfg, device, dtype)``,
+``sample_batch(cfg, batch_size, device, dtype)`` returning ``(inputs, targets)`` for a
+cross-entropy loss, and ``config_for(target_params, **overrides)`` (the sizing rule).
+Sequence families also provide ``tokens_per_sample(cfg)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from scaling_bench.errors import UserError
+
+FAMILY_NAMES = ("mlp", "cnn", "resnet", "vit", "gpt")
+
+
+def family(name: str) -> ModuleType:
+    """The family module for ``name``; a clear error for a name we do not know."""
+    if name not in FAMILY_NAMES:
+        raise UserError(f"unknown family {name!r}; choose from {', '.join(FAMILY_NAMES)}")
+    return importlib.import_module(f"scaling_bench.models.{name}")
+
+
+def tokens_per_sample(name: str, cfg: object) -> int | None:
+    """Tokens in one sample for sequence families, ``None`` for the others."""
+    fn = getattr(family(name), "tokens_per_sample", None)
+    return fn(cfg) if fn else None

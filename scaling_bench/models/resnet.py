@@ -1,0 +1,198 @@
+"""ResNet with basic blocks (torchvision's ``ResNet`` and ``BasicBlock``), width and depth scaled.
+
+torchvision hard-codes the stem and the stage widths 64/128/256/512; ``_WidthScaledResNet``
+takes them from the config instead, so resnet18 is ``widths=(64, 128, 256, 512)``,
+``layers=(2, 2, 2, 2)``.
+
+Sizing rule: a ladder over depth ``L`` (``layers=(L, L, L, L)``) and width rung ``k``
+(``widths=(k/8, k/4, k/2, k)``, each rounded half up and at least 1). Depth ``L`` holds the widths
+up to ``max_width(L) = 256·L``, so resnet18's width ends the ``L=2`` segment. A rung moves ``k``
+and at most one narrower width, a step of about ``2.3/k`` of the count. The nearest rung is within
+1.6% of any target from 1e5 to 1e10 (the steps are coarsest near 1e5, where ``k`` is about 70);
+below 1e5 they grow as ``k`` shrinks: within 5% from 1e4 to 1e5, 1.1% at 1e4 itself. Pinning
+``layers`` or ``widths`` through the overrides leaves sizing only the other knob.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
+
+from scaling_bench.errors import ConfigError
+from scaling_bench.models.sizing import fit_depth_width, fit_width
+
+DEFAULT_BATCH_SIZE = 128
+MAX_DEPTH = 512
+_TORCHVISION_WIDTHS = (64, 128, 256, 512)
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    widths: tuple[int, int, int, int] = (64, 128, 256, 512)
+    layers: tuple[int, int, int, int] = (2, 2, 2, 2)
+    n_classes: int = 10
+    image_size: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("widths", "layers"):
+            values = getattr(self, name)
+            if len(values) != 4 or min(values) < 1:
+                raise ConfigError(f"{name}={values} must be four integers, each at least 1")
+        for name in ("n_classes", "image_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
+
+
+Config = ResNetConfig
+
+
+def _halve(size: int) -> int:
+    """Output size of every stride-2 layer here (7x7 pad 3, 3x3 pad 1, 1x1 pad 0, max-pool)."""
+    return (size - 1) // 2 + 1
+
+
+def _convs(cfg: ResNetConfig) -> list[tuple[int, int, int, int]]:
+    """``(in_channels, out_channels, kernel, output_size)`` of every conv, stem first.
+
+    Every conv is bias-free and followed by a BatchNorm, so this list drives both the parameter
+    count and the FLOPs.
+    """
+    size = _halve(cfg.image_size)
+    convs = [(3, cfg.widths[0], 7, size)]
+    size = _halve(size)
+    c_in = cfg.widths[0]
+    for stage, (width, blocks) in enumerate(zip(cfg.widths, cfg.layers, strict=True)):
+        if stage:
+            size = _halve(size)
+            convs.append((c_in, width, 1, size))
+        convs.append((c_in, width, 3, size))
+        convs.append((width, width, 3, size))
+        convs += [(width, width, 3, size)] * (2 * (blocks - 1))
+        c_in = width
+    return convs
+
+
+def param_count(cfg: ResNetConfig) -> int:
+    """Conv weights and BatchNorm affine parameters, plus the classifier."""
+    convs = sum(c_in * c_out * k * k + 2 * c_out for c_in, c_out, k, _ in _convs(cfg))
+    return convs + (cfg.widths[3] + 1) * cfg.n_classes
+
+
+def _stem_and_total_flops(cfg: ResNetConfig) -> tuple[int, int]:
+    per_conv = [2 * c_out * size * size * c_in * k * k for c_in, c_out, k, size in _convs(cfg)]
+    return per_conv[0], sum(per_conv) + 2 * cfg.widths[3] * cfg.n_classes
+
+
+def forward_flops_per_sample(cfg: ResNetConfig) -> int:
+    """Convolutions (2·output elements·in_channels·k²) and the classifier matmul."""
+    return _stem_and_total_flops(cfg)[1]
+
+
+def train_flops_per_sample(cfg: ResNetConfig) -> int:
+    """Forward, then weight gradients for every layer and input gradients for all but the stem.
+
+    The input images do not require grad, so autograd skips the stem's input gradient.
+    """
+    stem, total = _stem_and_total_flops(cfg)
+    return 3 * total - stem
+
+
+class _WidthScaledResNet(ResNet):
+    """torchvision's ResNet with the stem and stage widths taken from the config."""
+
+    def __init__(self, cfg: ResNetConfig) -> None:
+        self.widths = cfg.widths  # read by _make_layer during ResNet.__init__
+        super().__init__(BasicBlock, list(cfg.layers), num_classes=cfg.n_classes)
+        self.conv1 = nn.Conv2d(3, cfg.widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.bn1 = self._norm_layer(cfg.widths[0])  # BatchNorm's own init is torchvision's (1, 0)
+        self.fc = nn.Linear(cfg.widths[3], cfg.n_classes)  # torchvision keeps Linear's own init
+
+    def _make_layer(
+        self,
+        block: type[BasicBlock],
+        planes: int,
+        blocks: int,
+        stride: int = 1,
+        dilate: bool = False,
+    ) -> nn.Sequential:
+        stage = _TORCHVISION_WIDTHS.index(planes)
+        if stage == 0:
+            self.inplanes = self.widths[0]
+        return super()._make_layer(block, self.widths[stage], blocks, stride, dilate)
+
+
+def build(
+    cfg: ResNetConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> nn.Module:
+    with torch.device(device):
+        model = _WidthScaledResNet(cfg)
+    return model.to(dtype=dtype)
+
+
+def sample_batch(
+    cfg: ResNetConfig,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    size = cfg.image_size
+    x = torch.randn(batch_size, 3, size, size, device=device, dtype=dtype)
+    y = torch.randint(0, cfg.n_classes, (batch_size,), device=device)
+    return x, y
+
+
+def _widths(k: int) -> tuple[int, int, int, int]:
+    """``k/8, k/4, k/2, k`` rounded half up: a rung then moves at most two of the four widths.
+
+    (Python's ``round`` rounds half to even, which can move three at once.)
+    """
+
+    def scaled(divisor: int) -> int:
+        return max(1, (k + divisor // 2) // divisor)
+
+    return scaled(8), scaled(4), scaled(2), k
+
+
+def _fit_free_knobs(
+    count: Callable[[int, int], int],
+    target: float,
+    max_width: Callable[[int], int],
+    depth_pinned: bool,
+    width_pinned: bool,
+) -> tuple[int, int]:
+    """(depth, width) rungs nearest to ``target``, moving only the knobs that are not pinned.
+
+    ``count`` must ignore a pinned knob's rung.
+    """
+    if depth_pinned and width_pinned:
+        return 1, 1
+    if depth_pinned:
+        return 1, fit_width(lambda width: count(1, width), target)
+    if width_pinned:
+        return fit_width(lambda depth: count(depth, 1), target, hi=MAX_DEPTH), 1
+    return fit_depth_width(count, target, max_width, max_depth=MAX_DEPTH)
+
+
+def config_for(target_params: float, **overrides: object) -> ResNetConfig:
+    base = replace(ResNetConfig(), **overrides)
+
+    def make(depth: int, width: int) -> ResNetConfig:
+        return replace(
+            base,
+            layers=overrides.get("layers", (depth,) * 4),
+            widths=overrides.get("widths", _widths(width)),
+        )
+
+    depth, width = _fit_free_knobs(
+        lambda d, k: param_count(make(d, k)),
+        target_params,
+        lambda d: 256 * d,
+        depth_pinned="layers" in overrides,
+        width_pinned="widths" in overrides,
+    )
+    return make(depth, width)

@@ -1,0 +1,265 @@
+"""Run cases, each in its own worker process, and append one record per case as it ends.
+
+A worker is a fresh interpreter in a session of its own: an OOM, a segfault, ``os._exit`` or the
+kernel's OOM killer ends that case's worker, never the grid. Each record is fsync'd before the next
+case starts, so a run stopped at any point, resumed with ``resume=True``, runs each case once.
+
+Running a case id that the results file already holds, without ``resume``, is refused: two records
+for one case would leave every reader to choose between them, and the file is never rewritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from scaling_bench.errors import UserError
+from scaling_bench.results import (
+    RESULTS_FILE,
+    append_record,
+    done_case_ids,
+    ensure_writable_dir,
+    make_record,
+)
+from scaling_bench.worker import ERROR_CHARS, clip
+
+# A worker prints its stacks this long before its deadline, so a timeout record says where it hung.
+STACK_DUMP_BEFORE_S = 0.5
+
+
+class RunnableCase(Protocol):
+    """What the runner needs of a case (``grid.Case`` is one)."""
+
+    @property
+    def case_id(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: the records already written stay, and the message says how to resume."""
+
+    def __init__(self, n_recorded: int, n_pending: int, results_path: Path) -> None:
+        super().__init__(
+            f"interrupted: {n_recorded} of {n_pending} cases recorded in {results_path}; "
+            "run the same command with --resume to run the rest"
+        )
+        self.n_recorded = n_recorded
+        self.n_pending = n_pending
+        self.results_path = results_path
+
+
+def run_cases(
+    cases: Sequence[RunnableCase],
+    execute: str,
+    out_dir: Path,
+    *,
+    timeout_s: float,
+    env: dict[str, Any],
+    resume: bool = False,
+    progress: bool = True,
+    skipped: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Run each case not yet recorded in ``out_dir/results.jsonl``; return the records written.
+
+    ``execute`` ("module:function") runs inside the worker on ``case.to_dict()``. ``timeout_s`` is
+    each case's wall time, the worker's start and imports included. The records come back in case
+    order; with ``resume``, earlier records stay in the file, not in the return value. Ctrl-C kills
+    the running worker and raises ``RunInterrupted``. Cases in ``skipped`` (case id -> reason) are
+    recorded as ``skipped`` with the reason, without a worker.
+    """
+    if ":" not in execute:
+        raise ValueError(f"execute={execute!r} is not 'module:function'")
+    if timeout_s <= 0:
+        raise UserError(f"--timeout {timeout_s:g}: must be more than 0 seconds")
+    ids = [case.case_id for case in cases]
+    repeated = [case_id for case_id, n in Counter(ids).items() if n > 1]
+    if repeated:
+        raise UserError(f"the grid holds case {repeated[0]} more than once")
+    out_dir = Path(out_dir)
+    ensure_writable_dir(out_dir)
+    results_path = out_dir / RESULTS_FILE
+    recorded = done_case_ids(results_path)
+    already = [case_id for case_id in ids if case_id in recorded]
+    if already and not resume:
+        more = f" (and {len(already) - 1} more of this grid)" if len(already) > 1 else ""
+        raise UserError(
+            f"{results_path} already holds case {already[0]}{more}; pass --resume to run only the "
+            "cases it lacks, or use a new --out"
+        )
+    if already:
+        print(f"resuming: {len(already)} of {len(ids)} cases already recorded", file=sys.stderr)
+    pending = [case for case in cases if case.case_id not in recorded]
+
+    records: list[dict[str, Any]] = []
+    with _Progress(len(pending), live=progress and sys.stderr.isatty()) as shown:
+        try:
+            for case in pending:
+                shown.start(case.case_id)
+                if case.case_id in (skipped or {}):
+                    record = _skipped(case, skipped[case.case_id], env)
+                else:
+                    record = _run_case(case, execute, timeout_s, env)
+                append_record(results_path, record)
+                records.append(record)
+                shown.finish(record, len(records))
+        except KeyboardInterrupt:
+            raise RunInterrupted(len(records), len(pending), results_path) from None
+    return records
+
+
+def _run_case(
+    case: RunnableCase, execute: str, timeout_s: float, env: dict[str, Any]
+) -> dict[str, Any]:
+    """One case, one worker, one record."""
+    case_dict = case.to_dict()
+    started_at = datetime.now(UTC)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="scaling-bench-") as tmp:
+        job = {
+            "execute": execute,
+            "case": case_dict,
+            "runner_pid": os.getpid(),
+            "dump_stacks_at": time.time() + timeout_s - STACK_DUMP_BEFORE_S,
+        }
+        job_path = Path(tmp, "job.json")
+        job_path.write_text(json.dumps(job), encoding="utf-8")
+        fields = _run_worker(job_path, Path(tmp, "result.json"), Path(tmp, "output.log"), timeout_s)
+    duration_s = round(time.perf_counter() - t0, 3)
+    return make_record(
+        case.case_id, case_dict, env=env, started_at=started_at, duration_s=duration_s, **fields
+    )
+
+
+def _skipped(case: RunnableCase, reason: str, env: dict[str, Any]) -> dict[str, Any]:
+    started_at = datetime.now(UTC)
+    return make_record(
+        case.case_id, case.to_dict(), "skipped", env=env, started_at=started_at,
+        duration_s=0.0, error=reason,
+    )  # fmt: skip
+
+
+def _run_worker(
+    job_path: Path, result_path: Path, log_path: Path, timeout_s: float
+) -> dict[str, Any]:
+    """The worker's result fields, or a ``timeout`` / ``crashed`` status if it gave none."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scaling_bench.worker", str(job_path), str(result_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=_worker_env(),
+            start_new_session=True,  # own process group: one kill takes its children too
+        )
+    try:
+        returncode = proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        summary = f"ran past the {timeout_s:g}s timeout; killed the worker's process group"
+        return {"status": "timeout", "error": _with_output(summary, log_path)}
+    finally:
+        if proc.poll() is None:  # Ctrl-C or another error: the worker must not outlive the run
+            _kill_group(proc)
+    if returncode == 0 and result_path.exists():
+        return json.loads(result_path.read_text(encoding="utf-8"))
+    return {"status": "crashed", "error": _with_output(_death(returncode), log_path)}
+
+
+def _worker_env() -> dict[str, str]:
+    """The environment, with ``sys.path`` as PYTHONPATH: what the parent imports, the worker can."""
+    path = dict.fromkeys(os.path.abspath(entry) for entry in sys.path)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _death(returncode: int) -> str:
+    """How a worker ended without a result, in words."""
+    if returncode >= 0:
+        return f"worker exited with code {returncode} without returning a result"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = "unknown signal"
+    note = ", which often means the host's out-of-memory killer" if name == "SIGKILL" else ""
+    return f"worker killed by signal {-returncode} ({name}){note}"
+
+
+def _with_output(summary: str, log_path: Path) -> str:
+    """The worker's last output, then the summary: like a traceback, the conclusion comes last."""
+    with open(log_path, "rb") as log:
+        log.seek(max(log.seek(0, os.SEEK_END) - 4 * ERROR_CHARS, 0))
+        tail = log.read().decode("utf-8", errors="replace").strip()
+    return clip(f"{tail}\n{summary}" if tail else summary)
+
+
+class _Progress:
+    """One line per finished case on stderr; on a terminal, also a live bar with the running case,
+    done/total and ETA."""
+
+    def __init__(self, total: int, live: bool) -> None:
+        self.total = total
+        self.bar = (
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            if live
+            else None
+        )
+
+    def __enter__(self) -> _Progress:
+        if self.bar:
+            self.bar.start()
+            self.task = self.bar.add_task("", total=self.total)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.bar:
+            self.bar.stop()
+
+    def start(self, case_id: str) -> None:
+        if self.bar:
+            self.bar.update(self.task, description=case_id)
+
+    def finish(self, record: dict[str, Any], n_done: int) -> None:
+        line = f"[{n_done}/{self.total}] {record['case_id']} {record['status']} "
+        line += f"{record['duration_s']:.1f}s"
+        if record["error"]:
+            line += f": {record['error'].splitlines()[-1][:120]}"
+        if self.bar:
+            self.bar.console.print(line, markup=False, highlight=False)
+            self.bar.advance(self.task)
+        else:
+            print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,118 @@
+"""Run one case in a fresh interpreter and report how it ended; started by ``runner``.
+
+Protocol: ``python -m scaling_bench.worker JOB RESULT``. ``JOB`` is a JSON file ``{"execute":
+"module:function", "case": {...}, "runner_pid": N, "dump_stacks_at": T}``. The function is called
+with the case dict and returns record fields (``params``, ``config``, ``metrics``, ``predicted``,
+optionally ``status`` and ``error``). The worker writes ``{"status", "error", ...those fields}`` to
+``RESULT`` (a temporary file renamed into place, so the parent never reads half a result) and exits
+0, also when the function raised: that is reported as ``oom`` or ``crashed`` in ``RESULT``.
+Everything else (a non-zero exit, a signal, no ``RESULT``) is the parent's to classify. stdout and
+stderr belong to the user code; the parent keeps them for crash records. At time ``T`` (epoch
+seconds, shortly before the runner's timeout) a worker still running prints its stacks there, so a
+timeout record says where it hung. The worker dies with the runner (``runner_pid``).
+
+This module imports neither torch nor rich: a worker pays only for what the case imports.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from scaling_bench.results import STATUSES
+
+RESULT_FIELDS = ("status", "error", "params", "config", "metrics", "predicted")
+ERROR_CHARS = 2000
+# torch's CPU allocator reports failure as a plain RuntimeError with this text; MPS and some CUDA
+# paths say "out of memory" in a RuntimeError too.
+_OOM_MESSAGES = ("can't allocate memory", "out of memory")
+_PR_SET_PDEATHSIG = 1
+
+
+def clip(text: str) -> str:
+    """The end of a long message: a traceback's last lines say what went wrong."""
+    text = text.strip()
+    return text if len(text) <= ERROR_CHARS else "…" + text[-ERROR_CHARS:]
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether the exception means memory ran out.
+
+    torch's ``OutOfMemoryError`` is matched by class name along the MRO, which also covers the
+    ``torch.cuda`` alias and subclasses without importing torch into a worker that did not.
+    """
+    if isinstance(exc, MemoryError):
+        return True
+    if any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _OOM_MESSAGES)
+
+
+def _crashed(error: str) -> dict[str, Any]:
+    return {"status": "crashed", "error": clip(error)}
+
+
+def _checked(fields: Any, execute: str) -> dict[str, Any]:
+    """The returned fields with status filled in, or a crash saying how they break the contract."""
+    if not isinstance(fields, dict):
+        return _crashed(f"{execute} returned {type(fields).__name__}, not a dict of record fields")
+    unknown = sorted(set(fields) - set(RESULT_FIELDS))
+    if unknown:
+        return _crashed(f"{execute} returned unknown fields {', '.join(map(str, unknown))}")
+    status = fields.get("status", "ok")
+    if status not in STATUSES:
+        return _crashed(f"{execute} returned status {status!r}, not one of {', '.join(STATUSES)}")
+    return {"error": None, **fields, "status": status}
+
+
+def run_case(execute: str, case: dict[str, Any]) -> dict[str, Any]:
+    """Call ``execute`` on the case; an exception becomes an ``oom`` or ``crashed`` result."""
+    module_name, _, function_name = execute.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+        fields = function(case)
+    except Exception as exc:
+        if is_oom(exc):
+            return {"status": "oom", "error": clip(f"{type(exc).__name__}: {exc}")}
+        return _crashed("".join(traceback.format_exception(exc)))
+    return _checked(fields, execute)
+
+
+def _die_with_runner(runner_pid: int) -> None:
+    """Linux: get SIGKILL when the runner dies, so an orphan never holds the memory a resumed run
+    needs (the worker has its own session, so a terminal's signals do not reach it)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != runner_pid:  # the runner died before prctl took effect
+        os._exit(1)
+
+
+def main(argv: list[str]) -> None:
+    job_path, result_path = argv
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    _die_with_runner(job["runner_pid"])
+    faulthandler.enable()  # a segfault or an abort leaves a traceback in the crash record
+    dump_stacks_in_s = job["dump_stacks_at"] - time.time()
+    if dump_stacks_in_s > 0:
+        faulthandler.dump_traceback_later(dump_stacks_in_s)
+    result = run_case(job["execute"], job["case"])
+    try:
+        text = json.dumps(result)
+    except (TypeError, ValueError) as exc:
+        text = json.dumps(_crashed(f"{job['execute']} returned fields that are not JSON: {exc}"))
+    tmp_path = Path(result_path + ".tmp")
+    tmp_path.write_text(text, encoding="utf-8")
+    os.replace(tmp_path, result_path)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""What runs: forward, training step, checkpoint, convergence."""

@@ -1,0 +1,136 @@
+"""Fault injection for runner tests: ``run`` is the ``execute`` function a test grid points at.
+
+It runs inside a worker and does what ``case["fault"]`` names. Importable as ``faults`` because
+pytest puts this folder on ``sys.path``; the worker finds it only through the parent's path, which
+is part of what the tests check. No torch here: each worker should start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EXECUTE = "faults:run"
+CPU_ALLOCATOR_MESSAGE = (
+    "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+    "you tried to allocate 1125899906842624 bytes. Error code 12 (Cannot allocate memory)"
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str
+    fault: str = "ok"
+    marker: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fault": self.fault, "marker": self.marker}
+
+
+class OutOfMemoryError(RuntimeError):
+    """Stands in for ``torch.OutOfMemoryError``, which the worker recognises by name."""
+
+
+def ok(case: dict) -> dict:
+    return {"params": 10, "config": {"d_model": 2}, "metrics": {"x": {"value": 1.0, "unit": "s"}}}
+
+
+def prints_then_ok(case: dict) -> dict:
+    print("user output on stdout")
+    print("user output on stderr", file=sys.stderr)
+    return ok(case)
+
+
+def touch_marker(case: dict) -> dict:
+    Path(case["marker"]).touch()
+    return ok(case)
+
+
+def diverged(case: dict) -> dict:
+    return {**ok(case), "status": "diverged", "error": "loss became nan at step 7"}
+
+
+def bad_status(case: dict) -> dict:
+    return {"status": "great"}
+
+
+def not_json(case: dict) -> dict:
+    return {"config": {"d_model": object()}}
+
+
+def memory_error(case: dict) -> dict:
+    raise MemoryError("no room for the activations")
+
+
+def fake_torch_oom(case: dict) -> dict:
+    raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def cpu_allocator_failure(case: dict) -> dict:
+    raise RuntimeError(CPU_ALLOCATOR_MESSAGE)
+
+
+def value_error(case: dict) -> dict:
+    raise ValueError("shapes (3, 4) and (5, 6) do not match")
+
+
+def exit_3(case: dict) -> dict:
+    print("last words before exit", file=sys.stderr, flush=True)
+    os._exit(3)
+
+
+def sigkill(case: dict) -> dict:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return ok(case)
+
+
+def endless_loop(case: dict) -> dict:
+    while True:
+        pass
+
+
+def spawn_child_and_hang(case: dict) -> dict:
+    child = subprocess.Popen(["sleep", "600"])
+    Path(case["marker"]).write_text(str(child.pid))
+    endless_loop(case)
+    return ok(case)
+
+
+def hang_once(case: dict) -> dict:
+    """Hang the first time (leaving this worker's pid in the marker), succeed on a rerun."""
+    marker = Path(case["marker"])
+    if marker.exists():
+        return ok(case)
+    marker.write_text(str(os.getpid()))
+    endless_loop(case)
+    return ok(case)
+
+
+def run(case: dict) -> dict:
+    return globals()[case["fault"]](case)
+
+
+def run_grid(out_dir: str, marker: str, resume: bool = False) -> list[dict]:
+    """The grid the kill-and-resume tests stop in the middle: ok, hang_once, ok."""
+    from scaling_bench.runner import run_cases  # not at the top: workers need not import rich
+
+    cases = [Case("first"), Case("second", "hang_once", marker), Case("third")]
+    return run_cases(
+        cases, EXECUTE, Path(out_dir), timeout_s=60, env={}, resume=resume, progress=False
+    )
+
+
+if __name__ == "__main__":
+    from scaling_bench.runner import RunInterrupted
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
+    try:
+        run_grid(*sys.argv[1:])
+    except RunInterrupted as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(130)

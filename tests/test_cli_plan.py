@@ -1,0 +1,132 @@
+"""`scaling-bench plan`: the JSON contract, the table, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from scaling_bench.cli import main
+from scaling_bench.models import FAMILY_NAMES
+
+
+def run_plan(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["plan", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_plan_json_has_the_contract_keys(capsys: pytest.CaptureFixture[str], name: str) -> None:
+    code, out, _ = run_plan(capsys, "--family", name, "--params", "1e6", "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert d["family"] == name
+    assert d["target_params"] == 1e6
+    assert abs(d["params"] / 1e6 - 1) <= 0.02
+    assert set(d["flops_per_sample"]) == {"forward", "train"}
+    memory = d["predicted"]["train_memory_bytes"]
+    assert memory["total_bytes"] == sum(
+        memory[k]
+        for k in ("weights_bytes", "gradients_bytes", "optimizer_state_bytes", "activations_bytes")
+    )
+    assert d["predicted"]["checkpoint_bytes"] >= 4 * d["params"]
+    assert isinstance(d["config"], dict)
+
+
+def test_adamw_fp32_is_16_bytes_per_parameter_before_activations(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, out, _ = run_plan(capsys, "--family", "mlp", "--params", "1e6", "--json")
+    d = json.loads(out)
+    memory = d["predicted"]["train_memory_bytes"]
+    state = memory["weights_bytes"] + memory["gradients_bytes"] + memory["optimizer_state_bytes"]
+    assert state == 16 * d["params"]
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "dtype", "bytes_per_param"),
+    [("sgd", "fp32", 8), ("sgd-momentum", "fp32", 12), ("adam", "bf16", 8)],
+)
+def test_state_bytes_follow_optimizer_and_dtype(
+    capsys: pytest.CaptureFixture[str], optimizer: str, dtype: str, bytes_per_param: int
+) -> None:
+    args = ("--family", "mlp", "--params", "1e5", "--optimizer", optimizer, "--dtype", dtype)
+    _, out, _ = run_plan(capsys, *args, "--json")
+    d = json.loads(out)
+    memory = d["predicted"]["train_memory_bytes"]
+    state = memory["weights_bytes"] + memory["gradients_bytes"] + memory["optimizer_state_bytes"]
+    assert state == bytes_per_param * d["params"]
+
+
+def test_gpt_plan_reports_flops_per_token_and_honours_set(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run_plan(
+        capsys, "--family", "gpt", "--params", "1e8", "--seq-len", "512",
+        "--set", "vocab_size=50257", "bias=false", "--json",
+    )  # fmt: skip
+    assert code == 0
+    d = json.loads(out)
+    assert d["config"]["vocab_size"] == 50257
+    assert d["config"]["seq_len"] == 512
+    assert d["config"]["bias"] is False
+    assert d["tokens_per_sample"] == 512
+    assert d["flops_per_token"]["train"] == d["flops_per_sample"]["train"] / 512
+
+
+def test_plan_of_ten_billion_parameters_does_not_allocate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 1e10 fp32 parameters would be 40 GB: more than this machine has, so success proves it.
+    code, out, _ = run_plan(capsys, "--family", "gpt", "--params", "1e10", "--json")
+    assert code == 0
+    assert json.loads(out)["predicted"]["train_memory_bytes"]["weights_bytes"] > 3.9e10
+
+
+def test_human_output_is_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_plan(capsys, "--family", "vit", "--params", "125M")
+    assert code == 0
+    assert "parameters (exact)" in out
+    assert "checkpoint" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--family", "transformer", "--params", "1e6"), "unknown family 'transformer'"),
+        (("--family", "mlp", "--params", "abc"), "'abc' is not a number"),
+        (("--family", "mlp", "--params", "-5"), "not a positive"),
+        (("--family", "mlp", "--params", "0"), "not a positive"),
+        (("--family", "mlp", "--params", "1e6", "--set", "depth=3"), "depth: unknown field"),
+        (("--family", "mlp", "--params", "1e6", "--set", "n_layer=x"), "not a valid int"),
+        (("--family", "mlp", "--params", "1e6", "--set", "n_layer=0"), "n_layer=0"),
+        (("--family", "mlp", "--params", "1e6", "--dtype", "fp8"), "unknown dtype 'fp8'"),
+        (("--family", "mlp", "--params", "1e6", "--optimizer", "lion"), "unknown optimizer"),
+        (("--family", "gpt", "--params", "1e4", "--set", "vocab_size=50257"), "below"),
+        (("--family", "mlp",), "required"),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], needle: str
+) -> None:
+    code, out, err = run_plan(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert needle in err
+
+
+def test_console_script_reports_user_errors_without_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "scaling_bench.cli", "plan", "--family", "nope", "--params", "1e6"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        "scaling-bench: error: unknown family 'nope'; choose from mlp, cnn, resnet, vit, gpt"
+    )
