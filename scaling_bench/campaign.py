@@ -122,7 +122,7 @@ def summarize_run(out: Path, started: float, ran: list[dict]) -> None:
             fmt_bytes(predicted["value"]) if predicted else "",
             _value(m, "checkpoint_bytes", "{:,.0f}"),
         )
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     console.print(table)
     wall = time.perf_counter() - started
     console.print(f"wall time {wall:.1f}s, of which {timed:.1f}s ({timed / wall:.0%}) timed")
