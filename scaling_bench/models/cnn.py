@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from scaling_bench.errors import ConfigError
+from scaling_bench.models.batches import classification_batch
 from scaling_bench.models.sizing import fit_width
 
 DEFAULT_BATCH_SIZE = 128
@@ -107,9 +108,7 @@ def sample_batch(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.randn(batch_size, 3, 32, 32, device=device, dtype=dtype)
-    y = torch.randint(0, cfg.n_classes, (batch_size,), device=device)
-    return x, y
+    return classification_batch((3, 32, 32), cfg.n_classes, batch_size, device, dtype)
 
 
 def _rung(k: int) -> float:

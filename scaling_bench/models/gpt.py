@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scaling_bench.errors import ConfigError
-from scaling_bench.models.sizing import fit_depth_width, fit_width
+from scaling_bench.models.sizing import fit_free_knobs
 
 DEFAULT_BATCH_SIZE = 16
 ASPECT_RATIO = 64  # widest d_model per layer in the sizing ladder
@@ -205,6 +205,7 @@ def config_for(target_params: float, **overrides: object) -> GPTConfig:
 
     def make(n_layer: int, k: int) -> GPTConfig:
         """Depth ``n_layer``, width rung ``k``; pinned fields override both."""
+        n_layer = overrides.get("n_layer", n_layer)
         n_head = heads(n_layer)
         fields = {"n_layer": n_layer, "d_model": k * n_head, "n_head": n_head}
         return GPTConfig(**(fields | overrides))
@@ -215,11 +216,12 @@ def config_for(target_params: float, **overrides: object) -> GPTConfig:
     def max_width(n_layer: int) -> int:
         return max(1, ASPECT_RATIO * n_layer // heads(n_layer))
 
-    if "n_layer" in overrides:
-        n_layer = overrides["n_layer"]
-        if "d_model" in overrides:
-            return make(n_layer, 1)
-        return make(n_layer, fit_width(lambda k: count(n_layer, k), target_params))
-    if "d_model" in overrides:
-        return make(fit_width(lambda n_layer: count(n_layer, 1), target_params), 1)
-    return make(*fit_depth_width(count, target_params, max_width))
+    return make(
+        *fit_free_knobs(
+            count,
+            target_params,
+            max_width,
+            depth_pinned="n_layer" in overrides,
+            width_pinned="d_model" in overrides,
+        )
+    )

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from scaling_bench.errors import ConfigError
+from scaling_bench.models.batches import classification_batch
 from scaling_bench.models.sizing import fit_width
 
 DEFAULT_BATCH_SIZE = 128
@@ -73,9 +74,7 @@ def sample_batch(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.randn(batch_size, cfg.d_in, device=device, dtype=dtype)
-    y = torch.randint(0, cfg.n_classes, (batch_size,), device=device)
-    return x, y
+    return classification_batch((cfg.d_in,), cfg.n_classes, batch_size, device, dtype)
 
 
 def config_for(target_params: float, **overrides: object) -> MLPConfig:

@@ -15,7 +15,6 @@ below 1e5 they grow as ``k`` shrinks: within 5% from 1e4 to 1e5, 1.1% at 1e4 its
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -23,10 +22,10 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from scaling_bench.errors import ConfigError
-from scaling_bench.models.sizing import fit_depth_width, fit_width
+from scaling_bench.models.batches import classification_batch
+from scaling_bench.models.sizing import fit_free_knobs
 
 DEFAULT_BATCH_SIZE = 128
-MAX_DEPTH = 512
 _TORCHVISION_WIDTHS = (64, 128, 256, 512)
 
 
@@ -140,10 +139,9 @@ def sample_batch(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    size = cfg.image_size
-    x = torch.randn(batch_size, 3, size, size, device=device, dtype=dtype)
-    y = torch.randint(0, cfg.n_classes, (batch_size,), device=device)
-    return x, y
+    return classification_batch(
+        (3, cfg.image_size, cfg.image_size), cfg.n_classes, batch_size, device, dtype
+    )
 
 
 def _widths(k: int) -> tuple[int, int, int, int]:
@@ -158,26 +156,6 @@ def _widths(k: int) -> tuple[int, int, int, int]:
     return scaled(8), scaled(4), scaled(2), k
 
 
-def _fit_free_knobs(
-    count: Callable[[int, int], int],
-    target: float,
-    max_width: Callable[[int], int],
-    depth_pinned: bool,
-    width_pinned: bool,
-) -> tuple[int, int]:
-    """(depth, width) rungs nearest to ``target``, moving only the knobs that are not pinned.
-
-    ``count`` must ignore a pinned knob's rung.
-    """
-    if depth_pinned and width_pinned:
-        return 1, 1
-    if depth_pinned:
-        return 1, fit_width(lambda width: count(1, width), target)
-    if width_pinned:
-        return fit_width(lambda depth: count(depth, 1), target, hi=MAX_DEPTH), 1
-    return fit_depth_width(count, target, max_width, max_depth=MAX_DEPTH)
-
-
 def config_for(target_params: float, **overrides: object) -> ResNetConfig:
     base = replace(ResNetConfig(), **overrides)
 
@@ -188,7 +166,7 @@ def config_for(target_params: float, **overrides: object) -> ResNetConfig:
             widths=overrides.get("widths", _widths(width)),
         )
 
-    depth, width = _fit_free_knobs(
+    depth, width = fit_free_knobs(
         lambda d, k: param_count(make(d, k)),
         target_params,
         lambda d: 256 * d,

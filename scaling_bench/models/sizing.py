@@ -81,3 +81,26 @@ def check_reachable(smallest: int, largest: int, target: float) -> None:
             f"target {target:.3g} parameters is above this family's largest config "
             f"({largest:,} parameters)"
         )
+
+
+def fit_free_knobs(
+    count: Callable[[int, int], int],
+    target: float,
+    max_width: Callable[[int], int],
+    *,
+    depth_pinned: bool,
+    width_pinned: bool,
+    max_depth: int = 512,
+) -> tuple[int, int]:
+    """(depth, width) rungs nearest to ``target``, moving only the knobs the user did not pin.
+
+    ``count`` must ignore a pinned knob's rung (the family's config builder applies the pinned
+    value over it), so a pinned knob's rung is returned as 1.
+    """
+    if depth_pinned and width_pinned:
+        return 1, 1
+    if depth_pinned:
+        return 1, fit_width(lambda width: count(1, width), target)
+    if width_pinned:
+        return fit_width(lambda depth: count(depth, 1), target, hi=max_depth), 1
+    return fit_depth_width(count, target, max_width, max_depth=max_depth)

@@ -15,7 +15,6 @@ change the count); ``n_head`` pinned alone makes the width rungs multiples of it
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -23,10 +22,10 @@ from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
 from scaling_bench.errors import ConfigError
-from scaling_bench.models.sizing import fit_depth_width, fit_width
+from scaling_bench.models.batches import classification_batch
+from scaling_bench.models.sizing import fit_free_knobs
 
 DEFAULT_BATCH_SIZE = 128
-MAX_DEPTH = 512
 
 
 @dataclass(frozen=True)
@@ -122,10 +121,9 @@ def sample_batch(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    size = cfg.image_size
-    x = torch.randn(batch_size, 3, size, size, device=device, dtype=dtype)
-    y = torch.randint(0, cfg.n_classes, (batch_size,), device=device)
-    return x, y
+    return classification_batch(
+        (3, cfg.image_size, cfg.image_size), cfg.n_classes, batch_size, device, dtype
+    )
 
 
 def _n_head(n_layer: int, d_model: int | None = None) -> int:
@@ -134,26 +132,6 @@ def _n_head(n_layer: int, d_model: int | None = None) -> int:
     if d_model is not None:
         heads = max(h for h in range(1, heads + 1) if d_model % h == 0)
     return heads
-
-
-def _fit_free_knobs(
-    count: Callable[[int, int], int],
-    target: float,
-    max_width: Callable[[int], int],
-    depth_pinned: bool,
-    width_pinned: bool,
-) -> tuple[int, int]:
-    """(depth, width) rungs nearest to ``target``, moving only the knobs that are not pinned.
-
-    ``count`` must ignore a pinned knob's rung.
-    """
-    if depth_pinned and width_pinned:
-        return 1, 1
-    if depth_pinned:
-        return 1, fit_width(lambda width: count(1, width), target)
-    if width_pinned:
-        return fit_width(lambda depth: count(depth, 1), target, hi=MAX_DEPTH), 1
-    return fit_depth_width(count, target, max_width, max_depth=MAX_DEPTH)
 
 
 def config_for(target_params: float, **overrides: object) -> ViTConfig:
@@ -166,7 +144,7 @@ def config_for(target_params: float, **overrides: object) -> ViTConfig:
         fields = {"n_layer": depth, "n_head": heads(depth), "d_model": width * heads(depth)}
         return replace(ViTConfig(), **(fields | overrides))
 
-    depth, width = _fit_free_knobs(
+    depth, width = fit_free_knobs(
         lambda d, k: param_count(make(d, k)),
         target_params,
         lambda d: max(1, 64 * d // heads(d)),

@@ -1,0 +1,18 @@
+"""Random classification batches: what every non-sequence family trains on when timed."""
+
+from __future__ import annotations
+
+import torch
+
+
+def classification_batch(
+    shape: tuple[int, ...],
+    n_classes: int,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian inputs of ``shape`` per sample and uniform int64 labels."""
+    x = torch.randn(batch_size, *shape, device=device, dtype=dtype)
+    y = torch.randint(0, n_classes, (batch_size,), device=device)
+    return x, y
