@@ -14,7 +14,6 @@ from pathlib import Path
 
 from scaling_bench import grid
 from scaling_bench.grid import Case, GridSpec
-from scaling_bench.predict import plan
 from scaling_bench.results import RESULTS_FILE, load_records
 from scaling_bench.units import fmt_bytes
 
@@ -23,14 +22,7 @@ EXECUTE = "scaling_bench.workloads.execute:run_case"
 
 def predicted_peak_bytes(case: Case) -> int:
     """What the case's largest workload should hold: training state and activations, or weights."""
-    p = plan(
-        case.family,
-        case.target_params,
-        batch_size=case.batch_size,
-        dtype=case.dtype,
-        optimizer=case.optimizer,
-        overrides=case.overrides_dict(),
-    )
+    p = case.plan()
     needs_training = set(case.workloads) & {"train", "checkpoint", "convergence"}
     return p.train_memory.total_bytes if needs_training else p.train_memory.weights_bytes
 

@@ -13,12 +13,16 @@ import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scaling_bench.dtypes import DTYPES
 from scaling_bench.errors import UserError
 from scaling_bench.models import FAMILY_NAMES, family
 from scaling_bench.models.overrides import parse_overrides
 from scaling_bench.workloads.train_step import OPTIMIZER_STATE_SLOTS
+
+if TYPE_CHECKING:
+    from scaling_bench.predict import Plan
 
 WORKLOADS = ("forward", "train", "checkpoint", "convergence")
 DEFAULT_WORKLOADS = ("forward", "train", "checkpoint")
@@ -138,6 +142,19 @@ class Case:
 
     def overrides_dict(self) -> dict[str, object]:
         return dict(self.overrides)
+
+    def plan(self) -> Plan:
+        """The case's model, FLOPs and predicted costs, computed on the meta device."""
+        from scaling_bench.predict import plan
+
+        return plan(
+            self.family,
+            self.target_params,
+            batch_size=self.batch_size,
+            dtype=self.dtype,
+            optimizer=self.optimizer,
+            overrides=self.overrides_dict(),
+        )
 
 
 @dataclass

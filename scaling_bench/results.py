@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from scaling_bench.durable import fsync_path
 from scaling_bench.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -159,16 +160,7 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
     finally:
         os.close(fd)
     if is_new:
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a new file's directory entry durable too (the file's own fsync does not cover it)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_path(path.parent)
 
 
 def ensure_writable_dir(directory: Path) -> None:

@@ -16,3 +16,14 @@ def classification_batch(
     x = torch.randn(batch_size, *shape, device=device, dtype=dtype)
     y = torch.randint(0, n_classes, (batch_size,), device=device)
     return x, y
+
+
+def image_batch(
+    cfg: object,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB images of the config's ``image_size`` and labels below its ``n_classes``."""
+    shape = (3, cfg.image_size, cfg.image_size)
+    return classification_batch(shape, cfg.n_classes, batch_size, device, dtype)

@@ -22,7 +22,7 @@ from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
 from scaling_bench.errors import ConfigError
-from scaling_bench.models.batches import classification_batch
+from scaling_bench.models.batches import image_batch
 from scaling_bench.models.sizing import fit_free_knobs
 
 DEFAULT_BATCH_SIZE = 128
@@ -115,15 +115,7 @@ def build(
     return model.to(dtype=dtype)
 
 
-def sample_batch(
-    cfg: ViTConfig,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return classification_batch(
-        (3, cfg.image_size, cfg.image_size), cfg.n_classes, batch_size, device, dtype
-    )
+sample_batch = image_batch
 
 
 def _n_head(n_layer: int, d_model: int | None = None) -> int:

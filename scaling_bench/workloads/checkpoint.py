@@ -21,7 +21,6 @@ the families (vit at 1e5), under 0.06% from 1e6 up. Only many tiny tensors push 
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from scaling_bench.durable import fsync_path
 from scaling_bench.stats import scaled, single, summarize
 
 try:
@@ -162,7 +162,7 @@ def _round_trip_metrics(
         _synchronize(device)
         start = time.perf_counter()
         save(path)
-        _fsync(path)
+        fsync_path(path)
         save_s.append(time.perf_counter() - start)
         load_s.append(_timed_load(path, load, check, device))
     nbytes = path.stat().st_size
@@ -246,12 +246,3 @@ def _synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so a timed block neither includes nor misses it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _fsync(path: Path) -> None:
-    """Push the file's dirty pages to the disk (fsync acts on the file, whichever descriptor)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -20,7 +20,7 @@ from scaling_bench.grid import Case
 from scaling_bench.hardware import peak_flops
 from scaling_bench.meters.memory import baseline_rss
 from scaling_bench.models import family
-from scaling_bench.predict import Plan, plan
+from scaling_bench.predict import Plan
 from scaling_bench.stats import single
 from scaling_bench.workloads.checkpoint import measure_checkpoint
 from scaling_bench.workloads.forward import forward_step
@@ -61,14 +61,7 @@ class CaseSetup:
 
     @classmethod
     def build(cls, case: Case, seed: int = 0) -> CaseSetup:
-        p = plan(
-            case.family,
-            case.target_params,
-            batch_size=case.batch_size,
-            dtype=case.dtype,
-            optimizer=case.optimizer,
-            overrides=case.overrides_dict(),
-        )
+        p = case.plan()
         fam = family(case.family)
         device = torch.device(case.device)
         dtype = parse_dtype(case.dtype)
