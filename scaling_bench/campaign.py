@@ -7,6 +7,7 @@ and, on the host, other processes with it.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -65,7 +66,7 @@ class Campaign:
 
 def prepare(spec: GridSpec, out: Path, resume: bool = False) -> Campaign:
     """Everything that can fail on bad input fails here, before the first worker starts."""
-    from scaling_bench.hardware import fingerprint, peak_flops
+    from scaling_bench.hardware import PEAK_FLOPS_ENV, fingerprint, measured_gemm_peak, peak_flops
     from scaling_bench.results import ensure_writable_dir
 
     device = grid.resolve_device(spec.device)
@@ -77,8 +78,12 @@ def prepare(spec: GridSpec, out: Path, resume: bool = False) -> Campaign:
     cases = grid.build_cases(spec, device)
     free = grid.free_memory_bytes(device)
     skipped = {c.case_id: reason for c in cases if (reason := skip_reason(c, free))}
-    for dtype in spec.dtypes:
-        peak_flops(device, grid.DTYPES[dtype])  # measured once here, not in every worker
+    if device == "cpu" and not os.environ.get(PEAK_FLOPS_ENV):
+        for dtype in spec.dtypes:  # here, once per run, not in every worker
+            measured_gemm_peak(grid.DTYPES[dtype], refresh=True)
+    else:
+        for dtype in spec.dtypes:
+            peak_flops(device, grid.DTYPES[dtype])  # an unknown GPU fails before any case runs
     return Campaign(spec, cases, skipped, out, resume, env=fingerprint())
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -10,3 +13,15 @@ import torch
 def _seeded() -> None:
     """Every test starts from the same random state, so random configs are reproducible."""
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests (and the workers they start) never read or write the user's measured-peak cache."""
+    old = os.environ.get("SCALING_BENCH_CACHE_DIR")
+    os.environ["SCALING_BENCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        del os.environ["SCALING_BENCH_CACHE_DIR"]
+    else:
+        os.environ["SCALING_BENCH_CACHE_DIR"] = old

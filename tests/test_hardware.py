@@ -246,3 +246,13 @@ def test_nvml_is_none_without_a_driver_or_without_the_module(monkeypatch):
     monkeypatch.setattr(hardware, "pynvml", None)
     with nvml() as lib:
         assert lib is None
+
+
+def test_refreshing_the_gemm_peak_keeps_the_higher_figure(monkeypatch):
+    figures = iter([5e10, 9e10, 6e10])
+    monkeypatch.setattr(hardware, "_measure_gemm_flops", lambda dtype: next(figures))
+
+    assert measured_gemm_peak(torch.float32) == 5e10
+    assert measured_gemm_peak(torch.float32, refresh=True) == 9e10
+    assert measured_gemm_peak(torch.float32, refresh=True) == 9e10
+    assert measured_gemm_peak(torch.float32) == 9e10

@@ -1,0 +1,130 @@
+"""`scaling-bench run`: a real grid end to end, and one-line errors that lose nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scaling_bench.cli import main
+from scaling_bench.results import RESULTS_FILE, load_records
+
+TINY = ["--families", "mlp,gpt", "--sizes", "1e4", "--budget", "0.3", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    assert main(["run", *TINY, "--set", "gpt.seq_len=16", "--out", str(out)]) == 0
+    return out
+
+
+def test_every_case_is_recorded_ok_with_measurements_beside_predictions(tiny_run: Path) -> None:
+    records = load_records(tiny_run / RESULTS_FILE)
+    assert [r["case_id"] for r in records] == ["mlp-1e4-fp32-cpu", "gpt-1e4-fp32-cpu-seq_len=16"]
+    for r in records:
+        assert r["status"] == "ok", r["error"]
+        m = r["metrics"]
+        for name in (
+            "forward_step_s", "forward_samples_per_s", "forward_mfu", "forward_cold_start_s",
+            "train_step_s", "train_samples_per_s", "train_flops_per_s", "train_mfu",
+            "train_peak_cpu_rss_bytes", "train_peak_cpu_rss_above_baseline_bytes",
+            "checkpoint_bytes", "checkpoint_bytes_with_optimizer", "checkpoint_save_s",
+        ):  # fmt: skip
+            assert name in m, name
+        assert 0 < m["train_mfu"]["value"] <= 1
+        assert m["train_step_s"]["samples"], "raw samples are kept"
+        assert "train_peak_cpu_rss_above_baseline_bytes" in r["predicted"]
+        ratio = m["checkpoint_bytes"]["value"] / r["predicted"]["checkpoint_bytes"]["value"]
+        assert abs(ratio - 1) < 0.01
+        assert "peak_gpu_nvml_bytes" not in json.dumps(m), "no driver: absent, not zero"
+        assert r["env"]["cpu_logical_cores"] >= 1
+    assert "train_tokens_per_s" in records[1]["metrics"]
+
+
+def test_a_second_run_into_the_same_folder_needs_resume(
+    tiny_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = (tiny_run / RESULTS_FILE).read_bytes()
+    args = ["run", *TINY, "--set", "gpt.seq_len=16", "--out", str(tiny_run)]
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+    assert (tiny_run / RESULTS_FILE).read_bytes() == before
+
+
+def test_summary_table_names_each_case(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["run", *TINY, "--set", "gpt.seq_len=16", "--out", str(tiny_run), "--resume"])
+    out = capsys.readouterr().out
+    assert "mlp-1e4-fp32-cpu" in out
+    assert "samples/s" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--sizes", "1e5,abc"], "'abc' is not a number"),
+        (["--workloads", "inference"], "unknown workload 'inference'"),
+        (["--dtype", "fp8"], "unknown dtype 'fp8'"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--families", "rnn"], "unknown family 'rnn'"),
+        (["--grid", "huge"], "unknown grid 'huge'"),
+        (["--grid", "missing.toml"], "does not exist"),
+        (["--timeout", "0"], "must be more than 0"),
+        (["--set", "colour=red"], "no family of this grid has"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_runs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    out = tmp_path / "out"
+    assert main(["run", "--families", "mlp", "--sizes", "1e4", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert needle in err
+    assert not (out / RESULTS_FILE).exists()
+
+
+def test_cuda_without_a_gpu_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["run", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_output_folder_that_cannot_be_written_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["run", "--families", "mlp", "--sizes", "1e4", "--out", str(blocker / "x")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"schema_version": 1, "case_id": "x", "sta', '{"schema_version": 99, "case_id": "x"}\n'],
+)
+def test_corrupt_results_file_is_refused_and_left_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    (tmp_path / RESULTS_FILE).write_text(content)
+    args = ["run", "--families", "mlp", "--sizes", "1e4", "--out", str(tmp_path), "--resume"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert (tmp_path / RESULTS_FILE).read_text() == content
+
+
+def test_a_case_predicted_not_to_fit_is_skipped_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scaling_bench import grid
+
+    monkeypatch.setattr(grid, "free_memory_bytes", lambda device: 10_000_000)
+    assert main(["run", "--families", "mlp", "--sizes", "1e7", "--out", str(tmp_path)]) == 0
+    (record,) = load_records(tmp_path / RESULTS_FILE)
+    assert record["status"] == "skipped"
+    assert "predicted to need" in record["error"]
