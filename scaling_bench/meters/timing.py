@@ -45,9 +45,18 @@ class Timing:
     timed_s: float
 
     def metrics(self, prefix: str) -> dict[str, dict]:
-        """Record metrics ``{prefix}_step_s`` (median, spread, samples) and the cold start."""
+        """Record metrics ``{prefix}_step_s`` (median, spread, samples) and the cold start.
+
+        The step metric also says whether the median's 95% CI reached the target width
+        (``converged``) and how wide it is, so a reader can tell a settled figure from a noisy one.
+        """
+        step = summarize(self.step_s, "s") | {
+            "ci95_halfwidth": self.ci_halfwidth_s if math.isfinite(self.ci_halfwidth_s) else None,
+            "converged": self.converged,
+            "steps_per_sample": self.steps_per_sample,
+        }
         return {
-            f"{prefix}_step_s": summarize(self.step_s, "s"),
+            f"{prefix}_step_s": step,
             f"{prefix}_cold_start_s": single(self.cold_start_s, "s"),
         }
 
