@@ -1,9 +1,12 @@
-"""nox sessions: tests, lint (more front-ends join in the benchmarks issue).
+"""nox sessions: tests, lint, bench (pytest-benchmark), asv.
 
 The venv backend with pip: uv does not see the torch wheels that lie on this machine's disk.
+``bench`` and ``asv`` take their cases from the ``SCALING_BENCH_*`` variables (docs/frontends.md).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -23,3 +26,30 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """pytest-benchmark over the grid, saved and compared with the last saved run.
+
+    Runs are saved in .benchmarks/; from the second on, a median more than 10% slower than the last
+    saved run's fails the session (exit 1). Arguments go to pytest (``--sb-families mlp``).
+    """
+    session.install("-e", ".")
+    has_baseline = any(Path(".benchmarks").glob("*/*.json"))
+    compare = ["--benchmark-compare", "--benchmark-compare-fail=median:10%"] if has_baseline else []
+    session.run("pytest", "benchmarks", "--benchmark-autosave", *compare, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def asv(session: nox.Session) -> None:
+    """asv: register the machine (GPU in its name), run at HEAD, publish to .asv/html.
+
+    The results are recorded under HEAD's hash (asv keeps none from its existing environment
+    otherwise). Arguments go to ``asv run`` (``--quick``, ``--bench train``).
+    """
+    session.install("-e", ".")
+    machine = session.run("scaling-bench", "asv-machine", silent=True, stderr=None)
+    run = ["asv", "run", "--machine", str(machine).strip(), "--set-commit-hash", "HEAD"]
+    session.run(*run, *session.posargs)
+    session.run("asv", "publish")

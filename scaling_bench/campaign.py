@@ -19,13 +19,21 @@ from scaling_bench.results import RESULTS_FILE, load_records
 from scaling_bench.units import fmt_bytes
 
 EXECUTE = "scaling_bench.workloads.execute:run_case"
+DISTRIBUTED_EXECUTE = "scaling_bench.distributed:run_case"
 
 
 def predicted_peak_bytes(case: Case) -> int:
-    """What the case's largest workload should hold: training state and activations, or weights."""
-    p = case.plan()
+    """What the case's largest workload should hold: training state and activations, or weights.
+
+    A distributed case needs one rank's share per device (FSDP shards the state, so a model too
+    big for one device can fit); on a CPU, all the node's ranks share the host's memory.
+    """
+    from scaling_bench.distributed import rank_memory
+
+    memory = rank_memory(case.plan().train_memory, case.strategy, case.world_size)
     needs_training = set(case.workloads) & {"train", "checkpoint", "convergence"}
-    return p.train_memory.total_bytes if needs_training else p.train_memory.weights_bytes
+    need = memory.total_bytes if needs_training else memory.weights_bytes
+    return need * (case.nproc_per_node if case.device == "cpu" else 1)
 
 
 def skip_reason(case: Case, free_bytes: int) -> str | None:
@@ -52,24 +60,33 @@ class Campaign:
     def run(self, progress: bool = True) -> list[dict]:
         from scaling_bench.runner import run_cases
 
+        execute, derive = EXECUTE, None
+        if self.spec.strategy:
+            from scaling_bench.distributed import with_scaling_efficiency
+
+            execute = DISTRIBUTED_EXECUTE
+            derive = with_scaling_efficiency(load_records(self.out / RESULTS_FILE))
         return run_cases(
             self.cases,
-            EXECUTE,
+            execute,
             self.out,
             timeout_s=self.spec.timeout_s,
             env=self.env,
             resume=self.resume,
             progress=progress,
             skipped=self.skipped,
+            derive=derive,
         )
 
 
 def prepare(spec: GridSpec, out: Path, resume: bool = False) -> Campaign:
     """Everything that can fail on bad input fails here, before the first worker starts."""
+    from scaling_bench.distributed import check_launch, launch_env
     from scaling_bench.hardware import PEAK_FLOPS_ENV, fingerprint, measured_gemm_peak, peak_flops
     from scaling_bench.results import ensure_writable_dir
 
     device = grid.resolve_device(spec.device)
+    check_launch(spec, device)
     ensure_writable_dir(out)
     for dtype in spec.dtypes:
         warning = grid.dtype_warning(device, dtype)
@@ -84,7 +101,8 @@ def prepare(spec: GridSpec, out: Path, resume: bool = False) -> Campaign:
     else:
         for dtype in spec.dtypes:
             peak_flops(device, grid.DTYPES[dtype])  # an unknown GPU fails before any case runs
-    return Campaign(spec, cases, skipped, out, resume, env=fingerprint())
+    env = fingerprint() | (launch_env(spec, device) if spec.strategy else {})
+    return Campaign(spec, cases, skipped, out, resume, env=env)
 
 
 def summarize_run(out: Path, started: float, ran: list[dict]) -> None:

@@ -12,6 +12,8 @@ from scaling_bench.errors import UserError
 from scaling_bench.units import fmt_bytes, fmt_count
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from scaling_bench.grid import GridSpec
 
 
@@ -112,6 +114,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="skip cases already in --out")
     p.add_argument("--peak-flops", help="device peak FLOP/s for MFU, e.g. 989.4e12 or 989.4T")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--strategy", help="ddp or fsdp: run each case under torchrun")
+    p.add_argument("--nproc-per-node", type=int, help="ranks on this node (one per GPU)")
+    p.add_argument("--nnodes", type=int, help="nodes, each running this same command")
+    p.add_argument("--node-rank", type=int, help="this node's rank; 0 hosts the rendezvous")
+    p.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="node rank 0's address and port")
     p.set_defaults(func=_cmd_run)
 
 
@@ -125,6 +132,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.peak_flops:
         os.environ["SCALING_BENCH_PEAK_FLOPS"] = args.peak_flops
+    from scaling_bench.distributed import NODE_RANK_ENV, RDZV_ENDPOINT_ENV
+
+    if args.node_rank is not None:  # the workers read them there, as a batch script may set them
+        os.environ[NODE_RANK_ENV] = str(args.node_rank)
+    if args.rdzv_endpoint:
+        os.environ[RDZV_ENDPOINT_ENV] = args.rdzv_endpoint
     out = Path(args.out or f"results/run-{datetime.now():%Y%m%d-%H%M%S}")
     campaign = prepare(_spec_from_args(args), out, resume=args.resume)
     try:
@@ -168,6 +181,9 @@ def _spec_from_args(args: argparse.Namespace) -> GridSpec:
         "optimizer": args.optimizer,
         "timeout_s": args.timeout,
         "budget_s": args.budget,
+        "strategy": args.strategy,
+        "nproc_per_node": args.nproc_per_node,
+        "nnodes": args.nnodes,
     }.items():
         if value is not None:
             spec = replace(spec, **{name: value})
@@ -186,13 +202,120 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_asv_machine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "asv-machine",
+        help="register this machine for asv, the GPU's model in its name; prints the name",
+    )
+    p.add_argument("--config", default="asv.conf.json", help="asv config (default asv.conf.json)")
+    p.set_defaults(func=_cmd_asv_machine)
+
+
+def _cmd_asv_machine(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scaling_bench.suites import register_asv_machine
+
+    print(register_asv_machine(Path(args.config)))
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="HTML report with plots and a markdown summary of a run")
+    p.add_argument("dir", metavar="DIR", help="results folder (or its results.jsonl)")
+    p.add_argument("--html", metavar="FILE", help="HTML report (default: DIR/report.html)")
+    p.add_argument("--markdown", metavar="FILE", help="markdown summary (default: stdout)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scaling_bench.report import build_html, build_markdown
+    from scaling_bench.runs import read_records
+
+    records = read_records(Path(args.dir))
+    folder = Path(args.dir) if Path(args.dir).is_dir() else Path(args.dir).parent
+    html_path = Path(args.html or folder / "report.html")
+    _write(html_path, build_html(records, args.dir))
+    markdown = build_markdown(records, args.dir)
+    if args.markdown:
+        _write(Path(args.markdown), markdown)
+    else:
+        print(markdown, end="")
+    print(f"scaling-bench: wrote {html_path}", file=sys.stderr)
+    return 0
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    """Write an output file; a folder that is not there is the user's mistake, not a bug."""
+    try:
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare two runs (any front-end); exit 1 on a significant regression",
+    )
+    p.add_argument("base", metavar="BASE", help="results folder, pytest-benchmark JSON or asv file")
+    p.add_argument("current", metavar="CURRENT")
+    p.add_argument("--threshold", default="5%", help="smallest change that counts (default 5%%)")
+    p.add_argument(
+        "--metric",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="metrics to compare, names or glob patterns (default: every metric whose name gives "
+        "its direction: *_s, *_bytes, losses lower is better, *_per_s, *_mfu higher; "
+        "throughput, FLOP/s and MFU are left to the step time they are derived from)",
+    )
+    p.add_argument("--all", action="store_true", help="list unchanged metrics too")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", metavar="FILE", help="PNG of the per-family ratios (hardware view)")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scaling_bench.analysis import compare_runs, parse_threshold
+    from scaling_bench.runs import load_run
+
+    threshold = parse_threshold(args.threshold)
+    comparison = compare_runs(
+        load_run(Path(args.base)), load_run(Path(args.current)), threshold, args.metric
+    )
+    if args.plot:
+        from scaling_bench.report import comparison_png
+
+        _write(Path(args.plot), comparison_png(comparison))
+    if args.json:
+        print(json.dumps(comparison.to_dict(), indent=2))
+    else:
+        from rich.console import Console
+
+        from scaling_bench.report import comparison_tables, gate_line
+
+        console = Console()
+        for table in comparison_tables(comparison, show_all=args.all):
+            console.print(table)
+        console.print(gate_line(comparison))
+    return 1 if comparison.failed_gate else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="scaling-bench",
         description="Measure how a network's cost and behaviour grow with its parameter count.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_plan, _add_run, _add_env):
+    for add in (_add_plan, _add_run, _add_report, _add_compare, _add_env, _add_asv_machine):
         add(sub)
     return parser
 

@@ -28,6 +28,8 @@ WORKLOADS = ("forward", "train", "checkpoint", "convergence")
 DEFAULT_WORKLOADS = ("forward", "train", "checkpoint")
 DEFAULT_OPTIMIZER = "adamw"
 PRESETS = ("quick", "full", "auto")
+#: How a case is spread over several processes (``distributed.py``); None: one process.
+STRATEGIES = ("ddp", "fsdp")
 #: Share of the free memory a case may be predicted to use before it is skipped, not attempted.
 MEMORY_HEADROOM = 0.8
 
@@ -110,6 +112,13 @@ class Case:
     optimizer: str = DEFAULT_OPTIMIZER
     overrides: tuple[tuple[str, object], ...] = ()
     budget_s: float = 5.0
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    strategy: str | None = None
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
 
     @property
     def case_id(self) -> str:
@@ -124,6 +133,9 @@ class Case:
         if self.optimizer != DEFAULT_OPTIMIZER:
             parts.append(self.optimizer)
         parts.extend(f"{k}={v}" for k, v in self.overrides)
+        if self.strategy:  # last, so a single-process id is this id without its suffix
+            ranks = f"{self.nnodes}x{self.nproc_per_node}" if self.nnodes > 1 else self.world_size
+            parts.append(f"{self.strategy}{ranks}")
         return "-".join(parts)
 
     def to_dict(self) -> dict:
@@ -170,6 +182,9 @@ class GridSpec:
     overrides: dict[str, dict[str, object]] = field(default_factory=dict)
     timeout_s: float = 300.0
     budget_s: float = 5.0
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    strategy: str | None = None
 
 
 def preset(name: str, device: str) -> GridSpec:
@@ -272,6 +287,9 @@ def build_cases(spec: GridSpec, device: str) -> list[Case]:
             optimizer=spec.optimizer,
             overrides=tuple(sorted(spec.overrides.get(fam, {}).items())),
             budget_s=spec.budget_s,
+            nproc_per_node=spec.nproc_per_node,
+            nnodes=spec.nnodes,
+            strategy=spec.strategy,
         )
         for fam, sizes in spec.sizes.items()
         for size in sorted(sizes)

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -80,6 +80,7 @@ def run_cases(
     resume: bool = False,
     progress: bool = True,
     skipped: Mapping[str, str] | None = None,
+    derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run each case not yet recorded in ``out_dir/results.jsonl``; return the records written.
 
@@ -87,7 +88,9 @@ def run_cases(
     each case's wall time, the worker's start and imports included. The records come back in case
     order; with ``resume``, earlier records stay in the file, not in the return value. Ctrl-C kills
     the running worker and raises ``RunInterrupted``. Cases in ``skipped`` (case id -> reason) are
-    recorded as ``skipped`` with the reason, without a worker.
+    recorded as ``skipped`` with the reason, without a worker. ``derive`` maps a case and its
+    worker's fields to the fields recorded, for figures that need more than the worker knows
+    (a distributed case's scaling efficiency against an earlier record).
     """
     if ":" not in execute:
         raise ValueError(f"execute={execute!r} is not 'module:function'")
@@ -120,7 +123,7 @@ def run_cases(
                 if case.case_id in (skipped or {}):
                     record = _skipped(case, skipped[case.case_id], env)
                 else:
-                    record = _run_case(case, execute, timeout_s, env)
+                    record = _run_case(case, execute, timeout_s, env, derive)
                 append_record(results_path, record)
                 records.append(record)
                 shown.finish(record, len(records))
@@ -130,7 +133,11 @@ def run_cases(
 
 
 def _run_case(
-    case: RunnableCase, execute: str, timeout_s: float, env: dict[str, Any]
+    case: RunnableCase,
+    execute: str,
+    timeout_s: float,
+    env: dict[str, Any],
+    derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One case, one worker, one record."""
     case_dict = case.to_dict()
@@ -146,6 +153,8 @@ def _run_case(
         job_path = Path(tmp, "job.json")
         job_path.write_text(json.dumps(job), encoding="utf-8")
         fields = _run_worker(job_path, Path(tmp, "result.json"), Path(tmp, "output.log"), timeout_s)
+    if derive is not None:
+        fields = derive(case, fields)
     duration_s = round(time.perf_counter() - t0, 3)
     return make_record(
         case.case_id, case_dict, env=env, started_at=started_at, duration_s=duration_s, **fields

@@ -130,7 +130,7 @@ def test_a_case_predicted_not_to_fit_is_skipped_with_the_reason(
     assert "predicted to need" in record["error"]
 
 
-def test_env_prints_the_fingerprint_every_record_carries(capsys: pytest.CaptureFixture[str]) -> None:
+def test_env_prints_the_fingerprint_records_carry(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["env"]) == 0
     env = json.loads(capsys.readouterr().out)
     assert {"cpu_model", "cpu_logical_cores", "ram_bytes", "torch_version", "hostname"} <= set(env)

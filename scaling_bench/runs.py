@@ -1,0 +1,285 @@
+"""Every front-end's output in one shape, so ``compare`` can set any two runs side by side.
+
+A run is read from a scaling-bench results folder (or its ``results.jsonl``), a pytest-benchmark
+JSON file (``--benchmark-json`` or ``--benchmark-autosave``) or an asv result file
+(``.asv/results/MACHINE/COMMIT-ENV.json``, format version 2). Each becomes cases keyed by case id,
+each holding metrics in the record's shape (``{value, unit, n, median?, iqr?, samples?}``).
+
+Foreign results are matched to our cases and metric names where they say enough:
+
+- case id: pytest-benchmark's ``extra_info["case_id"]``, else a test parameter or asv parameter
+  that is one of our case ids (``gpt-1e6-fp32-cpu``), else the test's full name or the asv
+  benchmark's class with its parameters;
+- metric: the timed function's name without its front-end prefix, with the unit appended, as our
+  names carry it (``test_train_step`` and asv's ``time_train_step`` both give ``train_step_s``;
+  asv ``peakmem_train`` gives ``train_bytes``, ``track_checkpoint_bytes`` gives
+  ``checkpoint_bytes``); pytest-benchmark's ``extra_info`` entries that are numbers or metrics
+  are metrics under their own names.
+
+asv counts seconds per sample (``time_train_sample`` gives ``train_sample_s``) where our records
+carry samples per second, so a results file's ``*_samples_per_s`` also appear inverted as
+``*_sample_s``: a run of either front-end then compares with the other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from scaling_bench.errors import UserError
+from scaling_bench.models import FAMILY_NAMES
+from scaling_bench.results import RESULTS_FILE, load_records
+from scaling_bench.stats import scaled, summarize
+
+ASV_API_VERSION = 2
+_CASE_ID = re.compile(rf"^({'|'.join(FAMILY_NAMES)})-\d+(\.\d+)?e\d+-")
+_PREFIX_UNITS = {
+    "test_": "s",
+    "time_": "s",
+    "timeraw_": "s",
+    "peakmem_": "bytes",
+    "mem_": "bytes",
+    "track_": "",
+}
+_ASV_UNITS = {"seconds": "s", "bytes": "bytes", "unit": ""}
+#: What the pytest suites put in ``extra_info`` besides metrics.
+_EXTRA_INFO_KEYS = ("case_id", "family", "params")
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One case of a run: its status and its metrics, whichever front-end measured it."""
+
+    case_id: str
+    family: str
+    status: str
+    metrics: dict[str, dict]
+
+
+@dataclass(frozen=True)
+class Run:
+    """A set of measurements from one front-end, on one machine, at one commit."""
+
+    source: str
+    kind: str
+    env: dict[str, Any]
+    cases: dict[str, CaseResult]
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a results folder (or its ``results.jsonl``); at least one, or a UserError."""
+    path = Path(path)
+    results = path / RESULTS_FILE if path.is_dir() else path
+    if not results.exists():
+        where = f"no {RESULTS_FILE} in {path}" if path.is_dir() else "no such file or folder"
+        raise UserError(f"{path}: {where}")
+    records = load_records(results)
+    if not records:
+        raise UserError(f"{results}: holds no records")
+    return records
+
+
+def load_run(path: Path) -> Run:
+    """The run at ``path``: a results folder or file, a pytest-benchmark JSON or an asv result.
+
+    A case recorded twice in one results file (runs appended to it) keeps its latest record.
+    """
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".jsonl" or not path.exists():
+        records = read_records(path)
+        cases = {
+            r["case_id"]: CaseResult(
+                r["case_id"], r["case"].get("family", ""), r["status"], _per_sample(r["metrics"])
+            )
+            for r in records
+        }
+        return Run(str(path), "scaling-bench", records[-1]["env"], cases)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (corrupt)") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}; cut off or corrupt)") from None
+    if isinstance(data, dict) and "benchmarks" in data:
+        return _from_pytest_benchmark(data, path)
+    if isinstance(data, dict) and "result_columns" in data:
+        return _from_asv(data, path)
+    raise UserError(
+        f"{path}: not a scaling-bench results file, a pytest-benchmark JSON (no 'benchmarks') "
+        "or an asv result file (no 'result_columns')"
+    )
+
+
+def _per_sample(metrics: dict[str, dict]) -> dict[str, dict]:
+    """The metrics with seconds per sample beside samples per second, as asv times them."""
+    inverted = {
+        name.removesuffix("_samples_per_s") + "_sample_s": scaled(m, 1.0, "s", invert=True)
+        for name, m in metrics.items()
+        if name.endswith("_samples_per_s") and m.get("value")
+    }
+    return metrics | inverted
+
+
+def _metric_name(function: str, unit: str | None = None) -> tuple[str, str]:
+    """``time_train_step`` -> (``train_step_s``, ``s``): our spelling, with the unit last.
+
+    ``unit`` is what the front-end declared (asv's ``benchmarks.json``); without it the prefix
+    says (``time_`` is seconds, ``peakmem_`` bytes, ``track_`` unknown).
+    """
+    prefix = next((p for p in _PREFIX_UNITS if function.startswith(p)), "")
+    stem = function.removeprefix(prefix)
+    unit = _ASV_UNITS.get(unit, unit) if unit else _PREFIX_UNITS.get(prefix, "")
+    if unit in ("s", "bytes") and not stem.endswith(f"_{unit}"):
+        return f"{stem}_{unit}", unit
+    return stem, unit
+
+
+def _family_of(case_id: str, candidates: list[str], fallback: str) -> str:
+    match = _CASE_ID.match(case_id)
+    if match:
+        return match.group(1)
+    return next((c for c in candidates if c in FAMILY_NAMES), fallback)
+
+
+def _add(cases: dict[str, CaseResult], case_id: str, family: str, metrics: dict[str, dict]) -> None:
+    """Merge metrics into a case: several benchmarks of one case (forward, train) share it."""
+    if case_id in cases:
+        metrics = cases[case_id].metrics | metrics
+    cases[case_id] = CaseResult(case_id, family, "ok", metrics)
+
+
+def _from_pytest_benchmark(data: dict, path: Path) -> Run:
+    cases: dict[str, CaseResult] = {}
+    for bench in data.get("benchmarks") or []:
+        try:
+            fullname, name = bench["fullname"], bench["name"]
+        except (KeyError, TypeError):
+            raise UserError(f"{path}: a benchmark without 'name' and 'fullname'") from None
+        extra = bench.get("extra_info") or {}
+        param = str(bench.get("param") or "")
+        case_id = extra.get("case_id") or (param if _CASE_ID.match(param) else fullname)
+        metrics = {
+            key: value
+            if isinstance(value, dict)
+            else {"value": value, "unit": _unit_of(key), "n": 1}
+            for key, value in extra.items()
+            if key not in _EXTRA_INFO_KEYS
+            and (_is_number(value) or (isinstance(value, dict) and _is_number(value.get("value"))))
+        }
+        stats = bench.get("stats")
+        if stats:
+            metric, unit = _metric_name(name.split("[")[0])
+            metrics[metric] = _pytest_benchmark_metric(stats, unit)
+        family = extra.get("family") or _family_of(case_id, [], fullname.split("::")[0])
+        _add(cases, case_id, family, metrics)
+    if not cases:
+        raise UserError(f"{path}: holds no benchmarks")
+    machine = data.get("machine_info") or {}
+    commit = data.get("commit_info") or {}
+    env = {
+        "hostname": machine.get("node"),
+        "cpu_model": (machine.get("cpu") or {}).get("brand_raw") or machine.get("processor"),
+        "gpu_name": machine.get("gpu_name"),
+        "python_version": machine.get("python_version"),
+        "git_commit": commit.get("id"),
+        "git_dirty": commit.get("dirty"),
+        "datetime": data.get("datetime"),
+    }
+    return Run(str(path), "pytest-benchmark", {k: v for k, v in env.items() if v}, cases)
+
+
+def _pytest_benchmark_metric(stats: dict, unit: str) -> dict:
+    """pytest-benchmark's seconds per call; the raw rounds when saved with --benchmark-save-data."""
+    if stats.get("data"):
+        return summarize(stats["data"], unit)
+    return {
+        "value": stats["median"],
+        "unit": unit,
+        "n": stats.get("rounds", 1),
+        "median": stats["median"],
+        "iqr": stats.get("iqr", 0.0),
+    }
+
+
+def _from_asv(data: dict, path: Path) -> Run:
+    version = data.get("version")
+    if version != ASV_API_VERSION:
+        raise UserError(
+            f"{path}: asv result format version {version}; this reads version {ASV_API_VERSION}"
+        )
+    columns = data["result_columns"]
+    units = _asv_units(path)
+    cases: dict[str, CaseResult] = {}
+    for benchmark, row in (data.get("results") or {}).items():
+        fields = dict(zip(columns, row, strict=False))
+        owner, _, function = benchmark.rpartition(".")
+        metric, unit = _metric_name(function, units.get(benchmark))
+        params = fields.get("params") or []
+        for i, combo in enumerate(product(*params) if params else [()]):
+            at = {
+                k: v[i] if isinstance(v, list) and i < len(v) else None for k, v in fields.items()
+            }
+            value = at["result"]
+            if not _is_number(value) or math.isnan(value):
+                continue  # asv stores a failed or skipped benchmark as null or NaN
+            plain = [_unquote(p) for p in combo]
+            case_id = next((p for p in plain if _CASE_ID.match(p)), None)
+            case_id = case_id or (f"{owner}({', '.join(plain)})" if plain else benchmark)
+            _add(cases, case_id, _family_of(case_id, plain, owner), {metric: _asv_metric(at, unit)})
+    if not cases:
+        raise UserError(f"{path}: holds no benchmark results")
+    machine = data.get("params") or {}
+    env = {
+        "hostname": machine.get("machine"),
+        "cpu_model": machine.get("cpu"),
+        "python_version": data.get("python"),
+        "git_commit": data.get("commit_hash"),
+        "asv_env": data.get("env_name"),
+    }
+    return Run(str(path), "asv", {k: v for k, v in env.items() if v}, cases)
+
+
+def _asv_metric(at: dict[str, Any], unit: str) -> dict:
+    """One parameter combination's figure: asv's median, its raw samples where recorded
+    (``--record-samples``), else its quartiles."""
+    value = at["result"]
+    if at.get("samples"):
+        return summarize(at["samples"], unit) | {"value": value, "median": value}
+    metric = {"value": value, "unit": unit, "n": at.get("stats_repeat") or 1}
+    if at.get("stats_q_25") is not None and at.get("stats_q_75") is not None:
+        metric |= {"median": value, "iqr": at["stats_q_75"] - at["stats_q_25"]}
+    return metric
+
+
+def _asv_units(path: Path) -> dict[str, str]:
+    """Units from ``results/benchmarks.json`` beside the machine folder, where asv keeps them."""
+    try:
+        described = json.loads((path.parent.parent / "benchmarks.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {
+        name: b["unit"]
+        for name, b in described.items()
+        if isinstance(b, dict) and isinstance(b.get("unit"), str)
+    }
+
+
+def _unit_of(name: str) -> str:
+    """The unit our metric names end with, for figures that arrive without one."""
+    return next((u for u in ("bytes", "s") if name.endswith(f"_{u}")), "")
+
+
+def _unquote(text: str) -> str:
+    """asv stores parameter values as their repr: ``'mlp-1e5-fp32-cpu'`` with the quotes."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,417 @@
+"""Convergence: train for a number of steps over seeds and learning rates, and record how it went.
+
+For each learning rate of the grid and each seed 0..S−1, a fresh model (``torch.manual_seed(seed)``,
+so every LR starts from the same weights) trains ``steps`` steps on mini-batches drawn without
+replacement, epoch after epoch, by a generator seeded with the seed. The data set is the same for
+every run of a case (``DATA_SEED``): the spread over seeds is the optimisation's, not the data's.
+On the CPU the same case and seed give bitwise-identical curves (deterministic algorithms on).
+
+The loss is cross-entropy (gpt: over every next token). With ``z_loss`` > 0 the objective adds
+PaLM's ``z_loss · mean(logsumexp(logits)²)``, which keeps the softmax normaliser near 1; the
+recorded losses stay plain cross-entropy, comparable with and without it. A run whose training
+loss turns non-finite stops there and counts as diverged (never an error).
+
+Evaluation (eval mode, no gradients) runs before the first step, every ``eval_every`` steps and
+after the last, on the held-out set and on the first min(train_size, heldout_size) training
+samples (noisy labels included: that is what the model is asked to fit). The evaluated training
+loss before the first step is the initial loss, after the last the final loss; divergence, LR
+sensitivity and the best LR use these (rules in ``scaling_bench.stability``).
+
+Metrics (the record's shape, ``{value, unit, n, …}``, with extra keys):
+
+- At the best LR (lowest mean final training loss), means over seeds: ``final_loss_mean``
+  (``samples``: one final loss per seed), ``final_loss_std`` (sample std, 0 for one seed),
+  ``heldout_loss``, ``generalization_gap`` (held-out minus training loss), ``train_error`` and
+  ``heldout_error`` (share of wrong argmax predictions); ``loss_spikes`` (spike steps, summed
+  over seeds); ``max_attention_logit`` (gpt; the largest over seeds); ``grad_norm`` (the global
+  L2 norm before clipping at every step of every seed: median, p10, p90, iqr, ``max``). Each
+  carries ``by_lr`` (``f"{lr:g}"`` → the same figure at that LR); a non-finite figure is null.
+  ``final_loss_mean["curves"]`` and ``heldout_loss["curves"]`` map ``"lr=0.001,seed=0"`` to
+  ``[[step, loss], …]`` for every run: training losses as at most ``CURVE_POINTS`` bucket means
+  (``stability.downsample``), held-out losses at each evaluation.
+- Over the whole grid: ``initial_loss``, ``diverged_fraction`` (with ``by_lr``),
+  ``lr_sensitivity``, ``best_lr``.
+
+``max_attention_logit`` is the largest pre-softmax attention logit ``q·k/sqrt(head_dim)`` over
+causal positions, heads and layers, taken at every evaluation on the first
+``ATTENTION_PROBE_SEQUENCES`` training sequences by forward hooks on each attention's q and k
+norms (the tensors handed to SDPA, whose fused kernel never exposes the logits), and the largest
+value seen over the run. Between evaluations it is not watched, so a brief excursion can be missed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scaling_bench.data import DATASETS, load_dataset
+from scaling_bench.errors import UserError
+from scaling_bench.models import family
+from scaling_bench.models.gpt import CausalSelfAttention
+from scaling_bench.stability import (
+    best_lr,
+    downsample,
+    is_diverged,
+    lr_sensitivity,
+    spike_steps,
+)
+from scaling_bench.stats import single, summarize
+from scaling_bench.workloads.train_step import make_optimizer, optimizer_slots
+
+SCHEDULES = ("constant", "cosine")
+#: The cosine schedule decays to this share of the peak LR at the last step (as nanoGPT does).
+MIN_LR_FRACTION = 0.1
+DATA_SEED = 0
+CURVE_POINTS = 100
+ATTENTION_PROBE_SEQUENCES = 8
+LOSS_UNIT = "nats"
+
+
+@dataclass(frozen=True)
+class ConvergenceSettings:
+    """What a convergence case trains; ``batch_size=None`` takes the family's default."""
+
+    steps: int = 200
+    seeds: int = 3
+    lrs: tuple[float, ...] = (1e-3,)
+    batch_size: int | None = None
+    optimizer: str = "adamw"
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    label_noise: float = 0.0
+    train_size: int = 1024
+    heldout_size: int = 512
+    dataset: str = "synthetic"
+    eval_every: int = 50
+    z_loss: float = 0.0
+    data_root: str | None = None
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        lrs = tuple(self.lrs)
+        if not lrs:
+            raise UserError("the learning-rate grid is empty")
+        if not all(isinstance(lr, int | float) and math.isfinite(lr) and lr > 0 for lr in lrs):
+            raise UserError(f"learning rates must be positive numbers, not {list(lrs)}")
+        object.__setattr__(self, "lrs", tuple(sorted({float(lr) for lr in lrs})))
+        for name in ("steps", "seeds", "train_size", "heldout_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"convergence {name}={getattr(self, name)} must be at least 1")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"batch_size={self.batch_size} must be at least 1")
+        optimizer_slots(self.optimizer)
+        if self.schedule not in SCHEDULES:
+            raise UserError(
+                f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}"
+            )
+        if self.dataset not in DATASETS:
+            raise UserError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        for name in ("warmup_steps", "weight_decay", "z_loss"):
+            if not getattr(self, name) >= 0:
+                raise UserError(f"{name}={getattr(self, name)} must not be negative")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise UserError(f"grad_clip={self.grad_clip} must be positive (or absent)")
+        if not 0.0 <= self.label_noise < 1.0:
+            raise UserError(f"label_noise={self.label_noise} must be in [0, 1)")
+
+
+def lr_factor(step: int, settings: ConvergenceSettings) -> float:
+    """Share of the peak LR at ``step``: linear warm-up, then constant or cosine decay."""
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    if settings.schedule == "constant":
+        return 1.0
+    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+    return MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class _Run:
+    """One (LR, seed) training run, as far as it got."""
+
+    step_losses: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+    heldout_curve: list[list[float | None]] = field(default_factory=list)
+    initial_loss: float = math.nan
+    final_loss: float = math.inf
+    heldout_loss: float = math.inf
+    train_error: float = math.nan
+    heldout_error: float = math.nan
+    max_attention_logit: float = -math.inf
+
+
+@contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels on the CPU, where they cost nothing; the old setting comes back."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _losses(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, z_loss: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(cross-entropy, training objective, logits flattened to (samples·positions, classes))."""
+    out = model(inputs)
+    logits = out.reshape(-1, out.shape[-1]).float()
+    ce = F.cross_entropy(logits, targets.reshape(-1))
+    if not z_loss:
+        return ce, ce, logits
+    return ce, ce + z_loss * torch.logsumexp(logits, dim=-1).pow(2).mean(), logits
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int
+) -> tuple[float, float]:
+    """(mean cross-entropy, error rate) over every target, in eval mode."""
+    model.eval()
+    loss_sum, wrong, count = 0.0, 0, 0
+    for start in range(0, len(inputs), batch_size):
+        y = targets[start : start + batch_size]
+        ce, _, logits = _losses(model, inputs[start : start + batch_size], y, 0.0)
+        loss_sum += ce.item() * y.numel()
+        wrong += (logits.argmax(dim=-1) != y.reshape(-1)).sum().item()
+        count += y.numel()
+    model.train()
+    return loss_sum / count, wrong / count
+
+
+@torch.no_grad()
+def max_attention_logit(model: nn.Module, tokens: torch.Tensor) -> float:
+    """Largest causal ``q·k/sqrt(head_dim)`` over layers and heads of a gpt on ``tokens``."""
+    qs: list[torch.Tensor] = []
+    ks: list[torch.Tensor] = []
+    attns = [m for m in model.modules() if isinstance(m, CausalSelfAttention)]
+    hooks = [a.q_norm.register_forward_hook(lambda m, i, out: qs.append(out)) for a in attns]
+    hooks += [a.k_norm.register_forward_hook(lambda m, i, out: ks.append(out)) for a in attns]
+    was_training = model.training
+    model.eval()
+    try:
+        model(tokens)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    largest = -math.inf
+    for q, k in zip(qs, ks, strict=True):
+        logits = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        causal = torch.ones(logits.shape[-2:], dtype=torch.bool, device=logits.device).tril()
+        largest = max(largest, logits.masked_fill(~causal, -math.inf).max().item())
+    return largest
+
+
+def _batch_order(n: int, batch_size: int, steps: int, g: torch.Generator) -> torch.Tensor:
+    """``(steps, batch_size)`` sample indices: shuffled epochs, concatenated, cut into batches."""
+    epochs = math.ceil(steps * batch_size / n)
+    order = torch.cat([torch.randperm(n, generator=g) for _ in range(epochs)])
+    return order[: steps * batch_size].view(steps, batch_size)
+
+
+class _Splits(NamedTuple):
+    train: tuple[torch.Tensor, torch.Tensor]
+    train_eval: tuple[torch.Tensor, torch.Tensor]  # the first min(train_size, heldout_size)
+    heldout: tuple[torch.Tensor, torch.Tensor]
+
+
+def _train(
+    build: Callable[[], nn.Module],
+    data: _Splits,
+    settings: ConvergenceSettings,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    probe_attention: bool,
+) -> _Run:
+    """One run: seeded init and batch order, evaluations, and a stop at a non-finite loss."""
+    (train_x, train_y), train_eval, heldout = data
+    torch.manual_seed(seed)
+    model = build()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(
+        settings.optimizer, params, lr=lr, weight_decay=settings.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, settings))
+    order = _batch_order(
+        len(train_x), batch_size, settings.steps, torch.Generator().manual_seed(seed)
+    )
+    probe = train_eval[0][:ATTENTION_PROBE_SEQUENCES] if probe_attention else None
+    run = _Run()
+
+    def evaluate(step: int) -> None:
+        run.final_loss, run.train_error = _evaluate(model, *train_eval, batch_size)
+        run.heldout_loss, run.heldout_error = _evaluate(model, *heldout, batch_size)
+        finite = math.isfinite(run.heldout_loss)
+        run.heldout_curve.append([step, run.heldout_loss if finite else None])
+        if probe is not None:
+            run.max_attention_logit = max(
+                run.max_attention_logit, max_attention_logit(model, probe)
+            )
+
+    evaluate(0)
+    run.initial_loss = run.final_loss
+    for step, idx in enumerate(order, start=1):
+        ce, objective, _ = _losses(model, train_x[idx], train_y[idx], settings.z_loss)
+        loss = ce.item()
+        run.step_losses.append(loss)
+        if not math.isfinite(loss):
+            run.final_loss = run.heldout_loss = math.inf
+            run.train_error = run.heldout_error = math.nan
+            return run
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        if settings.grad_clip is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, settings.grad_clip, norm)
+        run.grad_norms.append(norm.item())
+        optimizer.step()
+        schedule.step()
+        if step % settings.eval_every == 0 or step == settings.steps:
+            evaluate(step)
+    return run
+
+
+def _json_number(x: float) -> float | None:
+    """JSON has no infinity or NaN: a non-finite figure is recorded as null."""
+    return x if math.isfinite(x) else None
+
+
+def _mean(xs: list[float]) -> float:
+    """Mean, infinite when any value is not finite (a diverged seed spoils its LR's mean)."""
+    return math.fsum(xs) / len(xs) if all(math.isfinite(x) for x in xs) else math.inf
+
+
+def _std(xs: list[float]) -> float:
+    if not all(math.isfinite(x) for x in xs):
+        return math.inf
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def _diverged_share(runs: list[_Run]) -> float:
+    return statistics.fmean(is_diverged(r.initial_loss, r.final_loss) for r in runs)
+
+
+def _finite_grad_norms(runs: list[_Run]) -> list[float]:
+    return [x for r in runs for x in r.grad_norms if math.isfinite(x)]
+
+
+def run_convergence(
+    family_name: str,
+    cfg: object,
+    settings: ConvergenceSettings,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, dict]:
+    """Train every (LR, seed) of ``settings`` and return the metrics in the module docstring."""
+    device = torch.device(device)
+    fam = family(family_name)
+    batch_size = settings.batch_size or fam.DEFAULT_BATCH_SIZE
+    dataset = load_dataset(
+        settings.dataset,
+        family_name,
+        cfg,
+        train_size=settings.train_size,
+        heldout_size=settings.heldout_size,
+        label_noise=settings.label_noise,
+        seed=DATA_SEED,
+        data_root=settings.data_root,
+        download=settings.download,
+    )
+
+    def to_device(x: torch.Tensor) -> torch.Tensor:
+        return x.to(device, dtype=dtype if x.is_floating_point() else None)
+
+    train_x, train_y = (to_device(t) for t in dataset.train)
+    n_eval = min(settings.train_size, settings.heldout_size)
+    data = _Splits(
+        (train_x, train_y),
+        (train_x[:n_eval], train_y[:n_eval]),
+        (to_device(dataset.heldout[0]), to_device(dataset.heldout[1])),
+    )
+    gpt = family_name == "gpt"
+
+    def build() -> nn.Module:
+        return fam.build(cfg, device=device, dtype=dtype)
+
+    with _deterministic(device):
+        runs = {
+            lr: [
+                _train(build, data, settings, batch_size, lr, seed, probe_attention=gpt)
+                for seed in range(settings.seeds)
+            ]
+            for lr in settings.lrs
+        }
+    return _metrics(runs, gpt=gpt)
+
+
+def _metrics(runs: dict[float, list[_Run]], gpt: bool) -> dict[str, dict]:
+    """The record's metrics from every run, keyed by LR (module docstring)."""
+    all_runs = [r for rs in runs.values() for r in rs]
+    final_by_lr = {lr: _mean([r.final_loss for r in rs]) for lr, rs in runs.items()}
+    initial = _mean([r.initial_loss for r in all_runs])
+    best = best_lr(final_by_lr)
+    n_seeds = len(runs[best])
+
+    def by_lr(figure: Callable[[list[_Run]], float]) -> dict[str, float | None]:
+        return {f"{lr:g}": _json_number(figure(rs)) for lr, rs in runs.items()}
+
+    def at_best(figure: Callable[[list[_Run]], float], unit: str) -> dict:
+        return single(_json_number(figure(runs[best])), unit) | {
+            "n": n_seeds,
+            "by_lr": by_lr(figure),
+        }
+
+    def curves(curve: Callable[[_Run], list]) -> dict[str, list]:
+        return {
+            f"lr={lr:g},seed={s}": curve(r) for lr, rs in runs.items() for s, r in enumerate(rs)
+        }
+
+    out = {
+        "final_loss_mean": at_best(lambda rs: _mean([r.final_loss for r in rs]), LOSS_UNIT)
+        | {
+            "samples": [_json_number(r.final_loss) for r in runs[best]],
+            "curves": curves(lambda r: downsample(r.step_losses, CURVE_POINTS)),
+        },
+        "final_loss_std": at_best(lambda rs: _std([r.final_loss for r in rs]), LOSS_UNIT),
+        "heldout_loss": at_best(lambda rs: _mean([r.heldout_loss for r in rs]), LOSS_UNIT)
+        | {"curves": curves(lambda r: r.heldout_curve)},
+        "generalization_gap": at_best(
+            lambda rs: _mean([r.heldout_loss - r.final_loss for r in rs]), LOSS_UNIT
+        ),
+        "train_error": at_best(lambda rs: _mean([r.train_error for r in rs]), "fraction"),
+        "heldout_error": at_best(lambda rs: _mean([r.heldout_error for r in rs]), "fraction"),
+        "loss_spikes": at_best(
+            lambda rs: float(sum(len(spike_steps(r.step_losses)) for r in rs)), "count"
+        ),
+        "diverged_fraction": single(_diverged_share(all_runs), "fraction")
+        | {"n": len(all_runs), "by_lr": by_lr(_diverged_share)},
+        "initial_loss": single(_json_number(initial), LOSS_UNIT),
+        "lr_sensitivity": single(_json_number(lr_sensitivity(final_by_lr, initial)), LOSS_UNIT),
+        "best_lr": single(best, "lr"),
+    }
+    norms = _finite_grad_norms(runs[best])
+    if norms:
+        out["grad_norm"] = summarize(norms, "1", keep_samples=False) | {
+            "max": max(norms),
+            "by_lr": by_lr(lambda rs: statistics.median(_finite_grad_norms(rs) or [math.nan])),
+        }
+    if gpt:
+        out["max_attention_logit"] = at_best(lambda rs: max(r.max_attention_logit for r in rs), "1")
+    return out

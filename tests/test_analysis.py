@@ -1,0 +1,170 @@
+"""Power-law fits, theory checks and the statistics under the regression gate."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import synthetic
+
+from scaling_bench.analysis import (
+    compare_runs,
+    direction,
+    fit_power_law,
+    mann_whitney_p,
+    parse_threshold,
+    scaling_fits,
+    t_quantile,
+    theory_checks,
+)
+from scaling_bench.errors import UserError
+from scaling_bench.runs import CaseResult, Run
+from scaling_bench.stats import single, summarize
+
+
+def test_fit_recovers_a_known_exponent_within_its_confidence_interval() -> None:
+    rng = random.Random(1)
+    n = [10 ** (4 + i / 2) for i in range(9)]
+    y = [3.0 * x**0.75 * math.exp(rng.gauss(0, 0.05)) for x in n]
+    fit = fit_power_law(n, y)
+    assert fit is not None
+    assert fit.exponent == pytest.approx(0.75, abs=0.03)
+    assert fit.contains(0.75)
+    assert fit.ci[1] - fit.ci[0] < 0.1
+    assert fit.r2 > 0.99
+
+
+def test_an_exact_power_law_is_recovered_exactly() -> None:
+    fit = fit_power_law([1e4, 1e5, 1e6], [2e4**1.5, 2e5**1.5, 2e6**1.5])
+    assert fit.exponent == pytest.approx(1.5)
+    assert fit(1e7) == pytest.approx(2e7**1.5)
+    assert fit.ci == pytest.approx((1.5, 1.5))
+
+
+def test_two_sizes_give_an_exponent_without_an_interval_and_one_size_no_fit() -> None:
+    assert fit_power_law([1e4, 1e5], [1.0, 10.0]).ci is None
+    assert fit_power_law([1e4, 1e4], [1.0, 2.0]) is None
+
+
+@pytest.mark.parametrize(
+    ("df", "t"),
+    [(1, 12.7062), (2, 4.3027), (3, 3.1824), (10, 2.2281), (30, 2.0423), (1000, 1.9623)],
+)
+def test_t_quantile_matches_the_tables(df: int, t: float) -> None:
+    assert t_quantile(0.95, df) == pytest.approx(t, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "p"),
+    [
+        ([1, 2, 3], [4, 5, 6], 0.1),  # exact: 2 of the 20 orderings are this extreme
+        ([1, 5, 3, 8], [4, 2, 6, 7, 9], 0.5556),
+        ([1, 2, 2, 3, 4, 5, 6, 7, 8, 9], [3, 4, 5, 6, 7, 8, 9, 10, 11, 12], 0.0580),  # ties
+        (list(range(20)), [x + 5.5 for x in range(20)], 0.01058),
+    ],
+)
+def test_mann_whitney_p_matches_reference_values(a: list, b: list, p: float) -> None:
+    assert mann_whitney_p(a, b) == pytest.approx(p, abs=1e-4)
+
+
+def test_identical_samples_are_not_significant() -> None:
+    assert mann_whitney_p([1.0] * 10, [1.0] * 10) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "sign"),
+    [
+        ("train_step_s", -1),
+        ("train_samples_per_s", 1),
+        ("forward_mfu", 1),
+        ("checkpoint_bytes", -1),
+        ("final_loss_mean", -1),
+        ("loss_spikes", -1),
+        ("diverged_fraction", -1),
+        ("heldout_error", -1),
+        ("best_lr", None),
+    ],
+)
+def test_direction_follows_the_name(name: str, sign: int | None) -> None:
+    assert direction(name) == sign
+
+
+@pytest.mark.parametrize(("text", "value"), [("5%", 0.05), ("0.1", 0.1), ("12.5%", 0.125)])
+def test_threshold_takes_percent_or_fraction(text: str, value: float) -> None:
+    assert parse_threshold(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["abc", "150%", "-5%", "2"])
+def test_bad_threshold_is_a_user_error(text: str) -> None:
+    with pytest.raises(UserError, match="--threshold"):
+        parse_threshold(text)
+
+
+def test_scaling_fits_hold_time_and_bytes_to_their_theory() -> None:
+    fits = {
+        (f.series, f.quantity.name): f
+        for f in scaling_fits(synthetic.run(sizes=(1e4, 1e5, 1e6, 1e7)))
+    }
+    time = fits["mlp-fp32-cpu", "train_s_per_sample"]
+    assert time.fit.exponent == pytest.approx(1.0, abs=0.02)
+    assert time.theory_exponent == pytest.approx(1.0)
+    assert time.agrees_with_theory
+    throughput = fits["gpt-fp32-cpu", "train_samples_per_s"]
+    assert throughput.theory_exponent == pytest.approx(-1.0)
+    assert fits["gpt-fp32-cpu", "checkpoint_bytes"].fit.exponent == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_case_more_than_25_percent_from_its_prediction_is_flagged() -> None:
+    rng = random.Random(0)
+    records = [
+        synthetic.record("mlp", 1e4, rng=rng, checkpoint_factor=1.1),
+        synthetic.record("mlp", 1e5, rng=rng, checkpoint_factor=1.3),
+    ]
+    flagged = {(c.case_id, c.quantity) for c in theory_checks(records) if c.flagged}
+    assert flagged == {("mlp-1e5-fp32-cpu", "checkpoint_bytes")}
+
+
+def test_time_is_held_to_flops_at_the_rate_of_the_largest_case() -> None:
+    rng = random.Random(0)
+    records = [synthetic.record("mlp", 1e4, rng=rng, slowdown=3.0)]
+    records += [synthetic.record("mlp", n, rng=rng) for n in (1e5, 1e6, 1e7)]
+    checks = {(c.case_id, c.quantity): c for c in theory_checks(records)}
+    overhead_bound = checks["mlp-1e4-fp32-cpu", "train_s_per_sample"]
+    assert overhead_bound.flagged
+    assert overhead_bound.ratio == pytest.approx(3.0, rel=0.05)
+    assert not checks["mlp-1e5-fp32-cpu", "train_s_per_sample"].flagged
+
+
+def _run(metrics: dict[str, dict], status: str = "ok") -> Run:
+    return Run("x", "scaling-bench", {}, {"c": CaseResult("c", "mlp", status, metrics)})
+
+
+def test_bytes_on_disk_are_counted_so_growth_regresses_without_samples() -> None:
+    base = _run({"checkpoint_bytes": single(1000, "bytes")})
+    current = _run({"checkpoint_bytes": single(1200, "bytes")})
+    (row,) = compare_runs(base, current).rows
+    assert (row.verdict, row.note) == ("regressed", "exact count")
+
+
+def test_a_memory_peak_measured_once_is_inconclusive() -> None:
+    name = "train_peak_cpu_rss_bytes"
+    base, current = _run({name: single(1000, "bytes")}), _run({name: single(1200, "bytes")})
+    (row,) = compare_runs(base, current).rows
+    assert row.verdict == "inconclusive"
+
+
+def test_derived_figures_follow_their_step_time_unless_named() -> None:
+    rng = random.Random(0)
+    step = summarize(synthetic.timing(0.01, 0.01, rng), "s")
+    metrics = {"train_step_s": step, "train_samples_per_s": step | {"unit": "samples/s"}}
+    assert [r.metric for r in compare_runs(_run(metrics), _run(metrics)).rows] == ["train_step_s"]
+    named = compare_runs(_run(metrics), _run(metrics), metrics=["train_*"])
+    assert [r.metric for r in named.rows] == ["train_samples_per_s", "train_step_s"]
+
+
+def test_a_non_finite_loss_is_inconclusive_not_a_crash() -> None:
+    base = _run({"final_loss_mean": {"value": 2.0, "unit": "nats", "n": 2}})
+    current = _run({"final_loss_mean": {"value": None, "unit": "nats", "n": 2}})
+    (row,) = compare_runs(base, current).rows
+    assert row.verdict == "inconclusive"
