@@ -158,20 +158,16 @@ def _spec_from_args(args: argparse.Namespace) -> GridSpec:
 
     device = args.device or "auto"
     if args.grid.endswith(".toml"):
-        spec = grid.load_grid_file(Path(args.grid))
-        device = args.device or spec.device
-    else:
-        spec = grid.preset(args.grid, grid.resolve_device(device))
-    families = tuple(spec.sizes)
-    if args.families:
-        families = grid.split_names(args.families, "family", grid.FAMILY_NAMES)
-        spec = grid.with_families(spec, families)
-    if args.sizes:
-        spec = replace(spec, sizes=dict.fromkeys(families, grid.parse_sizes(args.sizes)))
+        device = args.device or grid.load_grid_file(Path(args.grid)).device
+    spec = grid.select(
+        args.grid,
+        grid.resolve_device(device),
+        families=args.families,
+        sizes=args.sizes,
+        dtypes=args.dtype,
+    )
     if args.workloads:
         spec = replace(spec, workloads=grid.split_names(args.workloads, "workload", grid.WORKLOADS))
-    if args.dtype:
-        spec = replace(spec, dtypes=grid.split_names(args.dtype, "dtype", tuple(grid.DTYPES)))
     pairs = list(args.overrides)
     if args.seq_len is not None:
         pairs.append(f"gpt.seq_len={args.seq_len}")

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 WORKLOADS = ("forward", "train", "checkpoint", "convergence")
 DEFAULT_WORKLOADS = ("forward", "train", "checkpoint")
 DEFAULT_OPTIMIZER = "adamw"
-PRESETS = ("quick", "full", "auto")
+PRESETS = ("smoke", "quick", "full", "auto")
+SMOKE_BUDGET_S = 0.05
 #: How a case is spread over several processes (``distributed.py``); None: one process.
 STRATEGIES = ("ddp", "fsdp")
 #: Share of the free memory a case may be predicted to use before it is skipped, not attempted.
@@ -188,9 +189,14 @@ class GridSpec:
 
 
 def preset(name: str, device: str) -> GridSpec:
-    """Built-in grids. ``quick`` adapts to the device: small sizes and fp32 on a CPU."""
+    """Built-in grids. ``quick`` adapts to the device: small sizes and fp32 on a CPU. ``smoke`` is
+    each family's smallest quick size with a token timing budget: it checks that every path runs."""
     if name not in PRESETS:
         raise UserError(f"unknown grid {name!r}; choose from {', '.join(PRESETS)} or a .toml file")
+    if name == "smoke":
+        spec = preset("quick", device)
+        smallest = {fam: [min(sizes)] for fam, sizes in spec.sizes.items()}
+        return replace(spec, sizes=smallest, budget_s=SMOKE_BUDGET_S)
     on_gpu = device.startswith("cuda")
     if name == "quick":
         if on_gpu:
@@ -373,3 +379,29 @@ def with_overrides(spec: GridSpec, pairs: list[str]) -> GridSpec:
                 parse_overrides(family(fam_name).Config, [pair])
             )
     return replace(spec, overrides=overrides)
+
+
+def select(
+    grid_name: str,
+    device: str,
+    *,
+    families: str | None = None,
+    sizes: str | None = None,
+    dtypes: str | None = None,
+) -> GridSpec:
+    """The named grid (a preset for ``device``, or a .toml file) with the axes given replaced.
+
+    The one reading of ``--grid/--families/--sizes/--dtype`` that the CLI and the pytest and asv
+    front-ends share, so they run the same cases for the same words.
+    """
+    if grid_name.endswith(".toml"):
+        spec = load_grid_file(Path(grid_name))
+    else:
+        spec = preset(grid_name, device)
+    if families:
+        spec = with_families(spec, split_names(families, "family", FAMILY_NAMES))
+    if sizes:
+        spec = replace(spec, sizes=dict.fromkeys(spec.sizes, parse_sizes(sizes)))
+    if dtypes:
+        spec = replace(spec, dtypes=split_names(dtypes, "dtype", tuple(DTYPES)))
+    return spec

@@ -49,7 +49,7 @@ def _cases(config: pytest.Config) -> list:
         try:
             cases = suites.bench_cases(
                 {name: config.getoption(f"sb_{name}") for name in suites.ENV},
-                default_grid=suites.SMOKE if disabled else "quick",
+                default_grid="smoke" if disabled else "quick",
             )
         except UserError as exc:  # a bad --sb-* option: its message, not a traceback
             raise pytest.fail.Exception(f"scaling-bench: {exc}", pytrace=False) from None

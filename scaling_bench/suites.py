@@ -31,22 +31,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from scaling_bench import grid
 from scaling_bench.errors import UserError
-from scaling_bench.grid import Case, GridSpec
+from scaling_bench.grid import Case
 
 if TYPE_CHECKING:
     import torch
 
     from scaling_bench.workloads.execute import CaseSetup
 
-SMOKE = "smoke"
-SMOKE_BUDGET_S = 0.05
 #: What chooses the cases, and the environment variable that sets each where no option does.
 ENV = {
     "grid": "SCALING_BENCH_GRID",
@@ -57,15 +55,6 @@ ENV = {
 }
 MIN_ROUNDS = 5
 MAX_ROUNDS = 100
-
-
-def _preset(name: str, device: str) -> GridSpec:
-    """A built-in grid, ``smoke`` included, for a resolved ``device``."""
-    if name != SMOKE:
-        return grid.preset(name, device)
-    spec = grid.preset("quick", device)
-    smallest = {fam: [min(sizes)] for fam, sizes in spec.sizes.items()}
-    return replace(spec, sizes=smallest, budget_s=SMOKE_BUDGET_S)
 
 
 def bench_cases(
@@ -89,14 +78,13 @@ def bench_cases(
         device = "cuda:0"  # the GPU grid's cases, for ``skip_reason`` to skip
     else:
         device = grid.resolve_device(wanted)
-    spec = from_file or _preset(grid_name, device)
-    if given["families"]:
-        families = grid.split_names(given["families"], "family", grid.FAMILY_NAMES)
-        spec = grid.with_families(spec, families)
-    if given["sizes"]:
-        spec = replace(spec, sizes=dict.fromkeys(spec.sizes, grid.parse_sizes(given["sizes"])))
-    if given["dtype"]:
-        spec = replace(spec, dtypes=grid.split_names(given["dtype"], "dtype", tuple(grid.DTYPES)))
+    spec = grid.select(
+        grid_name,
+        device,
+        families=given["families"],
+        sizes=given["sizes"],
+        dtypes=given["dtype"],
+    )
     return grid.build_cases(spec, device)
 
 
