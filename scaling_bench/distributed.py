@@ -63,10 +63,10 @@ from scaling_bench.errors import UserError
 from scaling_bench.grid import STRATEGIES, Case, GridSpec
 from scaling_bench.hardware import PEAK_FLOPS_ENV, mfu, peak_flops
 from scaling_bench.meters.memory import PeakMemory, baseline_rss
-from scaling_bench.meters.timing import MIN_BLOCK_S, Timing, _block_timer
+from scaling_bench.meters.timing import measure
 from scaling_bench.models import family
 from scaling_bench.predict import Plan, TrainMemory
-from scaling_bench.stats import median_ci_halfwidth, quantile, scaled, single, summarize
+from scaling_bench.stats import scaled, single, summarize
 from scaling_bench.worker import clip
 from scaling_bench.workloads.checkpoint import RoundTripError
 from scaling_bench.workloads.execute import ORDER, CaseSetup, predicted_metrics, warm_up_runtime
@@ -79,8 +79,6 @@ NODE_RANK_ENV = "SCALING_BENCH_NODE_RANK"
 RDZV_ENDPOINT_ENV = "SCALING_BENCH_RDZV_ENDPOINT"
 #: What every rank of a measured case runs (``distributed_worker`` calls it on the case dict).
 RANK_EXECUTE = "scaling_bench.distributed:measure_rank"
-# timing.measure's defaults, for the joint version of its loop.
-_MIN_SAMPLES, _MAX_SAMPLES, _REL_CI = 10, 200, 0.02
 _DCP_REPEATS = 3
 LOG_DIR = "torchelastic"
 
@@ -340,50 +338,19 @@ def _warm_up(device: torch.device, strategy: str) -> None:
     optimizer.step()
 
 
-def _agree(values: list[float], op: dist.ReduceOp.RedOpType) -> list[float]:
-    """``values`` reduced over all ranks: how ranks take a decision together."""
+def _agree(values: list[float], op: str) -> list[float]:
+    """``values`` reduced (``"min"`` or ``"max"``) over all ranks: how ranks decide together."""
     on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
     tensor = torch.tensor(values, dtype=torch.float64, device=on)
-    dist.all_reduce(tensor, op=op)
+    dist.all_reduce(tensor, op={"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op])
     return tensor.tolist()
-
-
-def measure_in_lockstep(
-    step: Callable[[], object], device: torch.device, budget_s: float
-) -> Timing:
-    """``timing.measure``'s procedure with every decision taken by all ranks together.
-
-    A step of DDP or FSDP holds collectives, so each rank must run it as often as the others:
-    blocks are sized by the fastest rank's warm-up step, and timing ends when every rank's median
-    is known within 2% or any rank has spent its budget. The vote is one small all-reduce between
-    blocks, outside the timed region.
-    """
-    run_block = _block_timer(device)
-    started = time.perf_counter()
-    cold_start_s = run_block(step, 1)
-    warm_s = run_block(step, 1)
-    (fastest_s,) = _agree([warm_s], dist.ReduceOp.MIN)
-    calls = max(1, math.ceil(MIN_BLOCK_S / max(fastest_s, 1e-7)))
-    timed_s = cold_start_s + warm_s
-    samples: list[float] = []
-    while True:
-        block_s = run_block(step, calls)
-        timed_s += block_s
-        samples.append(block_s / calls)
-        median = quantile(sorted(samples), 0.5)
-        halfwidth = median_ci_halfwidth(samples)
-        converged = len(samples) >= _MIN_SAMPLES and halfwidth <= _REL_CI * median
-        spent = len(samples) >= _MAX_SAMPLES or time.perf_counter() - started + block_s > budget_s
-        unsettled, stop = _agree([not converged, spent], dist.ReduceOp.MAX)
-        if stop or not unsettled:
-            return Timing(cold_start_s, samples, calls, median, halfwidth, converged, timed_s)
 
 
 def _timed_metrics(setup: CaseSetup, workload: str, baseline: int) -> dict[str, dict]:
     """This rank's step time, cold start and memory peaks for ``forward`` or ``train``."""
     step = _forward(setup) if workload == "forward" else setup.step(workload)
     with PeakMemory(setup.device, baseline_rss_bytes=baseline) as memory:
-        timing = measure_in_lockstep(step, setup.device, setup.case.budget_s)
+        timing = measure(step, setup.device, budget_s=setup.case.budget_s, agree=_agree)
     return (
         timing.metrics(workload)
         | {f"{workload}_timed_s": single(timing.timed_s, "s")}
@@ -497,7 +464,7 @@ def _dcp_metrics(setup: CaseSetup) -> dict[str, dict]:
                     raise RoundTripError(f"DCP checkpoint: {name!r} differs after save and load")
             del fresh
             more = len(save_s) < _DCP_REPEATS and time.perf_counter() < deadline
-            if not _agree([more], dist.ReduceOp.MIN)[0]:
+            if not _agree([more], "min")[0]:
                 break
         nbytes = _folder_bytes(folder)
         _emptied(folder)

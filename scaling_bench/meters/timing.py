@@ -98,11 +98,16 @@ def measure(
     min_samples: int = 10,
     max_samples: int = 200,
     rel_ci: float = 0.02,
+    agree: Callable[[list[float], str], list[float]] | None = None,
 ) -> Timing:
     """Time ``step`` on ``device``; the first of the ``warmup_steps`` calls is the cold start.
 
     The budget covers the whole call: the cold start and warm-up always run, then a block is only
     started if the time spent so far plus one more block fits, and there is always one sample.
+
+    ``agree(values, "min" | "max")`` reduces this process's figures with its peers' (an all-reduce
+    across ranks): a step holding collectives must run as often on every rank, so the block size
+    and the decision to stop are taken together. Alone, every value is its own agreement.
     """
     if warmup_steps < 1:
         raise ValueError(f"warmup_steps={warmup_steps} must be at least 1 (the cold start)")
@@ -113,23 +118,22 @@ def measure(
 
     cold_start_s = run_block(step, 1)
     warm_s = [run_block(step, 1) for _ in range(warmup_steps - 1)]
-    step_estimate_s = max(min(warm_s, default=cold_start_s), _TIMER_FLOOR_S)
+    agree = agree or (lambda values, op: values)
+    (step_estimate_s,) = agree([max(min(warm_s, default=cold_start_s), _TIMER_FLOOR_S)], "min")
     calls = max(1, math.ceil(MIN_BLOCK_S / step_estimate_s))
     timed_s = cold_start_s + sum(warm_s)
 
     samples: list[float] = []
-    median = halfwidth = math.inf
-    converged = False
-    while len(samples) < max_samples:
+    while True:
         block_s = run_block(step, calls)
         timed_s += block_s
         samples.append(block_s / calls)
         halfwidth = median_ci_halfwidth(samples)
         median = quantile(sorted(samples), 0.5)
-        if len(samples) >= min_samples and halfwidth <= rel_ci * median:
-            converged = True
-            break
-        if time.perf_counter() - started + block_s > budget_s:
+        converged = len(samples) >= min_samples and halfwidth <= rel_ci * median
+        spent = len(samples) >= max_samples or time.perf_counter() - started + block_s > budget_s
+        unsettled, stop = agree([float(not converged), float(spent)], "max")
+        if stop or not unsettled:
             break
 
     return Timing(
