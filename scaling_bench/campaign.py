@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,7 @@ class Campaign:
 
 def prepare(spec: GridSpec, out: Path, resume: bool = False) -> Campaign:
     """Everything that can fail on bad input fails here, before the first worker starts."""
+    from scaling_bench.data import check_dataset
     from scaling_bench.distributed import check_launch, launch_env
     from scaling_bench.hardware import PEAK_FLOPS_ENV, fingerprint, measured_gemm_peak, peak_flops
     from scaling_bench.results import ensure_writable_dir
@@ -93,6 +95,10 @@ def prepare(spec: GridSpec, out: Path, resume: bool = False) -> Campaign:
         if warning:
             print(f"scaling-bench: warning: {warning}", file=sys.stderr)
     cases = grid.build_cases(spec, device)
+    for case in cases:
+        if "convergence" in case.workloads:
+            settings = case.convergence_settings()
+            check_dataset(settings.dataset, case.family, settings.data_root, settings.download)
     free = grid.free_memory_bytes(device)
     skipped = {c.case_id: reason for c in cases if (reason := skip_reason(c, free))}
     if device == "cpu" and not os.environ.get(PEAK_FLOPS_ENV):
@@ -105,6 +111,43 @@ def prepare(spec: GridSpec, out: Path, resume: bool = False) -> Campaign:
     return Campaign(spec, cases, skipped, out, resume, env=env)
 
 
+#: Name under which the train workload's memory peak is measured and predicted, by device kind.
+PEAK_NAMES = ("train_peak_gpu_allocated_bytes", "train_peak_cpu_rss_above_baseline_bytes")
+
+
+def _peak(figures: dict) -> str:
+    found = next((figures[name] for name in PEAK_NAMES if name in figures), None)
+    return fmt_bytes(found["value"]) if found else ""
+
+
+def _metric(name: str, fmt: str) -> Callable[[dict], str]:
+    def cell(record: dict) -> str:
+        metric = record["metrics"].get(name)
+        return fmt.format(metric["value"]) if metric and metric["value"] is not None else ""
+
+    return cell
+
+
+#: The summary's columns: header and how to read the cell from a record. A column that is empty
+#: for every record (a workload the grid did not run) is left out.
+SUMMARY_COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
+    ("case", lambda r: r["case_id"]),
+    ("params", lambda r: f"{r['params']:,}" if r["params"] else ""),
+    ("status", lambda r: r["status"]),
+    ("fwd samples/s", _metric("forward_samples_per_s", "{:,.0f}")),
+    ("train samples/s", _metric("train_samples_per_s", "{:,.0f}")),
+    ("MFU", _metric("train_mfu", "{:.1%}")),
+    ("peak mem", lambda r: _peak(r["metrics"])),
+    ("predicted", lambda r: _peak(r["predicted"])),
+    ("ckpt bytes", _metric("checkpoint_bytes", "{:,.0f}")),
+    ("final loss", _metric("final_loss_mean", "{:.3f}")),
+    ("held-out", _metric("heldout_loss", "{:.3f}")),
+    ("gap", _metric("generalization_gap", "{:+.3f}")),
+    ("diverged", _metric("diverged_fraction", "{:.0%}")),
+    ("best LR", _metric("best_lr", "{:g}")),
+)
+
+
 def summarize_run(out: Path, started: float, ran: list[dict]) -> None:
     """The table a person reads at the end: one row per case of the results file, and what share
     of this run's wall time (``ran``: its records) was spent inside timed regions."""
@@ -112,36 +155,17 @@ def summarize_run(out: Path, started: float, ran: list[dict]) -> None:
     from rich.table import Table
 
     records = load_records(out / RESULTS_FILE)
+    rows = [[cell(r) for _, cell in SUMMARY_COLUMNS] for r in records]
+    shown = [i for i, _ in enumerate(SUMMARY_COLUMNS) if any(row[i] for row in rows)]
     table = Table(title=f"{len(records)} cases in {out / RESULTS_FILE}")
-    for name in ("case", "params", "status", "fwd samples/s", "train samples/s", "MFU"):
-        table.add_column(name, justify="left" if name in ("case", "status") else "right")
-    for name in ("peak mem", "predicted", "ckpt"):
-        table.add_column(name, justify="right")
+    for i in shown:
+        header = SUMMARY_COLUMNS[i][0]
+        left = header in ("case", "status")
+        table.add_column(header, justify="left" if left else "right", no_wrap=header == "case")
+    for row in rows:
+        table.add_row(*(row[i] for i in shown))
     timed = sum(v["value"] for r in ran for k, v in r["metrics"].items() if k.endswith("_timed_s"))
-    for r in records:
-        m, pr = r["metrics"], r["predicted"]
-        peak = m.get("train_peak_gpu_allocated_bytes") or m.get(
-            "train_peak_cpu_rss_above_baseline_bytes"
-        )
-        predicted = pr.get("train_peak_gpu_allocated_bytes") or pr.get(
-            "train_peak_cpu_rss_above_baseline_bytes"
-        )
-        table.add_row(
-            r["case_id"],
-            f"{r['params']:,}" if r["params"] else "",
-            r["status"],
-            _value(m, "forward_samples_per_s", "{:,.0f}"),
-            _value(m, "train_samples_per_s", "{:,.0f}"),
-            _value(m, "train_mfu", "{:.1%}"),
-            fmt_bytes(peak["value"]) if peak else "",
-            fmt_bytes(predicted["value"]) if predicted else "",
-            _value(m, "checkpoint_bytes", "{:,.0f}"),
-        )
-    console = Console(width=max(Console().width, 150))
+    console = Console(width=max(Console().width, 200))
     console.print(table)
     wall = time.perf_counter() - started
     console.print(f"wall time {wall:.1f}s, of which {timed:.1f}s ({timed / wall:.0%}) timed")
-
-
-def _value(metrics: dict, name: str, fmt: str) -> str:
-    return fmt.format(metrics[name]["value"]) if name in metrics else ""

@@ -114,6 +114,24 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="skip cases already in --out")
     p.add_argument("--peak-flops", help="device peak FLOP/s for MFU, e.g. 989.4e12 or 989.4T")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--report", action="store_true", help="also write DIR/report.html at the end")
+    conv = p.add_argument_group(
+        "convergence workload", "train for --steps steps over --seeds seeds and the --lrs grid"
+    )
+    conv.add_argument("--steps", type=int)
+    conv.add_argument("--seeds", type=int)
+    conv.add_argument("--lrs", help="learning-rate grid, e.g. 1e-4,1e-3,1e-2")
+    conv.add_argument("--dataset", help="synthetic, digits, text (gpt) or cifar10")
+    conv.add_argument("--data-root", help="folder holding cifar-10-batches-py")
+    conv.add_argument("--download", action="store_true", help="fetch CIFAR-10 into --data-root")
+    conv.add_argument(
+        "--convergence",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other settings: warmup_steps, schedule (constant|cosine), weight_decay, grad_clip, "
+        "label_noise, train_size, heldout_size, eval_every, z_loss",
+    )
     p.add_argument("--strategy", help="ddp or fsdp: run each case under torchrun")
     p.add_argument("--nproc-per-node", type=int, help="ranks on this node (one per GPU)")
     p.add_argument("--nnodes", type=int, help="nodes, each running this same command")
@@ -146,6 +164,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"scaling-bench: {exc}", file=sys.stderr)
         return 130
     summarize_run(out, campaign.started, ran)
+    if args.report:
+        _report(out, out / "report.html", markdown=None, echo_markdown=False)
     return 0
 
 
@@ -168,6 +188,8 @@ def _spec_from_args(args: argparse.Namespace) -> GridSpec:
     )
     if args.workloads:
         spec = replace(spec, workloads=grid.split_names(args.workloads, "workload", grid.WORKLOADS))
+    elif args.strategy:  # a preset's convergence runs on one process: leave it to those runs
+        spec = replace(spec, workloads=tuple(w for w in spec.workloads if w != "convergence"))
     pairs = list(args.overrides)
     if args.seq_len is not None:
         pairs.append(f"gpt.seq_len={args.seq_len}")
@@ -183,6 +205,14 @@ def _spec_from_args(args: argparse.Namespace) -> GridSpec:
     }.items():
         if value is not None:
             spec = replace(spec, **{name: value})
+    settings = list(args.convergence)
+    for name in ("steps", "seeds", "lrs", "dataset", "data_root"):
+        if getattr(args, name) is not None:
+            settings.append(f"{name}={getattr(args, name)}")
+    if args.download:
+        settings.append("download=true")
+    if settings:
+        spec = replace(spec, convergence=spec.convergence | grid.parse_convergence(settings))
     return grid.with_overrides(spec, pairs)
 
 
@@ -227,20 +257,26 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    source = Path(args.dir)
+    folder = source if source.is_dir() else source.parent
+    html_path = Path(args.html or folder / "report.html")
+    markdown = Path(args.markdown) if args.markdown else None
+    _report(source, html_path, markdown, echo_markdown=markdown is None)
+    return 0
+
+
+def _report(source: Path, html_path: Path, markdown: Path | None, echo_markdown: bool) -> None:
     from scaling_bench.report import build_html, build_markdown
     from scaling_bench.runs import read_records
 
-    records = read_records(Path(args.dir))
-    folder = Path(args.dir) if Path(args.dir).is_dir() else Path(args.dir).parent
-    html_path = Path(args.html or folder / "report.html")
-    _write(html_path, build_html(records, args.dir))
-    markdown = build_markdown(records, args.dir)
-    if args.markdown:
-        _write(Path(args.markdown), markdown)
-    else:
-        print(markdown, end="")
+    records = read_records(source)
+    _write(html_path, build_html(records, str(source)))
+    summary = build_markdown(records, str(source))
+    if markdown:
+        _write(markdown, summary)
+    elif echo_markdown:
+        print(summary, end="")
     print(f"scaling-bench: wrote {html_path}", file=sys.stderr)
-    return 0
 
 
 def _write(path: Path, data: str | bytes) -> None:

@@ -66,12 +66,37 @@ class Dataset(NamedTuple):
     heldout: tuple[torch.Tensor, torch.Tensor]
 
 
+_CIFAR_ROOT_NEEDED = (
+    "dataset 'cifar10' needs --data-root DIR (holding cifar-10-batches-py, "
+    "or where --download should put it)"
+)
+
+
 def input_shape(family: str, cfg: object) -> tuple[int, ...]:
     """One sample's input shape for a classifier family (the cnn is fixed at 32×32 RGB)."""
     if family == "mlp":
         return (cfg.d_in,)
     size = 32 if family == "cnn" else cfg.image_size
     return (3, size, size)
+
+
+def check_dataset(
+    name: str, family: str, data_root: str | os.PathLike | None = None, download: bool = False
+) -> None:
+    """Refuse, before any case runs, a dataset that does not fit the family or is not on disk."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    if family not in DATASETS[name]:
+        fits = ", ".join(DATASETS[name])
+        raise UserError(f"dataset {name!r} does not fit family {family!r}; it feeds {fits}")
+    if name == "cifar10" and not download:
+        if data_root is None:
+            raise UserError(_CIFAR_ROOT_NEEDED)
+        if not Path(data_root, "cifar-10-batches-py").is_dir():
+            raise UserError(
+                f"CIFAR-10 is not in --data-root {data_root} (no cifar-10-batches-py); "
+                "pass --download to fetch it there"
+            )
 
 
 def load_dataset(
@@ -87,11 +112,7 @@ def load_dataset(
     download: bool = False,
 ) -> Dataset:
     """The named dataset shaped for ``family``'s ``cfg``; ``UserError`` for a misfit pair."""
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-    if family not in DATASETS[name]:
-        fits = ", ".join(DATASETS[name])
-        raise UserError(f"dataset {name!r} does not fit family {family!r}; it feeds {fits}")
+    check_dataset(name, family, data_root, download)
     if train_size < 1 or heldout_size < 1:
         raise UserError(f"train_size={train_size} and heldout_size={heldout_size} must be >= 1")
     if not 0.0 <= label_noise < 1.0:
@@ -205,10 +226,7 @@ def _cifar10(
     root: str | os.PathLike | None, download: bool, sizes: tuple[int, int], g: torch.Generator
 ) -> Dataset:
     if root is None:
-        raise UserError(
-            "dataset 'cifar10' needs --data-root DIR (holding cifar-10-batches-py, "
-            "or where --download should put it)"
-        )
+        raise UserError(_CIFAR_ROOT_NEEDED)
     from torchvision.datasets import CIFAR10
 
     try:

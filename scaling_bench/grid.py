@@ -3,7 +3,8 @@
 A case is a value: one (family, size, dtype, device) with all its workloads, run in one worker
 (DESIGN §4: a worker costs seconds of imports, so workloads share it). Its ``case_id`` is stable
 and readable (``gpt-1e8-bf16-cuda``) so results join across runs, machines and front-ends; the
-device index is left out of the id for the same reason.
+device index is left out of the id for the same reason, and so are the workloads, the timing
+budget and the convergence settings, which the record's ``case`` holds in full.
 """
 
 from __future__ import annotations
@@ -23,12 +24,21 @@ from scaling_bench.workloads.train_step import OPTIMIZER_STATE_SLOTS
 
 if TYPE_CHECKING:
     from scaling_bench.predict import Plan
+    from scaling_bench.workloads.convergence import ConvergenceSettings
+
+
+def _hashable(values: dict[str, object]) -> dict[str, object]:
+    """JSON gives lists where the config had tuples; a case must stay hashable and equal."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
 
 WORKLOADS = ("forward", "train", "checkpoint", "convergence")
 DEFAULT_WORKLOADS = ("forward", "train", "checkpoint")
 DEFAULT_OPTIMIZER = "adamw"
 PRESETS = ("smoke", "quick", "full", "auto")
 SMOKE_BUDGET_S = 0.05
+#: A short convergence run per quick case: enough for a loss curve per size, not a study.
+QUICK_CONVERGENCE = {"steps": 60, "seeds": 2, "eval_every": 20, "train_size": 512}
 #: How a case is spread over several processes (``distributed.py``); None: one process.
 STRATEGIES = ("ddp", "fsdp")
 #: Share of the free memory a case may be predicted to use before it is skipped, not attempted.
@@ -116,6 +126,7 @@ class Case:
     nproc_per_node: int = 1
     nnodes: int = 1
     strategy: str | None = None
+    convergence: tuple[tuple[str, object], ...] = ()
 
     @property
     def world_size(self) -> int:
@@ -142,6 +153,7 @@ class Case:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["overrides"] = dict(self.overrides)
+        out["convergence"] = dict(self.convergence)
         out["case_id"] = self.case_id
         return out
 
@@ -150,11 +162,20 @@ class Case:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["workloads"] = tuple(kwargs.get("workloads", DEFAULT_WORKLOADS))
-        kwargs["overrides"] = tuple(sorted(dict(kwargs.get("overrides", {})).items()))
+        for name in ("overrides", "convergence"):
+            kwargs[name] = tuple(sorted(_hashable(dict(kwargs.get(name, {}))).items()))
         return cls(**kwargs)
 
     def overrides_dict(self) -> dict[str, object]:
         return dict(self.overrides)
+
+    def convergence_settings(self) -> ConvergenceSettings:
+        """The convergence workload's settings: the grid's, with the case's batch and optimizer."""
+        from scaling_bench.workloads.convergence import ConvergenceSettings
+
+        return ConvergenceSettings(
+            **dict(self.convergence), batch_size=self.batch_size, optimizer=self.optimizer
+        )
 
     def plan(self) -> Plan:
         """The case's model, FLOPs and predicted costs, computed on the meta device."""
@@ -186,6 +207,7 @@ class GridSpec:
     nproc_per_node: int = 1
     nnodes: int = 1
     strategy: str | None = None
+    convergence: dict[str, object] = field(default_factory=dict)
 
 
 def preset(name: str, device: str) -> GridSpec:
@@ -201,7 +223,14 @@ def preset(name: str, device: str) -> GridSpec:
     if name == "quick":
         if on_gpu:
             sizes = {f: [1e6, 1e7, 1e8] for f in FAMILY_NAMES}
-            return GridSpec(sizes=sizes, dtypes=("fp32", "bf16"), timeout_s=180, budget_s=3.0)
+            return GridSpec(
+                sizes=sizes,
+                workloads=(*DEFAULT_WORKLOADS, "convergence"),
+                dtypes=("fp32", "bf16"),
+                timeout_s=180,
+                budget_s=3.0,
+                convergence=QUICK_CONVERGENCE,
+            )
         sizes = {
             "mlp": [1e5, 1e6, 1e7],
             "cnn": [1e4, 1e5, 1e6],
@@ -210,7 +239,12 @@ def preset(name: str, device: str) -> GridSpec:
             "gpt": [1e4, 1e5, 1e6],
         }
         return GridSpec(
-            sizes=sizes, timeout_s=120, budget_s=1.5, overrides={"gpt": {"seq_len": 128}}
+            sizes=sizes,
+            workloads=(*DEFAULT_WORKLOADS, "convergence"),
+            timeout_s=120,
+            budget_s=1.5,
+            overrides={"gpt": {"seq_len": 128}},
+            convergence=QUICK_CONVERGENCE,
         )
     top = 1e10 if name == "auto" else (1e9 if on_gpu else 1e8)
     sizes = {f: parse_sizes(f"1e4:{top:g}:x10") for f in FAMILY_NAMES}
@@ -229,6 +263,7 @@ _FILE_KEYS = {
     "timeout_s",
     "budget_s",
     "set",
+    "convergence",
 }
 
 
@@ -268,6 +303,9 @@ def load_grid_file(path: Path) -> GridSpec:
         },
         timeout_s=float(data.get("timeout_s", 300.0)),
         budget_s=float(data.get("budget_s", 5.0)),
+        convergence=parse_convergence(
+            [f"{k}={_toml_text(v)}" for k, v in data.get("convergence", {}).items()]
+        ),
     )
     if spec.optimizer not in OPTIMIZER_STATE_SLOTS:
         raise UserError(f"grid file {path}: unknown optimizer {spec.optimizer!r}")
@@ -296,6 +334,7 @@ def build_cases(spec: GridSpec, device: str) -> list[Case]:
             nproc_per_node=spec.nproc_per_node,
             nnodes=spec.nnodes,
             strategy=spec.strategy,
+            convergence=tuple(sorted(spec.convergence.items())),
         )
         for fam, sizes in spec.sizes.items()
         for size in sorted(sizes)
@@ -405,3 +444,19 @@ def select(
     if dtypes:
         spec = replace(spec, dtypes=split_names(dtypes, "dtype", tuple(DTYPES)))
     return spec
+
+
+#: Convergence settings that come from the case's own axes, not from ``--steps`` and the like.
+CASE_AXES_IN_CONVERGENCE = ("batch_size", "optimizer")
+
+
+def parse_convergence(pairs: list[str]) -> dict[str, object]:
+    """``["steps=50", "lrs=1e-3,1e-2"]`` -> validated convergence settings (non-defaults only)."""
+    from scaling_bench.workloads.convergence import ConvergenceSettings
+
+    settings = parse_overrides(ConvergenceSettings, pairs)
+    for name in CASE_AXES_IN_CONVERGENCE:
+        if name in settings:
+            raise UserError(f"convergence {name}: set it with --{name.replace('_', '-')}")
+    ConvergenceSettings(**settings)  # validates: an empty LR grid, no steps, an unknown dataset
+    return settings

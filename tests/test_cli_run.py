@@ -11,12 +11,14 @@ from scaling_bench.cli import main
 from scaling_bench.results import RESULTS_FILE, load_records
 
 TINY = ["--families", "mlp,gpt", "--sizes", "1e4", "--budget", "0.3", "--no-progress"]
+TINY += ["--workloads", "forward,train,checkpoint,convergence", "--steps", "12", "--seeds", "2"]
+TINY += ["--convergence", "eval_every=4", "train_size=64", "heldout_size=32"]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
-    assert main(["run", *TINY, "--set", "gpt.seq_len=16", "--out", str(out)]) == 0
+    assert main(["run", *TINY, "--set", "gpt.seq_len=16", "--out", str(out), "--report"]) == 0
     return out
 
 
@@ -41,6 +43,30 @@ def test_every_case_is_recorded_ok_with_measurements_beside_predictions(tiny_run
         assert "peak_gpu_nvml_bytes" not in json.dumps(m), "no driver: absent, not zero"
         assert r["env"]["cpu_logical_cores"] >= 1
     assert "train_tokens_per_s" in records[1]["metrics"]
+
+
+def test_convergence_figures_join_the_same_record(tiny_run: Path) -> None:
+    for r in load_records(tiny_run / RESULTS_FILE):
+        m = r["metrics"]
+        assert len(m["final_loss_mean"]["samples"]) == 2, "one final loss per seed"
+        assert m["final_loss_mean"]["value"] < m["initial_loss"]["value"]
+        assert {"heldout_loss", "generalization_gap", "loss_spikes", "lr_sensitivity"} <= set(m)
+        assert r["case"]["convergence"]["steps"] == 12
+
+
+def test_a_learning_rate_that_blows_up_is_recorded_as_diverged(tmp_path: Path) -> None:
+    args = ["run", "--families", "mlp", "--sizes", "1e4", "--workloads", "convergence"]
+    args += ["--lrs", "1000", "--steps", "20", "--seeds", "1", "--out", str(tmp_path)]
+    assert main([*args, "--no-progress"]) == 0
+    (record,) = load_records(tmp_path / RESULTS_FILE)
+    assert record["status"] == "diverged"
+    assert record["metrics"]["diverged_fraction"]["value"] == 1
+
+
+def test_report_flag_writes_the_html_report_beside_the_records(tiny_run: Path) -> None:
+    html = (tiny_run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3
+    assert "mlp-1e4-fp32-cpu" in html
 
 
 def test_a_second_run_into_the_same_folder_needs_resume(
@@ -73,6 +99,16 @@ def test_summary_table_names_each_case(tiny_run: Path, capsys: pytest.CaptureFix
         (["--grid", "missing.toml"], "does not exist"),
         (["--timeout", "0"], "must be more than 0"),
         (["--set", "colour=red"], "no family of this grid has"),
+        (["--lrs", "0"], "learning rates must be positive"),
+        (["--lrs", "1e-3,abc"], "not a valid float"),
+        (["--lrs", ""], "learning-rate grid is empty"),
+        (["--steps", "0"], "steps=0 must be at least 1"),
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--families", "gpt", "--dataset", "digits"], "does not fit family 'gpt'"),
+        (["--dataset", "cifar10"], "needs --data-root"),
+        (["--dataset", "cifar10", "--data-root", "."], "CIFAR-10 is not in --data-root"),
+        (["--convergence", "schedule=wavy"], "unknown schedule 'wavy'"),
+        (["--convergence", "batch_size=3"], "set it with --batch-size"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_runs_nothing(

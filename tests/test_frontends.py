@@ -195,7 +195,12 @@ def test_pytest_benchmark_json_holds_every_metric_in_extra_info(tmp_path) -> Non
     )
     assert done.returncode == 0, done.stdout + done.stderr
     benchmarks = {b["name"].split("[")[0]: b for b in json.loads(out.read_text())["benchmarks"]}
-    assert set(benchmarks) == {"test_forward_step", "test_train_step", "test_checkpoint"}
+    assert set(benchmarks) == {
+        "test_forward_step",
+        "test_train_step",
+        "test_checkpoint",
+        "test_convergence",
+    }
     assert {b["extra_info"]["case_id"] for b in benchmarks.values()} == {CASE_ID}
     train = benchmarks["test_train_step"]
     assert train["stats"]["rounds"] >= suites.MIN_ROUNDS
@@ -207,6 +212,9 @@ def test_pytest_benchmark_json_holds_every_metric_in_extra_info(tmp_path) -> Non
     assert not any("samples" in m for m in info.values() if isinstance(m, dict))
     checkpoint = benchmarks["test_checkpoint"]["extra_info"]["checkpoint_bytes"]
     assert checkpoint["unit"] == "bytes" and checkpoint["value"] > 4 * info["params"]
+    convergence = benchmarks["test_convergence"]["extra_info"]
+    assert convergence["final_loss_mean"]["unit"] == "nats"
+    assert "heldout_loss" in convergence
 
 
 def _snapshot(dest: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 
 from scaling_bench.errors import UserError
@@ -13,6 +14,11 @@ _FALSE = {"0", "false", "no", "off"}
 
 def _convert(name: str, text: str, kind: object) -> object:
     origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null", ""):
+            return None
+        (kind,) = (arg for arg in typing.get_args(kind) if arg is not type(None))
+        return _convert(name, text, kind)
     if origin is tuple:
         (item, *_) = typing.get_args(kind)
         return tuple(_convert(name, part, item) for part in text.split(",") if part.strip())
@@ -30,7 +36,7 @@ def _convert(name: str, text: str, kind: object) -> object:
         if kind is float:
             return float(text)
     except ValueError:
-        raise UserError(f"--set {name}={text!r}: not a valid {kind.__name__}") from None
+        raise UserError(f"{name}={text!r}: not a valid {kind.__name__}") from None
     return text
 
 
@@ -43,7 +49,7 @@ def parse_overrides(config_cls: type, pairs: list[str]) -> dict[str, object]:
         key, sep, text = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UserError(f"--set {pair!r}: expected key=value")
+            raise UserError(f"{pair!r}: expected key=value")
         if key not in names:
             raise UserError(
                 f"--set {key}: unknown field; {config_cls.__name__} has {', '.join(names)}"

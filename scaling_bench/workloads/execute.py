@@ -3,7 +3,9 @@
 Workloads share the worker because starting Python and importing torch costs seconds (DESIGN §4).
 They run in a fixed order, forward before train, so the inference peak is not inflated by
 gradients and optimizer state, and checkpoint last, so it can save the optimizer state that
-training created. ``CaseSetup`` is also what the pytest and asv front-ends time in-process.
+training created; convergence trains fresh models of its own, last. A case whose every
+convergence run diverged is recorded as ``diverged``. ``CaseSetup`` is also what the pytest and
+asv front-ends time in-process.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from scaling_bench.models import family
 from scaling_bench.predict import Plan
 from scaling_bench.stats import single
 from scaling_bench.workloads.checkpoint import measure_checkpoint
+from scaling_bench.workloads.convergence import run_convergence
 from scaling_bench.workloads.forward import forward_step
 from scaling_bench.workloads.throughput import measure_step
 from scaling_bench.workloads.train_step import make_optimizer, train_step
@@ -86,6 +89,14 @@ class CaseSetup:
 
     def measure(self, workload: str, baseline_rss_bytes: int | None = None) -> dict[str, dict]:
         """Record metrics of one workload."""
+        if workload == "convergence":
+            return run_convergence(
+                self.case.family,
+                self.plan.config,
+                self.case.convergence_settings(),
+                self.device,
+                parse_dtype(self.case.dtype),
+            )
         if workload == "checkpoint":
             if not self.optimizer.state:
                 self.step("train")()  # the optimizer's state exists only after a step
@@ -109,7 +120,7 @@ class CaseSetup:
 
 
 #: The order workloads run in within a case (see the module docstring).
-ORDER = ("forward", "train", "checkpoint")
+ORDER = ("forward", "train", "checkpoint", "convergence")
 
 
 def warm_up_runtime(device: torch.device) -> None:
@@ -136,7 +147,9 @@ def run_case(case_dict: dict) -> dict:
     for workload in ORDER:
         if workload in setup.case.workloads:
             metrics |= setup.measure(workload, baseline_rss_bytes=baseline)
+    diverged = metrics.get("diverged_fraction", {}).get("value") == 1
     return {
+        "status": "diverged" if diverged else "ok",
         "params": setup.plan.params,
         "config": asdict(setup.plan.config),
         "metrics": metrics,
