@@ -14,10 +14,6 @@ def built_params(cfg: CNNConfig, device: str = "meta") -> int:
     return sum(p.numel() for p in cnn.build(cfg, device=device).parameters())
 
 
-def log_grid(low_exp: int, high_exp: int, n: int) -> list[float]:
-    return [10 ** (low_exp + (high_exp - low_exp) * i / (n - 1)) for i in range(n)]
-
-
 def random_configs(n: int) -> list[CNNConfig]:
     rng = random.Random(0)
     return [CNNConfig(rng.uniform(0.01, 3.0), rng.randint(1, 20)) for _ in range(n)]
@@ -45,28 +41,12 @@ def test_flops_match_flop_counter(cfg: CNNConfig) -> None:
     assert train.get_total_flops() == cnn.train_flops_per_sample(cfg) * batch_size
 
 
-def test_sizing_is_within_2_percent_from_1e5_to_1e10() -> None:
-    for target in log_grid(5, 10, 61):
-        assert cnn.param_count(cnn.config_for(target)) == pytest.approx(target, rel=0.02)
-
-
 def test_sizing_error_at_1e4_is_as_documented() -> None:
     assert cnn.param_count(cnn.config_for(1e4)) == pytest.approx(1e4, rel=0.01)
 
 
-def test_larger_targets_never_give_fewer_parameters() -> None:
-    counts = [cnn.param_count(cnn.config_for(t)) for t in log_grid(4, 10, 601)]
-    assert counts == sorted(counts)
-
-
 def test_sizing_ladder_includes_the_tutorial_net() -> None:
     assert cnn.channels(cnn.config_for(62_006)) == (6, 16, 120, 84)
-
-
-@pytest.mark.parametrize("target", [1e9, 1e10])
-def test_large_targets_build_on_meta_with_the_closed_form_count(target: float) -> None:
-    cfg = cnn.config_for(target)
-    assert built_params(cfg) == cnn.param_count(cfg)
 
 
 def test_pinned_n_classes_is_kept_and_width_fits_the_target() -> None:

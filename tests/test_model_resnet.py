@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from sizes import log_grid
 from torch.utils.flop_counter import FlopCounterMode
 
 from scaling_bench.errors import ConfigError
@@ -16,10 +17,6 @@ RESNET18 = ResNetConfig(n_classes=1000)
 
 def built_params(cfg: ResNetConfig) -> int:
     return sum(p.numel() for p in resnet.build(cfg, device="meta").parameters())
-
-
-def log_grid(low_exp: int, high_exp: int, n: int) -> list[float]:
-    return [10 ** (low_exp + (high_exp - low_exp) * i / (n - 1)) for i in range(n)]
 
 
 def random_configs(n: int) -> list[ResNetConfig]:
@@ -73,30 +70,14 @@ def test_resnet18_forward_flops_at_224_match_torchvisions_1_81_gflops() -> None:
     assert resnet.forward_flops_per_sample(cfg) == pytest.approx(2 * 1.81e9, rel=0.01)
 
 
-def test_sizing_is_within_2_percent_from_1e5_to_1e10() -> None:
-    for target in log_grid(5, 10, 61):
-        assert resnet.param_count(resnet.config_for(target)) == pytest.approx(target, rel=0.02)
-
-
 def test_sizing_error_below_1e5_is_as_documented() -> None:
     assert resnet.param_count(resnet.config_for(1e4)) == pytest.approx(1e4, rel=0.015)
     for target in log_grid(4, 5, 41):
         assert resnet.param_count(resnet.config_for(target)) == pytest.approx(target, rel=0.05)
 
 
-def test_larger_targets_never_give_fewer_parameters() -> None:
-    counts = [resnet.param_count(resnet.config_for(t)) for t in log_grid(4, 10, 301)]
-    assert counts == sorted(counts)
-
-
 def test_sizing_ladder_includes_resnet18() -> None:
     assert resnet.config_for(resnet.param_count(ResNetConfig())) == ResNetConfig()
-
-
-@pytest.mark.parametrize("target", [1e9, 1e10])
-def test_large_targets_build_on_meta_with_the_closed_form_count(target: float) -> None:
-    cfg = resnet.config_for(target)
-    assert built_params(cfg) == resnet.param_count(cfg)
 
 
 def test_pinned_layers_are_kept_and_width_fits_the_target() -> None:

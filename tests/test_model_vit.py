@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from sizes import log_grid
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -19,10 +20,6 @@ VIT_B_16 = ViTConfig(
 
 def built_params(cfg: ViTConfig) -> int:
     return sum(p.numel() for p in vit.build(cfg, device="meta").parameters())
-
-
-def log_grid(low_exp: int, high_exp: int, n: int) -> list[float]:
-    return [10 ** (low_exp + (high_exp - low_exp) * i / (n - 1)) for i in range(n)]
 
 
 def random_configs(n: int) -> list[ViTConfig]:
@@ -82,31 +79,15 @@ def test_flops_match_flop_counter(cfg: ViTConfig) -> None:
     assert train.get_total_flops() == vit.train_flops_per_sample(cfg) * batch_size
 
 
-def test_sizing_is_within_2_percent_from_1e5_to_1e10() -> None:
-    for target in log_grid(5, 10, 61):
-        assert vit.param_count(vit.config_for(target)) == pytest.approx(target, rel=0.02)
-
-
 def test_sizing_error_below_1e5_is_as_documented() -> None:
     assert vit.param_count(vit.config_for(1e4)) == pytest.approx(1e4, rel=0.03)
     for target in log_grid(4, 5, 41):
         assert vit.param_count(vit.config_for(target)) == pytest.approx(target, rel=0.04)
 
 
-def test_larger_targets_never_give_fewer_parameters() -> None:
-    counts = [vit.param_count(vit.config_for(t)) for t in log_grid(4, 10, 301)]
-    assert counts == sorted(counts)
-
-
 def test_sizing_ladder_has_vit_b_width_at_12_layers() -> None:
     cfg = vit.config_for(vit.param_count(ViTConfig(n_layer=12, d_model=768, n_head=6)))
     assert (cfg.n_layer, cfg.d_model, cfg.n_head) == (12, 768, 6)
-
-
-@pytest.mark.parametrize("target", [1e9, 1e10])
-def test_large_targets_build_on_meta_with_the_closed_form_count(target: float) -> None:
-    cfg = vit.config_for(target)
-    assert built_params(cfg) == vit.param_count(cfg)
 
 
 def test_pinned_depth_is_kept_and_width_fits_the_target() -> None:
