@@ -28,6 +28,7 @@ from functools import cache
 from typing import Any
 
 from scaling_bench.errors import UserError
+from scaling_bench.results import TRAIN_PEAK_NAMES
 from scaling_bench.runs import Run
 
 CONFIDENCE = 0.95
@@ -210,8 +211,8 @@ def _paired_quantity(name: str, label: str, unit: str) -> Quantity:
 QUANTITIES: tuple[Quantity, ...] = (
     *(_time_quantity(w) for w in WORKLOADS),
     *(_throughput_quantity(w) for w in WORKLOADS),
-    _paired_quantity("train_peak_gpu_allocated_bytes", "train peak GPU allocated", "bytes"),
-    _paired_quantity("train_peak_cpu_rss_above_baseline_bytes", "train peak RSS", "bytes"),
+    _paired_quantity(TRAIN_PEAK_NAMES["cuda"], "train peak GPU allocated", "bytes"),
+    _paired_quantity(TRAIN_PEAK_NAMES["cpu"], "train peak RSS", "bytes"),
     _paired_quantity("checkpoint_bytes", "checkpoint size", "bytes"),
     _paired_quantity("checkpoint_bytes_with_optimizer", "checkpoint with optimizer", "bytes"),
     Quantity("final_loss_mean", "final loss", "", _measured("final_loss_mean")),

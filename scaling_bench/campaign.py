@@ -16,7 +16,7 @@ from pathlib import Path
 
 from scaling_bench import grid
 from scaling_bench.grid import Case, GridSpec
-from scaling_bench.results import RESULTS_FILE, load_records
+from scaling_bench.results import RESULTS_FILE, TRAIN_PEAK_NAMES, load_records
 from scaling_bench.units import fmt_bytes
 
 EXECUTE = "scaling_bench.workloads.execute:run_case"
@@ -112,7 +112,7 @@ def prepare(spec: GridSpec, out: Path, resume: bool = False) -> Campaign:
 
 
 #: Name under which the train workload's memory peak is measured and predicted, by device kind.
-PEAK_NAMES = ("train_peak_gpu_allocated_bytes", "train_peak_cpu_rss_above_baseline_bytes")
+PEAK_NAMES = tuple(TRAIN_PEAK_NAMES.values())
 
 
 def _peak(figures: dict) -> str:

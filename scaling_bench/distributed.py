@@ -61,7 +61,7 @@ from scaling_bench.distributed_worker import RESULT_FILE, backend_for, rank_devi
 from scaling_bench.dtypes import parse_dtype
 from scaling_bench.errors import UserError
 from scaling_bench.grid import STRATEGIES, Case, GridSpec
-from scaling_bench.hardware import PEAK_FLOPS_ENV, mfu, peak_flops
+from scaling_bench.hardware import PEAK_FLOPS_ENV, peak_flops
 from scaling_bench.meters.memory import PeakMemory, baseline_rss
 from scaling_bench.meters.timing import measure
 from scaling_bench.models import family
@@ -69,7 +69,14 @@ from scaling_bench.predict import Plan, TrainMemory
 from scaling_bench.stats import scaled, single, summarize
 from scaling_bench.worker import clip
 from scaling_bench.workloads.checkpoint import RoundTripError
-from scaling_bench.workloads.execute import ORDER, CaseSetup, predicted_metrics, warm_up_runtime
+from scaling_bench.workloads.execute import (
+    ORDER,
+    CaseSetup,
+    case_peak_flops,
+    predicted_metrics,
+    warm_up_runtime,
+)
+from scaling_bench.workloads.throughput import derived_metrics
 from scaling_bench.workloads.train_step import make_optimizer
 
 if TYPE_CHECKING:
@@ -277,7 +284,7 @@ def measure_rank(case_dict: dict[str, Any]) -> dict[str, Any]:
     _warm_up(device, case.strategy)
     baseline = baseline_rss()
     setup = _set_up(case, device)
-    peak, source = peak_flops(device, parse_dtype(case.dtype))
+    peak, source = case_peak_flops(case)
     metrics: dict[str, dict] = {"peak_flops_per_s": single(peak, "FLOP/s") | {"source": source}}
     for workload in ORDER:
         if workload == "checkpoint" and workload in case.workloads:
@@ -503,19 +510,18 @@ def aggregate(per_rank: list[dict[str, dict]], plan: Plan, devices: int) -> dict
         step = metrics.get(f"{workload}_step_s")
         if step is None:
             continue
-        batch = plan.batch_size * world_size
-        flops = flops_per_sample * batch
-        metrics[f"{workload}_samples_per_s"] = scaled(step, batch, "samples/s", invert=True)
+        metrics |= derived_metrics(
+            workload,
+            step,
+            batch_size=plan.batch_size * world_size,
+            flops_per_sample=flops_per_sample,
+            tokens_per_sample=plan.tokens_per_sample,
+            peak_flops=peak,
+            devices=devices,
+        )
         metrics[f"{workload}_samples_per_s_per_rank"] = scaled(
             step, plan.batch_size, "samples/s", invert=True
         )
-        if plan.tokens_per_sample:
-            tokens = batch * plan.tokens_per_sample
-            metrics[f"{workload}_tokens_per_s"] = scaled(step, tokens, "tokens/s", invert=True)
-        metrics[f"{workload}_flops_per_s"] = scaled(step, flops, "FLOP/s", invert=True)
-        utilisation = flops / (devices * peak)
-        metrics[f"{workload}_mfu"] = scaled(step, utilisation, "fraction", invert=True)
-        mfu(metrics[f"{workload}_flops_per_s"]["value"] / devices, peak)  # raises above 1
     if "dcp_bytes" in metrics:
         nbytes = metrics["dcp_bytes"]["value"]
         for op in ("save", "load"):

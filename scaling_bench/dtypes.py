@@ -17,7 +17,3 @@ def parse_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise UserError(f"unknown dtype {name!r}; choose from {', '.join(DTYPES)}")
     return DTYPES[name]
-
-
-def itemsize(name: str) -> int:
-    return parse_dtype(name).itemsize

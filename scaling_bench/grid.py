@@ -140,7 +140,7 @@ class Case:
             self.dtype,
             self.device.split(":")[0],
         ]
-        if self.batch_size:
+        if self.batch_size is not None:
             parts.append(f"bs{self.batch_size}")
         if self.optimizer != DEFAULT_OPTIMIZER:
             parts.append(self.optimizer)
@@ -278,16 +278,27 @@ def load_grid_file(path: Path) -> GridSpec:
     unknown = set(data) - _FILE_KEYS
     if unknown:
         raise UserError(f"grid file {path}: unknown keys {', '.join(sorted(unknown))}")
-    families = split_names(data.get("families", list(FAMILY_NAMES)), "family", FAMILY_NAMES)
-    raw_sizes = data.get("sizes")
-    if raw_sizes is None:
+    if "sizes" not in data:
         raise UserError(f"grid file {path}: 'sizes' is required")
-    sizes_text = raw_sizes if isinstance(raw_sizes, str) else ",".join(str(s) for s in raw_sizes)
+    try:
+        return _spec_from_table(data)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"grid file {path}: a value has the wrong type ({exc})") from None
+
+
+def _spec_from_table(data: dict) -> GridSpec:
+    families = split_names(data.get("families", list(FAMILY_NAMES)), "family", FAMILY_NAMES)
+    raw_sizes = data["sizes"]
+    sizes_text = raw_sizes if isinstance(raw_sizes, str) else ",".join(map(str, raw_sizes))
     sizes = parse_sizes(sizes_text)
-    overrides = data.get("set", {})
-    for fam_name, table in overrides.items():
+    overrides = {}
+    for fam_name, table in data.get("set", {}).items():
         split_names([fam_name], "family in [set]", FAMILY_NAMES)
-        parse_overrides(family(fam_name).Config, [f"{k}={_toml_text(v)}" for k, v in table.items()])
+        pairs = [f"{k}={_toml_text(v)}" for k, v in table.items()]
+        overrides[fam_name] = parse_overrides(family(fam_name).Config, pairs)
+    batch_size = data.get("batch_size")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise UserError(f"batch_size = {batch_size!r}: must be a whole number of at least 1")
     spec = GridSpec(
         sizes={f: sizes for f in families},
         workloads=split_names(
@@ -295,12 +306,9 @@ def load_grid_file(path: Path) -> GridSpec:
         ),
         dtypes=split_names(data.get("dtypes", ["fp32"]), "dtype", tuple(DTYPES)),
         device=str(data.get("device", "auto")),
-        batch_size=data.get("batch_size"),
+        batch_size=batch_size,
         optimizer=data.get("optimizer", DEFAULT_OPTIMIZER),
-        overrides={
-            f: parse_overrides(family(f).Config, [f"{k}={_toml_text(v)}" for k, v in table.items()])
-            for f, table in overrides.items()
-        },
+        overrides=overrides,
         timeout_s=float(data.get("timeout_s", 300.0)),
         budget_s=float(data.get("budget_s", 5.0)),
         convergence=parse_convergence(
@@ -308,7 +316,9 @@ def load_grid_file(path: Path) -> GridSpec:
         ),
     )
     if spec.optimizer not in OPTIMIZER_STATE_SLOTS:
-        raise UserError(f"grid file {path}: unknown optimizer {spec.optimizer!r}")
+        raise UserError(f"unknown optimizer {spec.optimizer!r}")
+    if not spec.timeout_s > 0 or not spec.budget_s > 0:
+        raise UserError("timeout_s and budget_s must be more than 0 seconds")
     return spec
 
 

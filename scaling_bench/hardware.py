@@ -112,6 +112,9 @@ def _git(repo_dir: Path, *args: str) -> str | None:
 def fingerprint(repo_dir: Path | None = None) -> dict:
     """Flat description of this machine and checkout, stored with every record.
 
+    The git commit is that of the scaling-bench checkout doing the measuring (``repo_dir``
+    defaults to it), not of whatever folder the command was started from.
+
     Keys that cannot be known here are absent, never null: no GPU keys without a usable GPU, no
     driver version without NVML, no git keys outside a git checkout. ``git_dirty`` ignores untracked
     files, since results written into the checkout would otherwise always mark it dirty.
@@ -137,7 +140,7 @@ def fingerprint(repo_dir: Path | None = None) -> dict:
         with nvml() as lib:
             if lib is not None:
                 env["gpu_driver_version"] = lib.nvmlSystemGetDriverVersion()
-    repo = repo_dir or Path.cwd()
+    repo = repo_dir or Path(__file__).resolve().parents[1]
     commit = _git(repo, "rev-parse", "HEAD")
     status = _git(repo, "status", "--porcelain", "--untracked-files=no")
     if commit is not None and status is not None:
@@ -218,19 +221,6 @@ def peak_flops(
             f"pass it as an override or set {PEAK_FLOPS_ENV} (e.g. 989.4T)"
         )
     return peak, "table"
-
-
-def mfu(achieved_flops_per_s: float, peak_flops_per_s: float) -> float:
-    """Model FLOPs utilisation; above 1 means the peak or the FLOP count is wrong, so it raises."""
-    if peak_flops_per_s <= 0:
-        raise ValueError(f"peak FLOP/s must be positive, got {peak_flops_per_s}")
-    ratio = achieved_flops_per_s / peak_flops_per_s
-    if ratio > 1:
-        raise ValueError(
-            f"MFU > 1: peak table or FLOP count wrong (MFU {ratio:.3f}: achieved "
-            f"{achieved_flops_per_s:.4g} FLOP/s, peak {peak_flops_per_s:.4g} FLOP/s)"
-        )
-    return ratio
 
 
 def _measure_gemm_flops(dtype: torch.dtype) -> float:

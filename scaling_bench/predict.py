@@ -19,7 +19,7 @@ from torch.overrides import TorchFunctionMode
 
 from scaling_bench.dtypes import parse_dtype
 from scaling_bench.errors import UserError
-from scaling_bench.models import family
+from scaling_bench.models import family, tokens_per_sample
 from scaling_bench.workloads.checkpoint import predicted_checkpoint_bytes, storage_nbytes
 from scaling_bench.workloads.train_step import OPTIMIZER_STEP_TENSORS, loss_of, optimizer_slots
 
@@ -176,7 +176,7 @@ def plan(
     slots = optimizer_slots(optimizer)
     if not target_params > 0:
         raise UserError(f"target parameter count must be positive, got {target_params}")
-    batch_size = batch_size or fam.DEFAULT_BATCH_SIZE
+    batch_size = fam.DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
     overrides = overrides or {}
@@ -209,7 +209,7 @@ def plan(
         optimizer=optimizer,
         forward_flops_per_sample=fam.forward_flops_per_sample(cfg),
         train_flops_per_sample=fam.train_flops_per_sample(cfg),
-        tokens_per_sample=getattr(fam, "tokens_per_sample", lambda _: None)(cfg),
+        tokens_per_sample=tokens_per_sample(family_name, cfg),
         train_memory=memory,
         checkpoint_bytes=predicted_checkpoint_bytes(tensor_bytes),
         checkpoint_bytes_with_optimizer=predicted_checkpoint_bytes(

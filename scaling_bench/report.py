@@ -40,12 +40,13 @@ from scaling_bench.analysis import (
     theory_checks,
 )
 from scaling_bench.errors import UserError
+from scaling_bench.results import TRAIN_PEAK_NAMES
 from scaling_bench.units import fmt_bytes
 
 MARKERS = "osD^v<>ph*"
 LINESTYLES = ("-", "--", "-.")
 LINESTYLE_NAMES = ("solid", "dashed", "dash-dot")
-PEAK_METRICS = ("train_peak_gpu_allocated_bytes", "train_peak_cpu_rss_above_baseline_bytes")
+PEAK_METRICS = tuple(TRAIN_PEAK_NAMES.values())
 #: Fingerprint keys shown first; the rest follow in their own order.
 MACHINE_KEYS = ("gpu_name", "cpu_model", "hostname", "torch_version", "git_commit")
 

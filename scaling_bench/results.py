@@ -23,6 +23,12 @@ from scaling_bench.durable import fsync_path
 from scaling_bench.errors import UserError
 
 SCHEMA_VERSION = 1
+#: The training peak that the plan's memory prediction is held against, by device type: the
+#: allocator's on a GPU, the worker's RSS above its baseline on a CPU.
+TRAIN_PEAK_NAMES = {
+    "cuda": "train_peak_gpu_allocated_bytes",
+    "cpu": "train_peak_cpu_rss_above_baseline_bytes",
+}
 RESULTS_FILE = "results.jsonl"
 STATUSES = ("ok", "oom", "timeout", "crashed", "skipped", "diverged")
 RECORD_KEYS = (

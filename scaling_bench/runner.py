@@ -152,7 +152,9 @@ def _run_case(
         }
         job_path = Path(tmp, "job.json")
         job_path.write_text(json.dumps(job), encoding="utf-8")
-        fields = _run_worker(job_path, Path(tmp, "result.json"), Path(tmp, "output.log"), timeout_s)
+        fields = _run_worker(
+            job_path, Path(tmp, "result.json"), Path(tmp, "output.log"), timeout_s, Path(tmp)
+        )
     if derive is not None:
         fields = derive(case, fields)
     duration_s = round(time.perf_counter() - t0, 3)
@@ -170,7 +172,7 @@ def _skipped(case: RunnableCase, reason: str, env: dict[str, Any]) -> dict[str, 
 
 
 def _run_worker(
-    job_path: Path, result_path: Path, log_path: Path, timeout_s: float
+    job_path: Path, result_path: Path, log_path: Path, timeout_s: float, scratch: Path
 ) -> dict[str, Any]:
     """The worker's result fields, or a ``timeout`` / ``crashed`` status if it gave none."""
     with open(log_path, "wb") as log:
@@ -179,7 +181,7 @@ def _run_worker(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            env=_worker_env(),
+            env=_worker_env(scratch),
             start_new_session=True,  # own process group: one kill takes its children too
         )
     try:
@@ -196,10 +198,11 @@ def _run_worker(
     return {"status": "crashed", "error": _with_output(_death(returncode), log_path)}
 
 
-def _worker_env() -> dict[str, str]:
-    """The environment, with ``sys.path`` as PYTHONPATH: what the parent imports, the worker can."""
+def _worker_env(scratch: Path) -> dict[str, str]:
+    """The environment, with ``sys.path`` as PYTHONPATH (what the parent imports, the worker can)
+    and ``TMPDIR`` in the case's own folder, which the runner removes even after a SIGKILL."""
     path = dict.fromkeys(os.path.abspath(entry) for entry in sys.path)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "TMPDIR": str(scratch)}
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -63,18 +63,26 @@ def single(value: float, unit: str) -> dict:
 def scaled(metric: dict, factor: float, unit: str, invert: bool = False) -> dict:
     """A metric derived from another by a constant (seconds per step -> samples/s, FLOP/s, MFU).
 
-    With ``invert`` the figure is ``factor / x``: the order of the quantiles flips, so p10 and p90
-    swap and the samples are transformed one by one.
+    With raw samples the derived metric is summarised from the transformed samples, so its value,
+    quantiles and samples agree with each other. Without them, ``factor * x`` scales the summary;
+    ``factor / x`` maps the quantiles (p10 and p90 swap) and the IQR by the local slope at the
+    median, ``factor / median**2``.
     """
-    fn = (lambda x: factor / x) if invert else (lambda x: factor * x)
-    out = {"value": fn(metric["value"]), "unit": unit, "n": metric["n"]}
-    if "median" in metric:
-        lo, hi = (metric["p90"], metric["p10"]) if invert else (metric["p10"], metric["p90"])
-        out |= {"median": fn(metric["median"]), "p10": fn(lo), "p90": fn(hi)}
-        if "samples" in metric:
-            samples = sorted(fn(s) for s in metric["samples"])
-            out["iqr"] = quantile(samples, 0.75) - quantile(samples, 0.25)
-            out["samples"] = [fn(s) for s in metric["samples"]]
-        elif not invert:
-            out["iqr"] = abs(factor) * metric["iqr"]
+    if "samples" in metric:
+        fn = (lambda x: factor / x) if invert else (lambda x: factor * x)
+        return summarize([fn(s) for s in metric["samples"]], unit)
+    if invert:
+        out = {"value": factor / metric["value"], "unit": unit, "n": metric["n"]}
+        if "median" in metric:
+            out |= {
+                "median": factor / metric["median"],
+                "p10": factor / metric["p90"],
+                "p90": factor / metric["p10"],
+                "iqr": factor * metric["iqr"] / metric["median"] ** 2,
+            }
+        return out
+    out = {"value": factor * metric["value"], "unit": unit, "n": metric["n"]}
+    for key in ("median", "p10", "p90", "iqr"):
+        if key in metric:
+            out[key] = abs(factor) * metric[key] if key == "iqr" else factor * metric[key]
     return out

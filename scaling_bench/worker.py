@@ -28,6 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from scaling_bench.errors import UserError
 from scaling_bench.results import STATUSES
 
 RESULT_FIELDS = ("status", "error", "params", "config", "metrics", "predicted")
@@ -80,6 +81,8 @@ def run_case(execute: str, case: dict[str, Any]) -> dict[str, Any]:
     try:
         function = getattr(importlib.import_module(module_name), function_name)
         fields = function(case)
+    except UserError as exc:  # the user's mistake, found late: its one line says it all
+        return _crashed(str(exc))
     except Exception as exc:
         if is_oom(exc):
             return {"status": "oom", "error": clip(f"{type(exc).__name__}: {exc}")}

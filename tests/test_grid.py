@@ -116,6 +116,12 @@ def test_grid_file_sets_axes_and_per_family_overrides(tmp_path: Path) -> None:
         ('families = ["mlp"]', "'sizes' is required"),
         ('sizes = "1e5"\n[set.mlp]\nwidth = 3', "width: unknown field"),
         ('sizes = "1e5"\noptimizer = "lion"', "unknown optimizer 'lion'"),
+        ('sizes = "1e5"\ntimeout_s = "abc"', "wrong type"),
+        ("sizes = 1e5", "wrong type"),
+        ('sizes = "1e5"\n[set]\ngpt = 3', "wrong type"),
+        ('sizes = "1e5"\nbatch_size = "x"', "batch_size = 'x'"),
+        ('sizes = "1e5"\nbatch_size = 0', "at least 1"),
+        ('sizes = "1e5"\ntimeout_s = -1', "more than 0"),
     ],
 )
 def test_bad_grid_files_are_user_errors(tmp_path: Path, content: str, needle: str) -> None:

@@ -11,7 +11,6 @@ from scaling_bench.errors import UserError
 from scaling_bench.hardware import (
     fingerprint,
     measured_gemm_peak,
-    mfu,
     nvml,
     peak_flops,
     table_peak_flops,
@@ -225,15 +224,6 @@ def test_a_real_gemm_measurement_is_a_finite_rate(monkeypatch):
     monkeypatch.setattr(hardware, "_GEMM_SIZE_S", 0.01)
 
     assert 0 < measured_gemm_peak(torch.float32) < math.inf
-
-
-def test_mfu_is_the_achieved_share_of_peak():
-    assert mfu(46.0, 100.0) == pytest.approx(0.46)
-
-
-def test_mfu_above_one_is_an_error_not_a_clamp():
-    with pytest.raises(ValueError, match="MFU > 1"):
-        mfu(2e12, 1e12)
 
 
 def test_nvml_is_none_without_a_driver_or_without_the_module(monkeypatch):

@@ -135,11 +135,13 @@ class PeakMemory:
     ) -> None:
         with self._stack:
             rss_peak = self._rss_poller.stop() if self._rss_poller else _rss_high_water_mark()
+            method = {"method": self.rss_method}  # a polled peak can miss a short spike
             metrics = {
-                "peak_cpu_rss_bytes": single(rss_peak, "bytes"),
+                "peak_cpu_rss_bytes": single(rss_peak, "bytes") | method,
                 "peak_cpu_rss_above_baseline_bytes": single(
                     rss_peak - self.baseline_rss_bytes, "bytes"
-                ),
+                )
+                | method,
             }
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)

@@ -10,9 +10,11 @@ asv front-ends time in-process.
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from traceback import format_exc
 
 import torch
 from torch import nn
@@ -23,7 +25,9 @@ from scaling_bench.hardware import peak_flops
 from scaling_bench.meters.memory import baseline_rss
 from scaling_bench.models import family
 from scaling_bench.predict import Plan
+from scaling_bench.results import TRAIN_PEAK_NAMES
 from scaling_bench.stats import single
+from scaling_bench.worker import clip, is_oom
 from scaling_bench.workloads.checkpoint import measure_checkpoint
 from scaling_bench.workloads.convergence import run_convergence
 from scaling_bench.workloads.forward import forward_step
@@ -34,13 +38,8 @@ from scaling_bench.workloads.train_step import make_optimizer, train_step
 def predicted_metrics(p: Plan, device: torch.device) -> dict[str, dict]:
     """Theory under the names of the measurements it predicts, so analysis can pair them by name."""
     memory = p.train_memory
-    peak_name = (
-        "train_peak_gpu_allocated_bytes"
-        if device.type == "cuda"
-        else "train_peak_cpu_rss_above_baseline_bytes"
-    )
     out = {
-        peak_name: single(memory.total_bytes, "bytes"),
+        TRAIN_PEAK_NAMES[device.type]: single(memory.total_bytes, "bytes"),
         "checkpoint_bytes": single(p.checkpoint_bytes, "bytes"),
         "checkpoint_bytes_with_optimizer": single(p.checkpoint_bytes_with_optimizer, "bytes"),
         "forward_flops_per_sample": single(p.forward_flops_per_sample, "FLOP"),
@@ -90,13 +89,7 @@ class CaseSetup:
     def measure(self, workload: str, baseline_rss_bytes: int | None = None) -> dict[str, dict]:
         """Record metrics of one workload."""
         if workload == "convergence":
-            return run_convergence(
-                self.case.family,
-                self.plan.config,
-                self.case.convergence_settings(),
-                self.device,
-                parse_dtype(self.case.dtype),
-            )
+            return convergence_metrics(self.case, self.plan)
         if workload == "checkpoint":
             if not self.optimizer.state:
                 self.step("train")()  # the optimizer's state exists only after a step
@@ -104,7 +97,7 @@ class CaseSetup:
                 return measure_checkpoint(
                     self.model, self.optimizer, scratch, budget_s=4 * self.case.budget_s
                 )
-        peak, _ = peak_flops(self.device, parse_dtype(self.case.dtype))
+        peak, _ = case_peak_flops(self.case)
         metrics, _ = measure_step(
             workload,
             self.step(workload),
@@ -121,6 +114,23 @@ class CaseSetup:
 
 #: The order workloads run in within a case (see the module docstring).
 ORDER = ("forward", "train", "checkpoint", "convergence")
+#: Families whose compute is mostly convolutions: on CUDA their fp32 runs at cuDNN's TF32 setting
+#: (on by default), not cuBLAS's, so their peak follows it.
+CONV_FAMILIES = ("cnn", "resnet")
+
+
+def case_peak_flops(case: Case) -> tuple[float, str]:
+    """The device's peak FLOP/s for the case's dtype and the source of the figure."""
+    tf32 = torch.backends.cudnn.allow_tf32 if case.family in CONV_FAMILIES else None
+    return peak_flops(torch.device(case.device), parse_dtype(case.dtype), tf32=tf32)
+
+
+def convergence_metrics(case: Case, p: Plan) -> dict[str, dict]:
+    """The convergence workload: fresh models per seed and LR, so it needs no built case."""
+    settings = case.convergence_settings()
+    return run_convergence(
+        case.family, p.config, settings, torch.device(case.device), parse_dtype(case.dtype)
+    )
 
 
 def warm_up_runtime(device: torch.device) -> None:
@@ -137,21 +147,40 @@ def warm_up_runtime(device: torch.device) -> None:
 
 
 def run_case(case_dict: dict) -> dict:
-    """The worker's entry point: record fields for one case (params, config, metrics, predicted)."""
+    """The worker's entry point: record fields for one case (params, config, metrics, predicted).
+
+    A workload that fails (out of memory, an error) ends the case with its status and error, but
+    the figures of the workloads before it stay in the record.
+    """
     case = Case.from_dict(case_dict)
-    warm_up_runtime(torch.device(case.device))
+    device = torch.device(case.device)
+    warm_up_runtime(device)
     baseline = baseline_rss()
     setup = CaseSetup.build(case)
-    peak, source = peak_flops(setup.device, parse_dtype(setup.case.dtype))
+    p = setup.plan
+    peak, source = case_peak_flops(case)
     metrics: dict[str, dict] = {"peak_flops_per_s": single(peak, "FLOP/s") | {"source": source}}
-    for workload in ORDER:
-        if workload in setup.case.workloads:
-            metrics |= setup.measure(workload, baseline_rss_bytes=baseline)
-    diverged = metrics.get("diverged_fraction", {}).get("value") == 1
-    return {
-        "status": "diverged" if diverged else "ok",
-        "params": setup.plan.params,
-        "config": asdict(setup.plan.config),
+    outcome: dict[str, object] = {"status": "ok", "error": None}
+    for workload in (w for w in ORDER if w in case.workloads):
+        try:
+            if workload == "convergence":
+                setup = None  # its fresh models must not share memory with the timed one
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                metrics |= convergence_metrics(case, p)
+            else:
+                metrics |= setup.measure(workload, baseline_rss_bytes=baseline)
+        except Exception as exc:
+            status = "oom" if is_oom(exc) else "crashed"
+            detail = f"{type(exc).__name__}: {exc}" if status == "oom" else format_exc()
+            outcome = {"status": status, "error": clip(f"{workload}: {detail}")}
+            break
+    if outcome["status"] == "ok" and metrics.get("diverged_fraction", {}).get("value") == 1:
+        outcome["status"] = "diverged"
+    return outcome | {
+        "params": p.params,
+        "config": asdict(p.config),
         "metrics": metrics,
-        "predicted": predicted_metrics(setup.plan, setup.device),
+        "predicted": predicted_metrics(p, device),
     }
