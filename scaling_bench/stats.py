@@ -63,14 +63,19 @@ def single(value: float, unit: str) -> dict:
 def scaled(metric: dict, factor: float, unit: str, invert: bool = False) -> dict:
     """A metric derived from another by a constant (seconds per step -> samples/s, FLOP/s, MFU).
 
-    With raw samples the derived metric is summarised from the transformed samples, so its value,
-    quantiles and samples agree with each other. Without them, ``factor * x`` scales the summary;
-    ``factor / x`` maps the quantiles (p10 and p90 swap) and the IQR by the local slope at the
-    median, ``factor / median**2``.
+    The value (and median) is the source's value transformed, so ``samples/s × step_s = batch``
+    holds exactly. With raw samples the spread (p10, p90, IQR) is that of the transformed samples,
+    which the metric keeps. Without them, ``factor * x`` scales the summary; ``factor / x`` maps
+    the quantiles (p10 and p90 swap) and the IQR by the local slope at the median,
+    ``factor / median**2``.
     """
     if "samples" in metric:
         fn = (lambda x: factor / x) if invert else (lambda x: factor * x)
-        return summarize([fn(s) for s in metric["samples"]], unit)
+        value = fn(metric["value"])
+        return summarize([fn(s) for s in metric["samples"]], unit) | {
+            "value": value,
+            "median": value,
+        }
     if invert:
         out = {"value": factor / metric["value"], "unit": unit, "n": metric["n"]}
         if "median" in metric:
