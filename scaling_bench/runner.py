@@ -42,7 +42,7 @@ from scaling_bench.results import (
     ensure_writable_dir,
     make_record,
 )
-from scaling_bench.worker import ERROR_CHARS, clip
+from scaling_bench.worker import ERROR_CHARS, PARTIAL_ENV, clip
 
 # A worker prints its stacks this long before its deadline, so a timeout record says where it hung.
 STACK_DUMP_BEFORE_S = 0.5
@@ -189,20 +189,44 @@ def _run_worker(
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         summary = f"ran past the {timeout_s:g}s timeout; killed the worker's process group"
-        return {"status": "timeout", "error": _with_output(summary, log_path)}
+        return _measured_so_far(result_path) | {
+            "status": "timeout",
+            "error": _with_output(summary, log_path),
+        }
     finally:
         if proc.poll() is None:  # Ctrl-C or another error: the worker must not outlive the run
             _kill_group(proc)
     if returncode == 0 and result_path.exists():
         return json.loads(result_path.read_text(encoding="utf-8"))
-    return {"status": "crashed", "error": _with_output(_death(returncode), log_path)}
+    return _measured_so_far(result_path) | {
+        "status": "crashed",
+        "error": _with_output(_death(returncode), log_path),
+    }
+
+
+def _measured_so_far(result_path: Path) -> dict[str, Any]:
+    """The fields a worker saved before it was killed or died (``worker.save_partial``)."""
+    try:
+        return json.loads(_partial(result_path.parent).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _worker_env(scratch: Path) -> dict[str, str]:
-    """The environment, with ``sys.path`` as PYTHONPATH (what the parent imports, the worker can)
-    and ``TMPDIR`` in the case's own folder, which the runner removes even after a SIGKILL."""
+    """The environment, with ``sys.path`` as PYTHONPATH (what the parent imports, the worker can),
+    ``TMPDIR`` in the case's own folder, which the runner removes even after a SIGKILL, and the
+    file where the worker keeps what it has measured so far."""
     path = dict.fromkeys(os.path.abspath(entry) for entry in sys.path)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "TMPDIR": str(scratch)}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(path),
+        "TMPDIR": str(scratch),
+        PARTIAL_ENV: str(_partial(scratch)),
+    }
+
+
+def _partial(scratch: Path) -> Path:
+    return scratch / "partial.json"
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -99,6 +99,22 @@ def _die_with_runner(runner_pid: int) -> None:
         os._exit(1)
 
 
+#: The runner names, in the worker's environment, the file ``save_partial`` writes.
+PARTIAL_ENV = "SCALING_BENCH_PARTIAL_RESULT"
+
+
+def save_partial(fields: dict[str, Any]) -> None:
+    """Keep the record fields measured so far, so that a timeout or a crash later in the case
+    does not lose them; the runner reads them only when no result comes. Outside a worker (an
+    in-process front-end) there is nowhere to keep them and nothing is written."""
+    target = os.environ.get(PARTIAL_ENV)
+    if not target:
+        return
+    tmp = Path(target + ".tmp")
+    tmp.write_text(json.dumps(fields), encoding="utf-8")
+    os.replace(tmp, target)
+
+
 def main(argv: list[str]) -> None:
     job_path, result_path = argv
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scaling_bench.worker import save_partial
+
 EXECUTE = "faults:run"
 CPU_ALLOCATOR_MESSAGE = (
     "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
@@ -109,6 +111,16 @@ def hang_once(case: dict) -> dict:
     marker.write_text(str(os.getpid()))
     endless_loop(case)
     return ok(case)
+
+
+def measures_then_hangs(case: dict) -> dict:
+    save_partial(ok(case))
+    return endless_loop(case)
+
+
+def measures_then_dies(case: dict) -> dict:
+    save_partial(ok(case))
+    return exit_3(case)
 
 
 def run(case: dict) -> dict:

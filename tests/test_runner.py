@@ -160,6 +160,16 @@ def test_hang_is_recorded_as_timeout_with_its_stack_and_kills_the_process_group(
     assert records["ok_after_hang"]["status"] == "ok"
 
 
+@pytest.mark.parametrize(
+    ("fault", "status"), [("measures_then_hangs", "timeout"), ("measures_then_dies", "crashed")]
+)
+def test_figures_saved_before_a_timeout_or_a_death_stay_in_the_record(tmp_path, fault, status):
+    (record,) = run([Case("case", fault)], tmp_path, timeout_s=2)
+    assert record["status"] == status
+    assert record["params"] == 10
+    assert record["metrics"] == {"x": {"value": 1.0, "unit": "s"}}
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
 def test_run_stopped_mid_grid_then_resumed_holds_each_case_once(tmp_path, stop):
     """The grid (ok, hang_once, ok) runs in its own process, is stopped while the second case

@@ -27,7 +27,7 @@ from scaling_bench.models import family
 from scaling_bench.predict import Plan
 from scaling_bench.results import TRAIN_PEAK_NAMES
 from scaling_bench.stats import single
-from scaling_bench.worker import clip, is_oom
+from scaling_bench.worker import clip, is_oom, save_partial
 from scaling_bench.workloads.checkpoint import measure_checkpoint
 from scaling_bench.workloads.convergence import run_convergence
 from scaling_bench.workloads.forward import forward_step
@@ -150,7 +150,8 @@ def run_case(case_dict: dict) -> dict:
     """The worker's entry point: record fields for one case (params, config, metrics, predicted).
 
     A workload that fails (out of memory, an error) ends the case with its status and error, but
-    the figures of the workloads before it stay in the record.
+    the figures of the workloads before it stay in the record; they are also saved before each
+    workload starts, so a timeout or a killed worker keeps them too.
     """
     case = Case.from_dict(case_dict)
     device = torch.device(case.device)
@@ -161,7 +162,10 @@ def run_case(case_dict: dict) -> dict:
     peak, source = case_peak_flops(case)
     metrics: dict[str, dict] = {"peak_flops_per_s": single(peak, "FLOP/s") | {"source": source}}
     outcome: dict[str, object] = {"status": "ok", "error": None}
+    known = {"params": p.params, "config": asdict(p.config)}
+    known["predicted"] = predicted_metrics(p, device)
     for workload in (w for w in ORDER if w in case.workloads):
+        save_partial(known | {"metrics": metrics})
         try:
             if workload == "convergence":
                 setup = None  # its fresh models must not share memory with the timed one
@@ -178,9 +182,4 @@ def run_case(case_dict: dict) -> dict:
             break
     if outcome["status"] == "ok" and metrics.get("diverged_fraction", {}).get("value") == 1:
         outcome["status"] = "diverged"
-    return outcome | {
-        "params": p.params,
-        "config": asdict(p.config),
-        "metrics": metrics,
-        "predicted": predicted_metrics(p, device),
-    }
+    return outcome | known | {"metrics": metrics}
