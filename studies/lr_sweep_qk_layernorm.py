@@ -21,13 +21,12 @@ docs/figures/lr_sweep_qk_layernorm.png.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from figures import write
 
 from scaling_bench.models.gpt import GPTConfig, param_count
 from scaling_bench.workloads.convergence import ConvergenceSettings, run_convergence
@@ -45,7 +44,6 @@ SETTINGS = ConvergenceSettings(
     warmup_steps=20,
     schedule="cosine",
 )
-FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "lr_sweep_qk_layernorm.png"
 #: The per-LR rows printed, by metric name.
 PER_LR = {"final_loss_mean": "train", "heldout_loss": "held-out", "max_attention_logit": "logit"}
 
@@ -104,14 +102,11 @@ def plot(results: dict[tuple[int, bool], dict]) -> None:
         ax.set_xlabel("peak learning rate (AdamW, warm-up then cosine)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(
+    title = (
         f"gpt, 2 layers, on stdlib source bytes: {SETTINGS.steps} steps of "
         f"{SETTINGS.batch_size}×64 tokens"
     )
-    fig.tight_layout()
-    FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURE, dpi=120)
-    print(f"wrote {FIGURE}")
+    write(fig, title, "lr_sweep_qk_layernorm.png")
 
 
 if __name__ == "__main__":

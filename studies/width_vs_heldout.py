@@ -16,13 +16,12 @@ Prints one row per width and writes docs/figures/width_vs_heldout.png.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from figures import write
 
 from scaling_bench.models.mlp import MLPConfig, param_count
 from scaling_bench.workloads.convergence import ConvergenceSettings, run_convergence
@@ -39,7 +38,6 @@ SETTINGS = ConvergenceSettings(
     batch_size=100,
     eval_every=500,
 )
-FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "width_vs_heldout.png"
 COLUMNS = ("train_error", "heldout_error", "final_loss_mean", "heldout_loss")
 
 
@@ -95,14 +93,11 @@ def plot(rows: list[dict], threshold: dict | None) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(
+    title = (
         f"digits: {SETTINGS.train_size} training images, {SETTINGS.label_noise:.0%} of them "
         f"mislabelled; {SETTINGS.steps} {SETTINGS.optimizer} steps at lr {SETTINGS.lrs[0]:g}"
     )
-    fig.tight_layout()
-    FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURE, dpi=120)
-    print(f"wrote {FIGURE}")
+    write(fig, title, "width_vs_heldout.png")
 
 
 if __name__ == "__main__":
