@@ -264,6 +264,9 @@ _FILE_KEYS = {
     "budget_s",
     "set",
     "convergence",
+    "strategy",
+    "nproc_per_node",
+    "nnodes",
 }
 
 
@@ -314,6 +317,9 @@ def _spec_from_table(data: dict) -> GridSpec:
         convergence=parse_convergence(
             [f"{k}={_toml_text(v)}" for k, v in data.get("convergence", {}).items()]
         ),
+        strategy=data.get("strategy"),
+        nproc_per_node=int(data.get("nproc_per_node", 1)),
+        nnodes=int(data.get("nnodes", 1)),
     )
     if spec.optimizer not in OPTIMIZER_STATE_SLOTS:
         raise UserError(f"unknown optimizer {spec.optimizer!r}")

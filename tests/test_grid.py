@@ -131,6 +131,13 @@ def test_bad_grid_files_are_user_errors(tmp_path: Path, content: str, needle: st
         grid.load_grid_file(path)
 
 
+def test_grid_file_can_ask_for_a_distributed_launch(tmp_path: Path) -> None:
+    path = tmp_path / "g.toml"
+    path.write_text('families = ["mlp"]\nsizes = "1e5"\nstrategy = "fsdp"\nnproc_per_node = 4\n')
+    (case,) = grid.build_cases(grid.load_grid_file(path), "cpu")
+    assert (case.strategy, case.world_size, case.case_id) == ("fsdp", 4, "mlp-1e5-fp32-cpu-fsdp4")
+
+
 def test_missing_grid_file_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         grid.load_grid_file(tmp_path / "none.toml")
