@@ -38,7 +38,13 @@ DEFAULT_OPTIMIZER = "adamw"
 PRESETS = ("smoke", "quick", "full", "auto")
 SMOKE_BUDGET_S = 0.05
 #: A short convergence run per quick case: enough for a loss curve per size, not a study.
-QUICK_CONVERGENCE = {"steps": 60, "seeds": 2, "eval_every": 20, "train_size": 512}
+QUICK_CONVERGENCE = {
+    "steps": 40,
+    "seeds": 2,
+    "eval_every": 20,
+    "train_size": 512,
+    "heldout_size": 256,
+}
 #: How a case is spread over several processes (``distributed.py``); None: one process.
 STRATEGIES = ("ddp", "fsdp")
 #: Share of the free memory a case may be predicted to use before it is skipped, not attempted.
