@@ -37,6 +37,27 @@ def predicted_peak_bytes(case: Case) -> int:
     return need * (case.nproc_per_node if case.device == "cpu" else 1)
 
 
+def check_convergence_data(case: Case) -> None:
+    """The user's data mistakes (a dataset that does not fit the family or the model's config,
+    sizes it cannot supply, CIFAR-10 not on disk) as one-line errors before any worker starts.
+
+    Offline datasets are small, so they are built here and thrown away: whatever would fail in
+    the worker fails now. CIFAR-10 is only looked for."""
+    from scaling_bench.data import check_dataset, load_dataset
+
+    s = case.convergence_settings()
+    check_dataset(s.dataset, case.family, s.data_root, s.download)
+    if s.dataset != "cifar10":
+        load_dataset(
+            s.dataset,
+            case.family,
+            case.plan().config,
+            train_size=s.train_size,
+            heldout_size=s.heldout_size,
+            label_noise=s.label_noise,
+        )
+
+
 def skip_reason(case: Case, free_bytes: int) -> str | None:
     need = predicted_peak_bytes(case)
     allowed = grid.MEMORY_HEADROOM * free_bytes
@@ -82,7 +103,6 @@ class Campaign:
 
 def prepare(spec: GridSpec, out: Path, resume: bool = False) -> Campaign:
     """Everything that can fail on bad input fails here, before the first worker starts."""
-    from scaling_bench.data import check_dataset
     from scaling_bench.distributed import check_launch, launch_env
     from scaling_bench.hardware import PEAK_FLOPS_ENV, fingerprint, measured_gemm_peak, peak_flops
     from scaling_bench.results import ensure_writable_dir
@@ -95,10 +115,8 @@ def prepare(spec: GridSpec, out: Path, resume: bool = False) -> Campaign:
         if warning:
             print(f"scaling-bench: warning: {warning}", file=sys.stderr)
     cases = grid.build_cases(spec, device)
-    for case in cases:
-        if "convergence" in case.workloads:
-            settings = case.convergence_settings()
-            check_dataset(settings.dataset, case.family, settings.data_root, settings.download)
+    for case in (c for c in cases if "convergence" in c.workloads):
+        check_convergence_data(case)
     free = grid.free_memory_bytes(device)
     skipped = {c.case_id: reason for c in cases if (reason := skip_reason(c, free))}
     if device == "cpu" and not os.environ.get(PEAK_FLOPS_ENV):

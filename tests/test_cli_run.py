@@ -109,6 +109,9 @@ def test_summary_table_names_each_case(tiny_run: Path, capsys: pytest.CaptureFix
         (["--dataset", "cifar10", "--data-root", "."], "CIFAR-10 is not in --data-root"),
         (["--convergence", "schedule=wavy"], "unknown schedule 'wavy'"),
         (["--convergence", "batch_size=3"], "set it with --batch-size"),
+        (["--dataset", "digits", "--convergence", "train_size=2000"], "digits has 1797 images"),
+        (["--families", "gpt", "--dataset", "text", "--set", "vocab_size=99"], ">= 256"),
+        (["--dataset", "digits", "--set", "n_classes=5"], "has 10 classes"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_runs_nothing(
