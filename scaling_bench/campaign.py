@@ -13,17 +13,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scaling_bench import grid
 from scaling_bench.grid import Case, GridSpec
 from scaling_bench.results import RESULTS_FILE, TRAIN_PEAK_NAMES, load_records
 from scaling_bench.units import fmt_bytes
 
+if TYPE_CHECKING:
+    from scaling_bench.predict import Plan
+
 EXECUTE = "scaling_bench.workloads.execute:run_case"
 DISTRIBUTED_EXECUTE = "scaling_bench.distributed:run_case"
 
 
-def predicted_peak_bytes(case: Case) -> int:
+def predicted_peak_bytes(case: Case, p: Plan) -> int:
     """What the case's largest workload should hold: training state and activations, or weights.
 
     A distributed case needs one rank's share per device (FSDP shards the state, so a model too
@@ -31,13 +35,13 @@ def predicted_peak_bytes(case: Case) -> int:
     """
     from scaling_bench.distributed import rank_memory
 
-    memory = rank_memory(case.plan().train_memory, case.strategy, case.world_size)
+    memory = rank_memory(p.train_memory, case.strategy, case.world_size)
     needs_training = set(case.workloads) & {"train", "checkpoint", "convergence"}
     need = memory.total_bytes if needs_training else memory.weights_bytes
     return need * (case.nproc_per_node if case.device == "cpu" else 1)
 
 
-def check_convergence_data(case: Case) -> None:
+def check_convergence_data(case: Case, config: object) -> None:
     """The user's data mistakes (a dataset that does not fit the family or the model's config,
     sizes it cannot supply, CIFAR-10 not on disk) as one-line errors before any worker starts.
 
@@ -51,15 +55,15 @@ def check_convergence_data(case: Case) -> None:
         load_dataset(
             s.dataset,
             case.family,
-            case.plan().config,
+            config,
             train_size=s.train_size,
             heldout_size=s.heldout_size,
             label_noise=s.label_noise,
         )
 
 
-def skip_reason(case: Case, free_bytes: int) -> str | None:
-    need = predicted_peak_bytes(case)
+def skip_reason(case: Case, p: Plan, free_bytes: int) -> str | None:
+    need = predicted_peak_bytes(case, p)
     allowed = grid.MEMORY_HEADROOM * free_bytes
     if need > allowed:
         return (
@@ -115,10 +119,14 @@ def prepare(spec: GridSpec, out: Path, resume: bool = False) -> Campaign:
         if warning:
             print(f"scaling-bench: warning: {warning}", file=sys.stderr)
     cases = grid.build_cases(spec, device)
-    for case in (c for c in cases if "convergence" in c.workloads):
-        check_convergence_data(case)
     free = grid.free_memory_bytes(device)
-    skipped = {c.case_id: reason for c in cases if (reason := skip_reason(c, free))}
+    skipped = {}
+    for case in cases:
+        p = case.plan()  # once per case: it traces the model on the meta device
+        if "convergence" in case.workloads:
+            check_convergence_data(case, p.config)
+        if reason := skip_reason(case, p, free):
+            skipped[case.case_id] = reason
     if device == "cpu" and not os.environ.get(PEAK_FLOPS_ENV):
         for dtype in spec.dtypes:  # here, once per run, not in every worker
             measured_gemm_peak(grid.DTYPES[dtype], refresh=True)

@@ -172,16 +172,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _spec_from_args(args: argparse.Namespace) -> GridSpec:
     """The grid the flags describe: a preset or file, then each flag given replaces its axis."""
     from dataclasses import replace
-    from pathlib import Path
 
     from scaling_bench import grid
 
-    device = args.device or "auto"
-    if args.grid.endswith(".toml"):
-        device = args.device or grid.load_grid_file(Path(args.grid)).device
     spec = grid.select(
         args.grid,
-        grid.resolve_device(device),
+        args.device,
         families=args.families,
         sizes=args.sizes,
         dtypes=args.dtype,
@@ -194,7 +190,6 @@ def _spec_from_args(args: argparse.Namespace) -> GridSpec:
     if args.seq_len is not None:
         pairs.append(f"gpt.seq_len={args.seq_len}")
     for name, value in {
-        "device": device,
         "batch_size": args.batch_size,
         "optimizer": args.optimizer,
         "timeout_s": args.timeout,

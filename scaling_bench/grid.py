@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -444,21 +445,25 @@ def with_overrides(spec: GridSpec, pairs: list[str]) -> GridSpec:
 
 def select(
     grid_name: str,
-    device: str,
+    device: str | None,
     *,
     families: str | None = None,
     sizes: str | None = None,
     dtypes: str | None = None,
+    resolve: Callable[[str], str] = resolve_device,
 ) -> GridSpec:
-    """The named grid (a preset for ``device``, or a .toml file) with the axes given replaced.
+    """The named grid (a preset, or a .toml file) with the axes given replaced, on the device
+    asked for (else the file's, else ``auto``), resolved by ``resolve``.
 
-    The one reading of ``--grid/--families/--sizes/--dtype`` that the CLI and the pytest and asv
-    front-ends share, so they run the same cases for the same words.
+    The one reading of ``--grid/--device/--families/--sizes/--dtype`` that the CLI and the pytest
+    and asv front-ends share, so they run the same cases for the same words.
     """
     if grid_name.endswith(".toml"):
         spec = load_grid_file(Path(grid_name))
+        spec = replace(spec, device=resolve(device or spec.device))
     else:
-        spec = preset(grid_name, device)
+        resolved = resolve(device or "auto")
+        spec = replace(preset(grid_name, resolved), device=resolved)
     if families:
         spec = with_families(spec, split_names(families, "family", FAMILY_NAMES))
     if sizes:

@@ -71,21 +71,21 @@ def bench_cases(
     import torch
 
     given = {key: (settings or {}).get(key) or environ.get(var) for key, var in ENV.items()}
-    grid_name = given["grid"] or default_grid
-    from_file = grid.load_grid_file(Path(grid_name)) if grid_name.endswith(".toml") else None
-    wanted = (given["device"] or (from_file.device if from_file else "auto")).strip().lower()
-    if wanted.startswith("cuda") and not torch.cuda.is_available():
-        device = "cuda:0"  # the GPU grid's cases, for ``skip_reason`` to skip
-    else:
-        device = grid.resolve_device(wanted)
+
+    def resolve(wanted: str) -> str:
+        if wanted.strip().lower().startswith("cuda") and not torch.cuda.is_available():
+            return "cuda:0"  # the GPU grid's cases, for ``skip_reason`` to skip
+        return grid.resolve_device(wanted)
+
     spec = grid.select(
-        grid_name,
-        device,
+        given["grid"] or default_grid,
+        given["device"],
         families=given["families"],
         sizes=given["sizes"],
         dtypes=given["dtype"],
+        resolve=resolve,
     )
-    return grid.build_cases(spec, device)
+    return grid.build_cases(spec, spec.device)
 
 
 def skip_reason(case: Case) -> str | None:
