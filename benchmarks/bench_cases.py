@@ -1,14 +1,15 @@
 """asv suites: each case of the grid of ``scaling-bench run``, as asv tracks it over commits.
 
 Cases come from the ``SCALING_BENCH_*`` variables (docs/frontends.md), the model from a per-process
-cache, everything else from ``scaling_bench.suites``. asv takes lower as better: steps are timed in
+cache, everything else from ``scaling_bench.frontends.suites``. asv takes lower as better: steps
+are timed in
 seconds per sample (not samples/s), and the tracks carry the record's metric names so that
 ``scaling-bench compare`` joins them with the other front-ends. Every figure here is lower-better
 but MFU: leave ``track_train_mfu`` out of a regression gate. A figure this machine does not record
 (a GPU peak on a CPU) is skipped, and so is a workload the grid leaves out.
 """
 
-from scaling_bench import suites
+from scaling_bench.frontends import suites
 
 
 class _Case:

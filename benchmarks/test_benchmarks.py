@@ -3,7 +3,8 @@
 pytest-benchmark times and compares the step (``test_forward_step``, ``test_train_step``: seconds
 per step, as ``train_step_s`` of ``scaling-bench run``) or, for checkpoint and convergence, the
 whole workload once; every figure the workload records goes to ``extra_info``, in the record's
-shape. The cases and fixtures come from ``scaling_bench.pytest_plugin``, the rest from the package.
+shape. The cases and fixtures come from ``scaling_bench.frontends.pytest_plugin``, the rest from
+the package.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from scaling_bench import suites
+from scaling_bench.frontends import suites
 
 if TYPE_CHECKING:
     from pytest_benchmark.fixture import BenchmarkFixture
 
-    from scaling_bench.grid import Case
-    from scaling_bench.workloads.execute import CaseSetup
+    from scaling_bench.config.grid import Case
+    from scaling_bench.engine.execute import CaseSetup
 
 
 def _require(case: Case, workload: str) -> None:

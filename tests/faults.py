@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaling_bench.worker import save_partial
+from scaling_bench.engine.worker import save_partial
 
 EXECUTE = "faults:run"
 CPU_ALLOCATOR_MESSAGE = (
@@ -129,7 +129,9 @@ def run(case: dict) -> dict:
 
 def run_grid(out_dir: str, marker: str, resume: bool = False) -> list[dict]:
     """The grid the kill-and-resume tests stop in the middle: ok, hang_once, ok."""
-    from scaling_bench.runner import run_cases  # not at the top: workers need not import rich
+    from scaling_bench.engine.runner import (
+        run_cases,  # not at the top: workers need not import rich
+    )
 
     cases = [Case("first"), Case("second", "hang_once", marker), Case("third")]
     return run_cases(
@@ -138,7 +140,7 @@ def run_grid(out_dir: str, marker: str, resume: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from scaling_bench.runner import RunInterrupted
+    from scaling_bench.engine.runner import RunInterrupted
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     try:

@@ -79,10 +79,10 @@ def hang_rank_1(case: dict) -> dict:
 def train_losses(strategy: str | None) -> list[float]:
     """Losses of ``STEPS`` training steps at the global batch, this process's share of it
     trained under ``strategy`` (None: one process, the whole batch), averaged over ranks."""
-    from scaling_bench.distributed import wrap
-    from scaling_bench.grid import Case as BenchCase
-    from scaling_bench.workloads.execute import CaseSetup
-    from scaling_bench.workloads.train_step import make_optimizer, train_step
+    from scaling_bench.config.grid import Case as BenchCase
+    from scaling_bench.engine.distributed.launch import wrap
+    from scaling_bench.engine.execute import CaseSetup
+    from scaling_bench.workloads.train import make_optimizer, train_step
 
     setup = CaseSetup.build(BenchCase("mlp", LOSS_SIZE, batch_size=GLOBAL_BATCH))  # seeded
     rank, world = (dist.get_rank(), dist.get_world_size()) if strategy else (0, 1)
@@ -104,6 +104,6 @@ def losses(case: dict) -> dict:
 
 
 def run(case: dict) -> dict:
-    from scaling_bench.distributed import run_case
+    from scaling_bench.engine.distributed.launch import run_case
 
     return run_case(case, execute=f"ranks:{case['fault']}")

@@ -10,9 +10,9 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scaling_bench.grid import format_size
-from scaling_bench.results import RESULTS_FILE, append_record, make_record
-from scaling_bench.stats import scaled, single, summarize
+from scaling_bench.config.grid import format_size
+from scaling_bench.core.stats import scaled, single, summarize
+from scaling_bench.store.records import RESULTS_FILE, append_record, make_record
 
 BATCH = 32
 ENV = {"cpu_model": "Synthetic CPU", "hostname": "ci", "torch_version": "2.5.0"}

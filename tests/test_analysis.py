@@ -8,7 +8,7 @@ import random
 import pytest
 import synthetic
 
-from scaling_bench.analysis import (
+from scaling_bench.analysis.fits import (
     compare_runs,
     direction,
     fit_power_law,
@@ -18,9 +18,9 @@ from scaling_bench.analysis import (
     t_quantile,
     theory_checks,
 )
-from scaling_bench.errors import UserError
-from scaling_bench.runs import CaseResult, Run
-from scaling_bench.stats import single, summarize
+from scaling_bench.core.errors import UserError
+from scaling_bench.core.stats import single, summarize
+from scaling_bench.store.foreign import CaseResult, Run
 
 
 def test_fit_recovers_a_known_exponent_within_its_confidence_interval() -> None:

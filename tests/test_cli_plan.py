@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from scaling_bench.cli import main
+from scaling_bench.frontends.cli import main
 from scaling_bench.models import FAMILY_NAMES
 
 
@@ -121,7 +121,16 @@ def test_bad_input_exits_2_with_one_line(
 
 def test_console_script_reports_user_errors_without_traceback() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "scaling_bench.cli", "plan", "--family", "nope", "--params", "1e6"],
+        [
+            sys.executable,
+            "-m",
+            "scaling_bench.frontends.cli",
+            "plan",
+            "--family",
+            "nope",
+            "--params",
+            "1e6",
+        ],
         capture_output=True,
         text=True,
     )

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scaling_bench.cli import main
-from scaling_bench.results import RESULTS_FILE, load_records
+from scaling_bench.frontends.cli import main
+from scaling_bench.store.records import RESULTS_FILE, load_records
 
 TINY = ["--families", "mlp,gpt", "--sizes", "1e4", "--budget", "0.3", "--no-progress"]
 TINY += ["--workloads", "forward,train,checkpoint,convergence", "--steps", "12", "--seeds", "2"]
@@ -160,7 +160,7 @@ def test_corrupt_results_file_is_refused_and_left_as_it_was(
 def test_a_case_predicted_not_to_fit_is_skipped_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scaling_bench import grid
+    from scaling_bench.config import grid
 
     monkeypatch.setattr(grid, "free_memory_bytes", lambda device: 10_000_000)
     assert main(["run", "--families", "mlp", "--sizes", "1e7", "--out", str(tmp_path)]) == 0

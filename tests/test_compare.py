@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import synthetic
 
-from scaling_bench.cli import main
+from scaling_bench.frontends.cli import main
 
 
 def compare(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, dict, str]:

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from test_data import TINY, fake_cifar10
 
-from scaling_bench.errors import UserError
+from scaling_bench.core.errors import UserError
 from scaling_bench.models import gpt
-from scaling_bench.stability import lr_sensitivity
 from scaling_bench.workloads.convergence import (
     MIN_LR_FRACTION,
     ConvergenceSettings,
     lr_factor,
     run_convergence,
 )
+from scaling_bench.workloads.stability import lr_sensitivity
 
 QUICK = ConvergenceSettings(
     steps=40, seeds=1, lrs=(3e-3,), batch_size=16, train_size=64, heldout_size=32, eval_every=20

@@ -11,14 +11,14 @@ import pytest
 import torch
 import torchvision.datasets.cifar
 
-from scaling_bench.data import (
+from scaling_bench.core.errors import UserError
+from scaling_bench.models import cnn, gpt, mlp, resnet, vit
+from scaling_bench.models.datasets import (
     HELDOUT_FILE_MODULUS,
     Dataset,
     load_dataset,
     stdlib_source_bytes,
 )
-from scaling_bench.errors import UserError
-from scaling_bench.models import cnn, gpt, mlp, resnet, vit
 
 TINY = {
     "mlp": mlp.MLPConfig(d_hidden=32, n_layer=2, d_in=64),

@@ -13,14 +13,14 @@ import ranks
 from test_runner import running, wait_until
 from torch import nn
 
-from scaling_bench.campaign import prepare
-from scaling_bench.cli import main
-from scaling_bench.distributed import aggregate, shard_units, with_scaling_efficiency
-from scaling_bench.grid import Case, GridSpec
+from scaling_bench.config.grid import Case, GridSpec
+from scaling_bench.core.stats import single, summarize
+from scaling_bench.engine.campaign import prepare
+from scaling_bench.engine.distributed.launch import aggregate, shard_units, with_scaling_efficiency
+from scaling_bench.engine.runner import run_cases
+from scaling_bench.frontends.cli import main
 from scaling_bench.models import family
-from scaling_bench.results import RESULTS_FILE, load_records
-from scaling_bench.runner import run_cases
-from scaling_bench.stats import single, summarize
+from scaling_bench.store.records import RESULTS_FILE, load_records
 
 # A peak for MFU, so no test waits for the GEMM peak measurement; far above this CPU's.
 PEAK_FLOPS = "1e13"

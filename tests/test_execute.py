@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scaling_bench.grid import Case
-from scaling_bench.workloads import execute
+from scaling_bench.config.grid import Case
+from scaling_bench.engine import execute
 
 CASE = Case("mlp", 1e4, workloads=("forward", "train", "checkpoint"), budget_s=0.2)
 

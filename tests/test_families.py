@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from scaling_bench.models import FAMILY_NAMES, family, mlp
 from scaling_bench.models.mlp import MLPConfig
-from scaling_bench.workloads.train_step import loss_of
+from scaling_bench.workloads.train import loss_of
 
 
 def counted(name: str, cfg: object) -> int:
@@ -95,7 +95,7 @@ def test_mlp_pinned_depth_is_kept_and_width_fits_the_target() -> None:
 
 
 def test_mlp_config_refuses_a_zero_width() -> None:
-    from scaling_bench.errors import ConfigError
+    from scaling_bench.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="d_hidden=0"):
         MLPConfig(d_hidden=0)

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from scaling_bench import cli, grid, pytest_plugin, suites
+from scaling_bench.config import grid
+from scaling_bench.frontends import cli, pytest_plugin, suites
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The subprocesses' case settings: none but these, whatever the calling shell exports.
@@ -121,7 +122,7 @@ def test_asv_machine_name_carries_the_gpu_model() -> None:
 
 def test_pytest_benchmark_machine_info_gets_the_gpu_name_and_driver(monkeypatch) -> None:
     env = {"hostname": "box", "gpu_name": "NVIDIA H200", "gpu_driver_version": "570.1"}
-    monkeypatch.setattr("scaling_bench.hardware.fingerprint", lambda: env)
+    monkeypatch.setattr("scaling_bench.hardware.peaks.fingerprint", lambda: env)
     machine_info = {"node": "box"}
     pytest_plugin.pytest_benchmark_update_machine_info(None, machine_info)
     assert machine_info == {"node": "box", "gpu_name": "NVIDIA H200", "gpu_driver_version": "570.1"}
@@ -137,7 +138,7 @@ def test_plugin_leaves_tests_without_a_case_alone() -> None:
 
 
 def test_plugin_import_leaves_torch_unimported() -> None:
-    code = "import sys, scaling_bench.pytest_plugin; print('torch' in sys.modules)"
+    code = "import sys, scaling_bench.frontends.pytest_plugin; print('torch' in sys.modules)"
     assert _run(sys.executable, "-c", code).stdout.strip() == "False"
 
 
@@ -242,7 +243,9 @@ def test_asv_check_and_quick_dry_run_on_one_case(tmp_path) -> None:
     home = tmp_path / "home"  # asv keeps its machine file in ~
     home.mkdir()
     env = {**ONE_CASE, "HOME": str(home)}
-    machine = _run(sys.executable, "-m", "scaling_bench.cli", "asv-machine", cwd=repo, env=env)
+    machine = _run(
+        sys.executable, "-m", "scaling_bench.frontends.cli", "asv-machine", cwd=repo, env=env
+    )
     assert machine.returncode == 0, machine.stderr
     assert (home / ".asv-machine.json").exists()
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from scaling_bench import grid
-from scaling_bench.errors import UserError
-from scaling_bench.grid import Case
+from scaling_bench.config import grid
+from scaling_bench.config.grid import Case
+from scaling_bench.core.errors import UserError
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import pynvml
 import pytest
 import torch
 
-from scaling_bench import hardware
-from scaling_bench.errors import UserError
-from scaling_bench.hardware import (
+from scaling_bench.core.errors import UserError
+from scaling_bench.hardware import peaks as hardware
+from scaling_bench.hardware.peaks import (
     fingerprint,
     measured_gemm_peak,
     nvml,

@@ -7,7 +7,7 @@ import pynvml
 import pytest
 import torch
 
-from scaling_bench import hardware
+from scaling_bench.hardware import peaks as hardware
 from scaling_bench.meters.memory import PeakMemory
 
 MB = 1e6

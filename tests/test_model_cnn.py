@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling_bench.errors import ConfigError
+from scaling_bench.core.errors import ConfigError
 from scaling_bench.models import cnn
 from scaling_bench.models.cnn import CNNConfig
 

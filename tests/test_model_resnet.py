@@ -8,7 +8,7 @@ import torchvision
 from sizes import log_grid
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling_bench.errors import ConfigError
+from scaling_bench.core.errors import ConfigError
 from scaling_bench.models import resnet
 from scaling_bench.models.resnet import ResNetConfig
 

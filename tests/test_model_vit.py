@@ -9,7 +9,7 @@ from sizes import log_grid
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling_bench.errors import ConfigError
+from scaling_bench.core.errors import ConfigError
 from scaling_bench.models import vit
 from scaling_bench.models.vit import ViTConfig
 

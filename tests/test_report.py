@@ -13,8 +13,8 @@ import pytest
 import synthetic
 from matplotlib.image import imread
 
-from scaling_bench.cli import main
-from scaling_bench.report import fmt_value
+from scaling_bench.frontends.cli import main
+from scaling_bench.report.html import fmt_value
 
 IMG = re.compile(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">')
 

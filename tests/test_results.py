@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from scaling_bench.errors import UserError
-from scaling_bench.results import (
+from scaling_bench.core.errors import UserError
+from scaling_bench.store.records import (
     RECORD_KEYS,
     SCHEMA_VERSION,
     STATUSES,

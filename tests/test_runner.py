@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from faults import CPU_ALLOCATOR_MESSAGE, EXECUTE, Case
 
-from scaling_bench.errors import UserError
-from scaling_bench.results import RESULTS_FILE, append_record, load_records, make_record
-from scaling_bench.runner import run_cases
-from scaling_bench.worker import is_oom
+from scaling_bench.core.errors import UserError
+from scaling_bench.engine.runner import run_cases
+from scaling_bench.engine.worker import is_oom
+from scaling_bench.store.records import RESULTS_FILE, append_record, load_records, make_record
 
 FAULTS_PATH = Path(__file__).with_name("faults.py")
 ENV = {"host": "test-machine"}

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from scaling_bench.stability import (
+from scaling_bench.workloads.stability import (
     SPIKE_WINDOW,
     best_lr,
     downsample,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scaling_bench.stats import summarize
-from scaling_bench.workloads.throughput import derived_metrics
+from scaling_bench.core.stats import summarize
+from scaling_bench.workloads.timed import derived_metrics
 
 STEP = summarize([0.10, 0.11, 0.09, 0.10, 0.12], "s")
 

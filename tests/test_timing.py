@@ -4,7 +4,7 @@ import time
 import pytest
 import torch
 
-from scaling_bench.errors import UserError
+from scaling_bench.core.errors import UserError
 from scaling_bench.meters.timing import measure
 
 

@@ -18,8 +18,8 @@ from types import ModuleType, TracebackType
 import psutil
 import torch
 
-from scaling_bench.hardware import nvml
-from scaling_bench.stats import single
+from scaling_bench.core.stats import single
+from scaling_bench.hardware.peaks import nvml
 
 POLL_INTERVAL_S = 0.005
 _CLEAR_REFS = Path("/proc/self/clear_refs")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from scaling_bench.errors import UserError
-from scaling_bench.stats import median_ci_halfwidth, quantile, single, summarize
+from scaling_bench.core.errors import UserError
+from scaling_bench.core.stats import median_ci_halfwidth, quantile, single, summarize
 
 MIN_BLOCK_S = 1e-3
 """Shortest timed block: below it, timer overhead (microseconds on CUDA) would be over 1%."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from scaling_bench.errors import UserError
+from scaling_bench.core.errors import UserError
 
 FAMILY_NAMES = ("mlp", "cnn", "resnet", "vit", "gpt")
 

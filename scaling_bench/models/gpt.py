@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaling_bench.errors import ConfigError
+from scaling_bench.core.errors import ConfigError
 from scaling_bench.models.sizing import fit_free_knobs
 
 DEFAULT_BATCH_SIZE = 16

@@ -13,7 +13,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from scaling_bench.errors import ConfigError
+from scaling_bench.core.errors import ConfigError
 from scaling_bench.models.batches import classification_batch
 from scaling_bench.models.sizing import fit_width
 

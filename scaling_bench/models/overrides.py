@@ -6,7 +6,7 @@ import dataclasses
 import types
 import typing
 
-from scaling_bench.errors import UserError
+from scaling_bench.core.errors import UserError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from scaling_bench.errors import UserError
+from scaling_bench.core.errors import UserError
 
 
 def _first_at_least(count: Callable[[int], int], value: float, lo: int, hi: int) -> int:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
-from scaling_bench.errors import ConfigError
+from scaling_bench.core.errors import ConfigError
 from scaling_bench.models.batches import image_batch
 from scaling_bench.models.sizing import fit_free_knobs
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from scaling_bench.durable import fsync_path
-from scaling_bench.stats import scaled, single, summarize
+from scaling_bench.core.durable import fsync_path
+from scaling_bench.core.stats import scaled, single, summarize
 
 try:
     import safetensors

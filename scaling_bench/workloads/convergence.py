@@ -15,7 +15,7 @@ Evaluation (eval mode, no gradients) runs before the first step, every ``eval_ev
 after the last, on the held-out set and on the first min(train_size, heldout_size) training
 samples (noisy labels included: that is what the model is asked to fit). The evaluated training
 loss before the first step is the initial loss, after the last the final loss; divergence, LR
-sensitivity and the best LR use these (rules in ``scaling_bench.stability``).
+sensitivity and the best LR use these (rules in ``scaling_bench.workloads.stability``).
 
 Metrics (the record's shape, ``{value, unit, n, …}``, with extra keys):
 
@@ -52,19 +52,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaling_bench.data import DATASETS, load_dataset
-from scaling_bench.errors import UserError
+from scaling_bench.core.errors import UserError
+from scaling_bench.core.stats import single, summarize
 from scaling_bench.models import family
+from scaling_bench.models.datasets import DATASETS, load_dataset
 from scaling_bench.models.gpt import CausalSelfAttention
-from scaling_bench.stability import (
+from scaling_bench.workloads.stability import (
     best_lr,
     downsample,
     is_diverged,
     lr_sensitivity,
     spike_steps,
 )
-from scaling_bench.stats import single, summarize
-from scaling_bench.workloads.train_step import make_optimizer, optimizer_slots
+from scaling_bench.workloads.train import make_optimizer, optimizer_slots
 
 SCHEDULES = ("constant", "cosine")
 #: The cosine schedule decays to this share of the peak LR at the last step (as nanoGPT does).

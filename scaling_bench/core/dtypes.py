@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from scaling_bench.errors import UserError
+from scaling_bench.core.errors import UserError
 
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,

@@ -8,13 +8,13 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from scaling_bench.errors import UserError
-from scaling_bench.units import fmt_bytes, fmt_count
+from scaling_bench.core.errors import UserError
+from scaling_bench.core.units import fmt_bytes, fmt_count
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from scaling_bench.grid import GridSpec
+    from scaling_bench.config.grid import GridSpec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,10 +38,10 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from scaling_bench.grid import parse_size
+    from scaling_bench.config.grid import parse_size
     from scaling_bench.models import family
     from scaling_bench.models.overrides import parse_overrides
-    from scaling_bench.predict import plan
+    from scaling_bench.predict.plan import plan
 
     fam = family(args.family)
     target = parse_size(args.params, "--params")
@@ -145,12 +145,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from datetime import datetime
     from pathlib import Path
 
-    from scaling_bench.campaign import prepare, summarize_run
-    from scaling_bench.runner import RunInterrupted
+    from scaling_bench.engine.campaign import prepare, summarize_run
+    from scaling_bench.engine.runner import RunInterrupted
 
     if args.peak_flops:
         os.environ["SCALING_BENCH_PEAK_FLOPS"] = args.peak_flops
-    from scaling_bench.distributed import NODE_RANK_ENV, RDZV_ENDPOINT_ENV
+    from scaling_bench.engine.distributed.launch import NODE_RANK_ENV, RDZV_ENDPOINT_ENV
 
     if args.node_rank is not None:  # the workers read them there, as a batch script may set them
         os.environ[NODE_RANK_ENV] = str(args.node_rank)
@@ -173,7 +173,7 @@ def _spec_from_args(args: argparse.Namespace) -> GridSpec:
     """The grid the flags describe: a preset or file, then each flag given replaces its axis."""
     from dataclasses import replace
 
-    from scaling_bench import grid
+    from scaling_bench.config import grid
 
     spec = grid.select(
         args.grid,
@@ -217,7 +217,7 @@ def _add_env(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
-    from scaling_bench.hardware import fingerprint
+    from scaling_bench.hardware.peaks import fingerprint
 
     print(json.dumps(fingerprint(), indent=2))
     return 0
@@ -235,7 +235,7 @@ def _add_asv_machine(sub: argparse._SubParsersAction) -> None:
 def _cmd_asv_machine(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from scaling_bench.suites import register_asv_machine
+    from scaling_bench.frontends.suites import register_asv_machine
 
     print(register_asv_machine(Path(args.config)))
     return 0
@@ -261,8 +261,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _report(source: Path, html_path: Path, markdown: Path | None, echo_markdown: bool) -> None:
-    from scaling_bench.report import build_html, build_markdown
-    from scaling_bench.runs import read_records
+    from scaling_bench.report.html import build_html, build_markdown
+    from scaling_bench.store.foreign import read_records
 
     records = read_records(source)
     _write(html_path, build_html(records, str(source)))
@@ -311,15 +311,15 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from scaling_bench.analysis import compare_runs, parse_threshold
-    from scaling_bench.runs import load_run
+    from scaling_bench.analysis.fits import compare_runs, parse_threshold
+    from scaling_bench.store.foreign import load_run
 
     threshold = parse_threshold(args.threshold)
     comparison = compare_runs(
         load_run(Path(args.base)), load_run(Path(args.current)), threshold, args.metric
     )
     if args.plot:
-        from scaling_bench.report import comparison_png
+        from scaling_bench.report.html import comparison_png
 
         _write(Path(args.plot), comparison_png(comparison))
     if args.json:
@@ -327,7 +327,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        from scaling_bench.report import comparison_tables, gate_line
+        from scaling_bench.report.html import comparison_tables, gate_line
 
         console = Console()
         for table in comparison_tables(comparison, show_all=args.all):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaling_bench.errors import UserError
+from scaling_bench.core.errors import UserError
 
 #: Optimizer state tensors per parameter tensor, each the size of the parameter.
 OPTIMIZER_STATE_SLOTS = {"sgd": 0, "sgd-momentum": 1, "adam": 2, "adamw": 2}

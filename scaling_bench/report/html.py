@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from rich.table import Table
 
-from scaling_bench.analysis import (
+from scaling_bench.analysis.fits import (
     CONFIDENCE,
     FAILED_STATUSES,
     STABILITY_METRICS,
@@ -39,9 +39,9 @@ from scaling_bench.analysis import (
     scaling_fits,
     theory_checks,
 )
-from scaling_bench.errors import UserError
-from scaling_bench.results import TRAIN_PEAK_NAMES
-from scaling_bench.units import fmt_bytes
+from scaling_bench.core.errors import UserError
+from scaling_bench.core.units import fmt_bytes
+from scaling_bench.store.records import TRAIN_PEAK_NAMES
 
 MARKERS = "osD^v<>ph*"
 LINESTYLES = ("-", "--", "-.")

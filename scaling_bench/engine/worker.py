@@ -1,6 +1,6 @@
 """Run one case in a fresh interpreter and report how it ended; started by ``runner``.
 
-Protocol: ``python -m scaling_bench.worker JOB RESULT``. ``JOB`` is a JSON file ``{"execute":
+Protocol: ``python -m scaling_bench.engine.worker JOB RESULT``. ``JOB`` is a JSON file ``{"execute":
 "module:function", "case": {...}, "runner_pid": N, "dump_stacks_at": T}``. The function is called
 with the case dict and returns record fields (``params``, ``config``, ``metrics``, ``predicted``,
 optionally ``status`` and ``error``). The worker writes ``{"status", "error", ...those fields}`` to
@@ -28,8 +28,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from scaling_bench.errors import UserError
-from scaling_bench.results import STATUSES
+from scaling_bench.core.errors import UserError
+from scaling_bench.store.records import STATUSES
 
 RESULT_FIELDS = ("status", "error", "params", "config", "metrics", "predicted")
 ERROR_CHARS = 2000

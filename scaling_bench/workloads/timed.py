@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import torch
 
+from scaling_bench.core.stats import scaled, single
 from scaling_bench.meters.memory import PeakMemory
 from scaling_bench.meters.timing import Timing, measure
-from scaling_bench.stats import scaled, single
 
 
 def derived_metrics(

@@ -31,10 +31,10 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from scaling_bench.errors import UserError
+from scaling_bench.core.errors import UserError
+from scaling_bench.core.stats import scaled, summarize
 from scaling_bench.models import FAMILY_NAMES
-from scaling_bench.results import RESULTS_FILE, load_records
-from scaling_bench.stats import scaled, summarize
+from scaling_bench.store.records import RESULTS_FILE, load_records
 
 ASV_API_VERSION = 2
 _CASE_ID = re.compile(rf"^({'|'.join(FAMILY_NAMES)})-\d+(\.\d+)?e\d+-")

@@ -43,7 +43,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from scaling_bench.errors import UserError
+from scaling_bench.core.errors import UserError
 from scaling_bench.models import FAMILY_NAMES
 
 IMAGE_FAMILIES = ("mlp", "cnn", "resnet", "vit")

@@ -17,14 +17,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scaling_bench.dtypes import DTYPES
-from scaling_bench.errors import UserError
+from scaling_bench.core.dtypes import DTYPES
+from scaling_bench.core.errors import UserError
 from scaling_bench.models import FAMILY_NAMES, family
 from scaling_bench.models.overrides import parse_overrides
-from scaling_bench.workloads.train_step import OPTIMIZER_STATE_SLOTS
+from scaling_bench.workloads.train import OPTIMIZER_STATE_SLOTS
 
 if TYPE_CHECKING:
-    from scaling_bench.predict import Plan
+    from scaling_bench.predict.plan import Plan
     from scaling_bench.workloads.convergence import ConvergenceSettings
 
 
@@ -186,7 +186,7 @@ class Case:
 
     def plan(self) -> Plan:
         """The case's model, FLOPs and predicted costs, computed on the meta device."""
-        from scaling_bench.predict import plan
+        from scaling_bench.predict.plan import plan
 
         return plan(
             self.family,

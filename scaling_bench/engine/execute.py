@@ -19,20 +19,20 @@ from traceback import format_exc
 import torch
 from torch import nn
 
-from scaling_bench.dtypes import parse_dtype
-from scaling_bench.grid import Case
-from scaling_bench.hardware import peak_flops
+from scaling_bench.config.grid import Case
+from scaling_bench.core.dtypes import parse_dtype
+from scaling_bench.core.stats import single
+from scaling_bench.engine.worker import clip, is_oom, save_partial
+from scaling_bench.hardware.peaks import peak_flops
 from scaling_bench.meters.memory import baseline_rss
 from scaling_bench.models import family
-from scaling_bench.predict import Plan
-from scaling_bench.results import TRAIN_PEAK_NAMES
-from scaling_bench.stats import single
-from scaling_bench.worker import clip, is_oom, save_partial
+from scaling_bench.predict.plan import Plan
+from scaling_bench.store.records import TRAIN_PEAK_NAMES
 from scaling_bench.workloads.checkpoint import measure_checkpoint
 from scaling_bench.workloads.convergence import run_convergence
 from scaling_bench.workloads.forward import forward_step
-from scaling_bench.workloads.throughput import measure_step
-from scaling_bench.workloads.train_step import make_optimizer, train_step
+from scaling_bench.workloads.timed import measure_step
+from scaling_bench.workloads.train import make_optimizer, train_step
 
 
 def predicted_metrics(p: Plan, device: torch.device) -> dict[str, dict]:

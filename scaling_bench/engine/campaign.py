@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scaling_bench import grid
-from scaling_bench.grid import Case, GridSpec
-from scaling_bench.results import RESULTS_FILE, TRAIN_PEAK_NAMES, load_records
-from scaling_bench.units import fmt_bytes
+from scaling_bench.config import grid
+from scaling_bench.config.grid import Case, GridSpec
+from scaling_bench.core.units import fmt_bytes
+from scaling_bench.store.records import RESULTS_FILE, TRAIN_PEAK_NAMES, load_records
 
 if TYPE_CHECKING:
-    from scaling_bench.predict import Plan
+    from scaling_bench.predict.plan import Plan
 
-EXECUTE = "scaling_bench.workloads.execute:run_case"
-DISTRIBUTED_EXECUTE = "scaling_bench.distributed:run_case"
+EXECUTE = "scaling_bench.engine.execute:run_case"
+DISTRIBUTED_EXECUTE = "scaling_bench.engine.distributed.launch:run_case"
 
 
 def predicted_peak_bytes(case: Case, p: Plan) -> int:
@@ -33,7 +33,7 @@ def predicted_peak_bytes(case: Case, p: Plan) -> int:
     A distributed case needs one rank's share per device (FSDP shards the state, so a model too
     big for one device can fit); on a CPU, all the node's ranks share the host's memory.
     """
-    from scaling_bench.distributed import rank_memory
+    from scaling_bench.engine.distributed.launch import rank_memory
 
     memory = rank_memory(p.train_memory, case.strategy, case.world_size)
     needs_training = set(case.workloads) & {"train", "checkpoint", "convergence"}
@@ -47,7 +47,7 @@ def check_convergence_data(case: Case, config: object) -> None:
 
     Offline datasets are small, so they are built here and thrown away: whatever would fail in
     the worker fails now. CIFAR-10 is only looked for."""
-    from scaling_bench.data import check_dataset, load_dataset
+    from scaling_bench.models.datasets import check_dataset, load_dataset
 
     s = case.convergence_settings()
     check_dataset(s.dataset, case.family, s.data_root, s.download)
@@ -84,11 +84,11 @@ class Campaign:
     started: float = field(default_factory=time.perf_counter)
 
     def run(self, progress: bool = True) -> list[dict]:
-        from scaling_bench.runner import run_cases
+        from scaling_bench.engine.runner import run_cases
 
         execute, derive = EXECUTE, None
         if self.spec.strategy:
-            from scaling_bench.distributed import with_scaling_efficiency
+            from scaling_bench.engine.distributed.launch import with_scaling_efficiency
 
             execute = DISTRIBUTED_EXECUTE
             derive = with_scaling_efficiency(load_records(self.out / RESULTS_FILE))
@@ -107,9 +107,14 @@ class Campaign:
 
 def prepare(spec: GridSpec, out: Path, resume: bool = False) -> Campaign:
     """Everything that can fail on bad input fails here, before the first worker starts."""
-    from scaling_bench.distributed import check_launch, launch_env
-    from scaling_bench.hardware import PEAK_FLOPS_ENV, fingerprint, measured_gemm_peak, peak_flops
-    from scaling_bench.results import ensure_writable_dir
+    from scaling_bench.engine.distributed.launch import check_launch, launch_env
+    from scaling_bench.hardware.peaks import (
+        PEAK_FLOPS_ENV,
+        fingerprint,
+        measured_gemm_peak,
+        peak_flops,
+    )
+    from scaling_bench.store.records import ensure_writable_dir
 
     device = grid.resolve_device(spec.device)
     check_launch(spec, device)

@@ -1,6 +1,6 @@
 """One rank of a distributed case; torchrun's launcher starts it from ``distributed.run_case``.
 
-Protocol: ``python -m scaling_bench.distributed_worker JOB``. ``JOB`` is a JSON file
+Protocol: ``python -m scaling_bench.engine.distributed.worker JOB``. ``JOB`` is a JSON file
 ``{"execute": "module:function", "case": {...}, "agent_pid": N, "folder": DIR}``. The rank joins
 the process group torchrun's environment describes, calls the function on the case (with the
 group initialised, so it can run collectives) and, where it returns record fields, local rank 0
@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from scaling_bench.worker import _die_with_runner, clip, run_case
+from scaling_bench.engine.worker import _die_with_runner, clip, run_case
 
 RESULT_FILE = "result.json"
 

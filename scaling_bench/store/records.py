@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scaling_bench.durable import fsync_path
-from scaling_bench.errors import UserError
+from scaling_bench.core.durable import fsync_path
+from scaling_bench.core.errors import UserError
 
 SCHEMA_VERSION = 1
 #: The training peak that the plan's memory prediction is held against, by device type: the

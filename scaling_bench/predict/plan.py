@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from scaling_bench.dtypes import parse_dtype
-from scaling_bench.errors import UserError
+from scaling_bench.core.dtypes import parse_dtype
+from scaling_bench.core.errors import UserError
 from scaling_bench.models import family, tokens_per_sample
 from scaling_bench.workloads.checkpoint import predicted_checkpoint_bytes, storage_nbytes
-from scaling_bench.workloads.train_step import OPTIMIZER_STEP_TENSORS, loss_of, optimizer_slots
+from scaling_bench.workloads.train import OPTIMIZER_STEP_TENSORS, loss_of, optimizer_slots
 
 
 @dataclass(frozen=True)

@@ -34,15 +34,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from scaling_bench.errors import UserError
-from scaling_bench.results import (
+from scaling_bench.core.errors import UserError
+from scaling_bench.engine.worker import ERROR_CHARS, PARTIAL_ENV, clip
+from scaling_bench.store.records import (
     RESULTS_FILE,
     append_record,
     done_case_ids,
     ensure_writable_dir,
     make_record,
 )
-from scaling_bench.worker import ERROR_CHARS, PARTIAL_ENV, clip
 
 # A worker prints its stacks this long before its deadline, so a timeout record says where it hung.
 STACK_DUMP_BEFORE_S = 0.5
@@ -177,7 +177,7 @@ def _run_worker(
     """The worker's result fields, or a ``timeout`` / ``crashed`` status if it gave none."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scaling_bench.worker", str(job_path), str(result_path)],
+            [sys.executable, "-m", "scaling_bench.engine.worker", str(job_path), str(result_path)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -3,7 +3,8 @@
 **Launch.** A distributed case runs in the runner's worker like any other case; its execute
 function, ``run_case``, makes that worker torchrun's elastic agent (``elastic_launch``, the API
 the ``torchrun`` command calls) with no restarts. The agent starts ``nproc_per_node`` ranks of
-``scaling_bench.distributed_worker`` on this node and meets the other nodes at a c10d rendezvous:
+``scaling_bench.engine.distributed.worker`` on this node and meets the other nodes at a c10d
+rendezvous:
 on one node at a free local port (as ``torchrun --standalone``), on several at
 ``$SCALING_BENCH_RDZV_ENDPOINT``, where the node of rank 0 (``$SCALING_BENCH_NODE_RANK``) hosts
 the store. The case id is the rendezvous id, so the nodes of a grid meet case by case.
@@ -57,27 +58,27 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
-from scaling_bench.distributed_worker import RESULT_FILE, backend_for, rank_device
-from scaling_bench.dtypes import parse_dtype
-from scaling_bench.errors import UserError
-from scaling_bench.grid import STRATEGIES, Case, GridSpec
-from scaling_bench.hardware import PEAK_FLOPS_ENV, peak_flops
-from scaling_bench.meters.memory import PeakMemory, baseline_rss
-from scaling_bench.meters.timing import measure
-from scaling_bench.models import family
-from scaling_bench.predict import Plan, TrainMemory
-from scaling_bench.stats import scaled, single, summarize
-from scaling_bench.worker import clip
-from scaling_bench.workloads.checkpoint import RoundTripError
-from scaling_bench.workloads.execute import (
+from scaling_bench.config.grid import STRATEGIES, Case, GridSpec
+from scaling_bench.core.dtypes import parse_dtype
+from scaling_bench.core.errors import UserError
+from scaling_bench.core.stats import scaled, single, summarize
+from scaling_bench.engine.distributed.worker import RESULT_FILE, backend_for, rank_device
+from scaling_bench.engine.execute import (
     ORDER,
     CaseSetup,
     case_peak_flops,
     predicted_metrics,
     warm_up_runtime,
 )
-from scaling_bench.workloads.throughput import derived_metrics
-from scaling_bench.workloads.train_step import make_optimizer
+from scaling_bench.engine.worker import clip
+from scaling_bench.hardware.peaks import PEAK_FLOPS_ENV, peak_flops
+from scaling_bench.meters.memory import PeakMemory, baseline_rss
+from scaling_bench.meters.timing import measure
+from scaling_bench.models import family
+from scaling_bench.predict.plan import Plan, TrainMemory
+from scaling_bench.workloads.checkpoint import RoundTripError
+from scaling_bench.workloads.timed import derived_metrics
+from scaling_bench.workloads.train import make_optimizer
 
 if TYPE_CHECKING:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -85,7 +86,7 @@ if TYPE_CHECKING:
 NODE_RANK_ENV = "SCALING_BENCH_NODE_RANK"
 RDZV_ENDPOINT_ENV = "SCALING_BENCH_RDZV_ENDPOINT"
 #: What every rank of a measured case runs (``distributed_worker`` calls it on the case dict).
-RANK_EXECUTE = "scaling_bench.distributed:measure_rank"
+RANK_EXECUTE = "scaling_bench.engine.distributed.launch:measure_rank"
 _DCP_REPEATS = 3
 LOG_DIR = "torchelastic"
 
@@ -194,7 +195,7 @@ def run_case(case: dict[str, Any], execute: str = RANK_EXECUTE) -> dict[str, Any
             # ranks' output to the console (the runner's log) and to files, for a crash record
             logs_specs=DefaultLogsSpecs(log_dir=str(folder / LOG_DIR), tee=Std.ALL),
         )
-        args = ("-u", "-m", "scaling_bench.distributed_worker", str(job_path))
+        args = ("-u", "-m", "scaling_bench.engine.distributed.worker", str(job_path))
         try:
             elastic_launch(config, sys.executable)(*args)
         except ChildFailedError as exc:

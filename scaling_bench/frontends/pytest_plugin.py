@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from scaling_bench.grid import Case
-    from scaling_bench.workloads.execute import CaseSetup
+    from scaling_bench.config.grid import Case
+    from scaling_bench.engine.execute import CaseSetup
 
 _OPTIONS = {
     "grid": "quick (default; smoke under --benchmark-disable), smoke, full, auto or FILE.toml",
@@ -42,8 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _cases(config: pytest.Config) -> list:
     """The grid's cases as ``pytest.param``s with case ids, computed once per session."""
     if _CASES not in config.stash:
-        from scaling_bench import suites
-        from scaling_bench.errors import UserError
+        from scaling_bench.core.errors import UserError
+        from scaling_bench.frontends import suites
 
         disabled = config.getoption("benchmark_disable", default=False)
         try:
@@ -70,7 +70,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def sb_setup(sb_case: Case) -> CaseSetup:
     """The case's model, batch and optimizer, built once for all its tests."""
-    from scaling_bench import suites
+    from scaling_bench.frontends import suites
 
     return suites.setup_for(sb_case)
 
@@ -78,7 +78,7 @@ def sb_setup(sb_case: Case) -> CaseSetup:
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     """pytest-benchmark's machine key has no GPU; results from two GPUs must not look alike."""
-    from scaling_bench.hardware import fingerprint
+    from scaling_bench.hardware.peaks import fingerprint
 
     env = fingerprint()
     machine_info |= {

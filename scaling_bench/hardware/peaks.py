@@ -24,7 +24,7 @@ from types import ModuleType
 import psutil
 import torch
 
-from scaling_bench.errors import UserError
+from scaling_bench.core.errors import UserError
 
 try:
     import pynvml  # from nvidia-ml-py

@@ -27,9 +27,9 @@ from fnmatch import fnmatchcase
 from functools import cache
 from typing import Any
 
-from scaling_bench.errors import UserError
-from scaling_bench.results import TRAIN_PEAK_NAMES
-from scaling_bench.runs import Run
+from scaling_bench.core.errors import UserError
+from scaling_bench.store.foreign import Run
+from scaling_bench.store.records import TRAIN_PEAK_NAMES
 
 CONFIDENCE = 0.95
 THEORY_TOLERANCE = 0.25

@@ -1,5 +1,5 @@
 """What the in-process benchmark suites share: pytest-benchmark (``benchmarks/test_*.py``, through
-``scaling_bench.pytest_plugin``) and asv (``benchmarks/bench_*.py``).
+``scaling_bench.frontends.pytest_plugin``) and asv (``benchmarks/bench_*.py``).
 
 **Cases.** Both take their cases from the grid presets and files of ``scaling-bench run``, through
 ``grid.preset``/``grid.load_grid_file`` and ``grid.build_cases``, so a case id names the same model,
@@ -36,14 +36,14 @@ from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from scaling_bench import grid
-from scaling_bench.errors import UserError
-from scaling_bench.grid import Case
+from scaling_bench.config import grid
+from scaling_bench.config.grid import Case
+from scaling_bench.core.errors import UserError
 
 if TYPE_CHECKING:
     import torch
 
-    from scaling_bench.workloads.execute import CaseSetup
+    from scaling_bench.engine.execute import CaseSetup
 
 #: What chooses the cases, and the environment variable that sets each where no option does.
 ENV = {
@@ -117,8 +117,8 @@ def _prepare(case: Case) -> _Current:
         return _current
     import torch
 
+    from scaling_bench.engine.execute import CaseSetup, warm_up_runtime
     from scaling_bench.meters.memory import baseline_rss
-    from scaling_bench.workloads.execute import CaseSetup, warm_up_runtime
 
     _current = None
     gc.collect()
@@ -254,7 +254,7 @@ def register_asv_machine(config: Path = Path("asv.conf.json")) -> str:
     """
     from asv.machine import Machine
 
-    from scaling_bench.hardware import fingerprint
+    from scaling_bench.hardware.peaks import fingerprint
 
     name = asv_machine_name(fingerprint())
     fields = Machine.get_defaults() | {"machine": name}
