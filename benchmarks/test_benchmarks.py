@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from scaling_bench.frontends import suites
+from scaling_bench.workloads.base import get
 
 if TYPE_CHECKING:
     from pytest_benchmark.fixture import BenchmarkFixture
 
-    from scaling_bench.config.grid import Case
+    from scaling_bench.config.case import Case
     from scaling_bench.engine.execute import CaseSetup
 
 
@@ -33,7 +34,7 @@ def _time_step(benchmark: BenchmarkFixture, case: Case, setup: CaseSetup, worklo
     benchmark.group = f"{case.family} {workload}"
     benchmark.extra_info |= suites.extra_info(case, setup.plan.params, metrics)
     benchmark.pedantic(
-        suites.synchronized(setup.step(workload), setup.device),
+        suites.synchronized(get(workload).step(setup), setup.device),
         rounds=suites.rounds_for(metrics[f"{workload}_step_s"]["value"], case.budget_s),
     )
 

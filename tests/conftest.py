@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+import scaling_bench.workloads  # noqa: F401  (the registry every test may ask about)
+
 
 @pytest.fixture(autouse=True)
 def _seeded() -> None:

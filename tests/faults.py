@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaling_bench.engine.worker import save_partial
+from scaling_bench.engine.protocol import save_partial
 
 EXECUTE = "faults:run"
 CPU_ALLOCATOR_MESSAGE = (
@@ -123,7 +123,7 @@ def measures_then_dies(case: dict) -> dict:
     return exit_3(case)
 
 
-def run(case: dict) -> dict:
+def run(case: dict, settings: object = None) -> dict:
     return globals()[case["fault"]](case)
 
 

@@ -52,7 +52,7 @@ def _leave_pid(case: dict) -> int:
     return rank
 
 
-def kill_rank_1(case: dict) -> dict:
+def kill_rank_1(case: dict, settings: Any = None) -> dict:
     """Rank 1 is killed while rank 0 waits for it in a collective."""
     if _leave_pid(case) == 1:
         print("last words of rank 1", file=sys.stderr, flush=True)
@@ -61,14 +61,14 @@ def kill_rank_1(case: dict) -> dict:
     return {}
 
 
-def oom_on_rank_1(case: dict) -> dict:
+def oom_on_rank_1(case: dict, settings: Any = None) -> dict:
     if _leave_pid(case) == 1:
         raise MemoryError("no room for the activations on rank 1")
     dist.barrier()
     return {}
 
 
-def hang_rank_1(case: dict) -> dict:
+def hang_rank_1(case: dict, settings: Any = None) -> dict:
     if _leave_pid(case) == 1:
         while True:
             time.sleep(1)
@@ -79,10 +79,11 @@ def hang_rank_1(case: dict) -> dict:
 def train_losses(strategy: str | None) -> list[float]:
     """Losses of ``STEPS`` training steps at the global batch, this process's share of it
     trained under ``strategy`` (None: one process, the whole batch), averaged over ranks."""
-    from scaling_bench.config.grid import Case as BenchCase
-    from scaling_bench.engine.distributed.launch import wrap
-    from scaling_bench.engine.execute import CaseSetup
-    from scaling_bench.workloads.train import make_optimizer, train_step
+    from scaling_bench.config.case import Case as BenchCase
+    from scaling_bench.core.optimizers import make_optimizer
+    from scaling_bench.engine.distributed.wrap import wrap
+    from scaling_bench.workloads.setup import CaseSetup
+    from scaling_bench.workloads.steps import train_step
 
     setup = CaseSetup.build(BenchCase("mlp", LOSS_SIZE, batch_size=GLOBAL_BATCH))  # seeded
     rank, world = (dist.get_rank(), dist.get_world_size()) if strategy else (0, 1)
@@ -99,11 +100,12 @@ def train_losses(strategy: str | None) -> list[float]:
     return (losses / world).tolist()
 
 
-def losses(case: dict) -> dict:
-    return {"metrics": {"losses": {"value": train_losses(case["strategy"]), "unit": "nats"}}}
+def losses(case: dict, settings: Any = None) -> dict:
+    losses = train_losses(case["strategy"])
+    return {"metrics": {"losses": {"value": losses[-1], "samples": losses, "unit": "nats"}}}
 
 
-def run(case: dict) -> dict:
+def run(case: dict, settings: Any) -> dict:
     from scaling_bench.engine.distributed.launch import run_case
 
-    return run_case(case, execute=f"ranks:{case['fault']}")
+    return run_case(case, settings, execute=f"ranks:{case['fault']}")

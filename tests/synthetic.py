@@ -10,7 +10,7 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scaling_bench.config.grid import format_size
+from scaling_bench.config.sizes import format_size
 from scaling_bench.core.stats import scaled, single, summarize
 from scaling_bench.store.records import RESULTS_FILE, append_record, make_record
 

@@ -8,18 +8,11 @@ import random
 import pytest
 import synthetic
 
-from scaling_bench.analysis.fits import (
-    compare_runs,
-    direction,
-    fit_power_law,
-    mann_whitney_p,
-    parse_threshold,
-    scaling_fits,
-    t_quantile,
-    theory_checks,
-)
+from scaling_bench.analysis.compare import compare_runs, direction, mann_whitney_p, parse_threshold
+from scaling_bench.analysis.fits import fit_power_law, scaling_fits
+from scaling_bench.analysis.theory import theory_checks
 from scaling_bench.core.errors import UserError
-from scaling_bench.core.stats import single, summarize
+from scaling_bench.core.stats import median_ci_halfwidth, quantile, single, summarize
 from scaling_bench.store.foreign import CaseResult, Run
 
 
@@ -47,12 +40,40 @@ def test_two_sizes_give_an_exponent_without_an_interval_and_one_size_no_fit() ->
     assert fit_power_law([1e4, 1e4], [1.0, 2.0]) is None
 
 
+def test_three_sizes_leave_one_degree_of_freedom_so_the_interval_uses_t_of_12_71() -> None:
+    # Residuals (+a, -2a, +a) on evenly spaced log N leave the slope at 1: SSE = 6a², Sxx = 2d².
+    a, d = 0.01, math.log(10)
+    n = [1e4, 1e5, 1e6]
+    fit = fit_power_law(n, [x * math.exp(e) for x, e in zip(n, (a, -2 * a, a), strict=True)])
+    half = 12.7062 * math.sqrt(6 * a**2 / (2 * d**2))
+    assert fit.exponent == pytest.approx(1.0)
+    assert fit.ci == pytest.approx((1 - half, 1 + half), abs=1e-5)
+
+
+def test_a_constant_is_an_exact_fit_with_exponent_zero() -> None:
+    fit = fit_power_law([1e4, 1e5, 1e6], [3.0, 3.0, 3.0])
+    assert (fit.exponent, fit.ci, fit.r2) == (pytest.approx(0.0), (0.0, 0.0), 1.0)
+    assert fit.prefactor == pytest.approx(3.0)
+
+
 @pytest.mark.parametrize(
-    ("df", "t"),
-    [(1, 12.7062), (2, 4.3027), (3, 3.1824), (10, 2.2281), (30, 2.0423), (1000, 1.9623)],
+    ("n", "halfwidth"),
+    [(5, math.inf), (6, 2.5), (10, 3.5), (20, 4.5), (100, 10.5)],
 )
-def test_t_quantile_matches_the_tables(df: int, t: float) -> None:
-    assert t_quantile(0.95, df) == pytest.approx(t, abs=1e-4)
+def test_median_interval_takes_the_order_statistics_of_the_binomial_table(
+    n: int, halfwidth: float
+) -> None:
+    # 95% ranks (1-based): n=6 -> 1 and 6, n=10 -> 2 and 9, n=20 -> 6 and 15, n=100 -> 40 and 61.
+    samples = list(range(1, n + 1))
+    random.Random(n).shuffle(samples)
+    assert median_ci_halfwidth(samples) == halfwidth
+
+
+def test_quantiles_interpolate_linearly_between_order_statistics() -> None:
+    assert quantile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5
+    assert quantile([1.0, 2.0, 3.0, 4.0, 5.0], 0.1) == pytest.approx(1.4)
+    metric = summarize([float(x) for x in range(11)], "s")
+    assert (metric["median"], metric["p10"], metric["p90"], metric["iqr"]) == (5, 1, 9, 5)
 
 
 @pytest.mark.parametrize(

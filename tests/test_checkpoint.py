@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from scaling_bench.workloads import checkpoint
-from scaling_bench.workloads.checkpoint import (
-    RoundTripError,
+from scaling_bench.predict.checkpoint import (
     expected_checkpoint_bytes,
-    measure_checkpoint,
     predicted_checkpoint_bytes,
     storage_nbytes,
 )
+from scaling_bench.workloads import checkpoint
+from scaling_bench.workloads.base import get
+from scaling_bench.workloads.checkpoint import RoundTripError, measure_checkpoint
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
@@ -39,7 +39,9 @@ class TiedPair(nn.Module):
 def measure(
     model: nn.Module, directory: Path, optimizer: torch.optim.Optimizer | None = None, **kwargs
 ) -> dict[str, dict]:
-    return measure_checkpoint(model, optimizer, directory, **kwargs)
+    """The checkpoint workload's figures: measured, then the bandwidths it derives from them."""
+    metrics = measure_checkpoint(model, optimizer, directory, **kwargs)
+    return metrics | get("checkpoint").derive(metrics, None, None)
 
 
 @pytest.mark.parametrize(("width", "depth"), [(512, 4), (32, 100), (4, 1)])

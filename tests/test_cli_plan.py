@@ -101,7 +101,7 @@ def test_human_output_is_a_table(capsys: pytest.CaptureFixture[str]) -> None:
         (("--family", "mlp", "--params", "-5"), "not a positive"),
         (("--family", "mlp", "--params", "0"), "not a positive"),
         (("--family", "mlp", "--params", "1e6", "--set", "depth=3"), "depth: unknown field"),
-        (("--family", "mlp", "--params", "1e6", "--set", "n_layer=x"), "not a valid int"),
+        (("--family", "mlp", "--params", "1e6", "--set", "n_layer=x"), "n_layer = 'x'"),
         (("--family", "mlp", "--params", "1e6", "--set", "n_layer=0"), "n_layer=0"),
         (("--family", "mlp", "--params", "1e6", "--dtype", "fp8"), "unknown dtype 'fp8'"),
         (("--family", "mlp", "--params", "1e6", "--optimizer", "lion"), "unknown optimizer"),

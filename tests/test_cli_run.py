@@ -97,10 +97,10 @@ def test_summary_table_names_each_case(tiny_run: Path, capsys: pytest.CaptureFix
         (["--families", "rnn"], "unknown family 'rnn'"),
         (["--grid", "huge"], "unknown grid 'huge'"),
         (["--grid", "missing.toml"], "does not exist"),
-        (["--timeout", "0"], "must be more than 0"),
+        (["--timeout", "0"], "--timeout '0': input should be greater than 0"),
         (["--set", "colour=red"], "no family of this grid has"),
         (["--lrs", "0"], "learning rates must be positive"),
-        (["--lrs", "1e-3,abc"], "not a valid float"),
+        (["--lrs", "1e-3,abc"], "input should be a valid number"),
         (["--lrs", ""], "learning-rate grid is empty"),
         (["--steps", "0"], "steps=0 must be at least 1"),
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
@@ -160,9 +160,9 @@ def test_corrupt_results_file_is_refused_and_left_as_it_was(
 def test_a_case_predicted_not_to_fit_is_skipped_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scaling_bench.config import grid
+    from scaling_bench.engine import campaign
 
-    monkeypatch.setattr(grid, "free_memory_bytes", lambda device: 10_000_000)
+    monkeypatch.setattr(campaign, "free_memory_bytes", lambda device: 10_000_000)
     assert main(["run", "--families", "mlp", "--sizes", "1e7", "--out", str(tmp_path)]) == 0
     (record,) = load_records(tmp_path / RESULTS_FILE)
     assert record["status"] == "skipped"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -270,3 +271,85 @@ def test_asv_seconds_per_sample_compare_with_a_scaling_bench_run(capsys, base: P
     assert sorted(report["only_base"]) == [
         f"{f}-1e{k}-fp32-cpu" for f in ("gpt", "mlp") for k in (4, 6)
     ]
+
+
+# --- foreign files of the wrong shape -----------------------------------------------------------
+
+_DELETE = object()
+_TIMED = "bench_cases.Train.time_train_step"
+
+
+def setting(*keys: object) -> Callable[[dict], None]:
+    """A change to a file's JSON: the last argument is the value put at the path of the others
+    (``_DELETE`` removes it)."""
+    *path, last, value = keys
+
+    def change(data: dict) -> None:
+        for key in path:
+            data = data[key]
+        if value is _DELETE:
+            del data[last]
+        else:
+            data[last] = value
+
+    return change
+
+
+_BENCH = ("benchmarks", 0)
+_ROW = ("results", _TIMED)
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "message"),
+    [
+        ("pytest", setting("benchmarks", 5), "benchmarks: should be a list, got 5"),
+        ("pytest", setting("benchmarks", 0, "x"), "benchmarks[0]: should be an object, got 'x'"),
+        ("pytest", setting(*_BENCH, "name", _DELETE), "benchmarks[0].name: is missing"),
+        ("pytest", setting(*_BENCH, "param", 5), "benchmarks[0].param: should be a string, got 5"),
+        ("pytest", setting(*_BENCH, "stats", []), "benchmarks[0].stats: should be an object"),
+        ("pytest", setting(*_BENCH, "stats", "median", _DELETE), "stats.median: is missing"),
+        ("pytest", setting(*_BENCH, "stats", "median", "1ms"), "stats.median: should be a number"),
+        ("pytest", setting(*_BENCH, "stats", "rounds", "30"), "stats.rounds: should be an integer"),
+        ("pytest", setting(*_BENCH, "stats", "data", 5), "stats.data: should be a list, got 5"),
+        ("pytest", setting(*_BENCH, "stats", "data", 3, "x"), "stats.data[3]: should be a number"),
+        ("pytest", setting(*_BENCH, "extra_info", [1]), "extra_info: should be an object"),
+        ("pytest", setting(*_BENCH, "extra_info", "case_id", 5), "extra_info.case_id: should be a"),
+        (
+            "pytest",
+            setting(*_BENCH, "extra_info", "checkpoint_bytes", {"value": 1, "n": "x"}),
+            "benchmarks[0].extra_info.checkpoint_bytes.n: should be an integer, got 'x'",
+        ),
+        ("pytest", setting("machine_info", 5), "machine_info: should be an object, got 5"),
+        ("pytest", setting("machine_info", "cpu", "x86"), "machine_info.cpu: should be an object"),
+        ("asv", setting("result_columns", 5), "result_columns: should be a list, got 5"),
+        ("asv", setting("result_columns", 0, 1), "result_columns[0]: should be a string, got 1"),
+        ("asv", setting("results", []), "results: should be an object, got a list"),
+        ("asv", setting(*_ROW, 5), f"results.{_TIMED}: should be a list, got 5"),
+        ("asv", setting(*_ROW, 0, "fast"), f"results.{_TIMED}.result: should be a list"),
+        ("asv", setting(*_ROW, 0, 0, "fast"), f"results.{_TIMED}.result[0]: should be a number"),
+        ("asv", setting(*_ROW, 1, "mlp"), f"results.{_TIMED}.params: should be a list, got 'mlp'"),
+        ("asv", setting(*_ROW, 1, ["mlp"]), f"results.{_TIMED}.params[0]: should be a list"),
+        ("asv", setting(*_ROW, 1, [[1]]), f"results.{_TIMED}.params[0][0]: should be a string"),
+        ("asv", setting(*_ROW, 7, "q"), f"results.{_TIMED}.stats_q_25: should be a list, got 'q'"),
+        ("asv", setting(*_ROW, 10, [1.5]), f"results.{_TIMED}.stats_repeat[0]: should be an int"),
+        ("asv", setting(*_ROW, 11, [5]), f"results.{_TIMED}.samples[0]: should be a list, got 5"),
+        ("asv", setting("params", 5), "params: should be an object, got 5"),
+    ],
+)
+def test_a_foreign_file_of_the_wrong_shape_is_one_line_naming_file_and_field(
+    capsys, tmp_path: Path, kind: str, change: Callable[[dict], None], message: str
+) -> None:
+    base = pytest_benchmark_json(tmp_path / "base.json", 1.0, seed=0)
+    if kind == "pytest":
+        current = pytest_benchmark_json(tmp_path / "current.json", 1.0, seed=1)
+    else:
+        current = asv_result(tmp_path / "results", 1.0, seed=1)
+    data = json.loads(current.read_text())
+    change(data)
+    current.write_text(json.dumps(data))
+    code = main(["compare", str(base), str(current)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"scaling-bench: error: {current}: ")
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -7,20 +7,26 @@ run once per module and the tests read their records.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import ranks
 from test_runner import running, wait_until
 from torch import nn
 
-from scaling_bench.config.grid import Case, GridSpec
+from scaling_bench.config.case import Case
+from scaling_bench.config.grid import GridSpec
 from scaling_bench.core.stats import single, summarize
 from scaling_bench.engine.campaign import prepare
-from scaling_bench.engine.distributed.launch import aggregate, shard_units, with_scaling_efficiency
+from scaling_bench.engine.distributed.aggregate import combine, with_scaling_efficiency
+from scaling_bench.engine.distributed.wrap import shard_units
+from scaling_bench.engine.protocol import Settings
 from scaling_bench.engine.runner import run_cases
 from scaling_bench.frontends.cli import main
 from scaling_bench.models import family
+from scaling_bench.predict.plan import plan_for
 from scaling_bench.store.records import RESULTS_FILE, load_records
+from scaling_bench.workloads.base import Context, get
 
 # A peak for MFU, so no test waits for the GEMM peak measurement; far above this CPU's.
 PEAK_FLOPS = "1e13"
@@ -78,7 +84,7 @@ def test_fsdp_units_are_the_blocks_of_repeated_layers() -> None:
 
 
 def test_aggregate_takes_the_slowest_rank_for_throughput_and_the_largest_peak() -> None:
-    plan = Case("mlp", 1e4, batch_size=8).plan()
+    plan = plan_for(Case("mlp", 1e4, batch_size=8))
     per_rank = [
         {
             "peak_flops_per_s": single(1e12, "FLOP/s"),
@@ -91,7 +97,9 @@ def test_aggregate_takes_the_slowest_rank_for_throughput_and_the_largest_peak() 
             "train_peak_cpu_rss_above_baseline_bytes": single(200, "bytes"),
         },
     ]
-    m = aggregate(per_rank, plan, devices=2)
+    m = combine(per_rank)
+    ctx = Context(peak_flops=1e12, world_size=2, devices=2, strategy="ddp")
+    m |= get("train").derive(m, SimpleNamespace(plan=plan), ctx)
     assert m["train_step_s"]["per_rank"] == pytest.approx([0.011, 0.020])
     assert m["train_samples_per_s"]["value"] == pytest.approx(2 * 8 / 0.020)
     assert m["train_samples_per_s_per_rank"]["value"] == pytest.approx(8 / 0.020)
@@ -120,7 +128,7 @@ def test_ddp_on_two_processes_reaches_the_loss_of_one_process_at_the_same_global
 ) -> None:
     record = run_ranks([ranks.Case("ddp-losses", "losses")], tmp_path)["ddp-losses"]
     assert record["status"] == "ok", record["error"]
-    two = record["metrics"]["losses"]["value"]
+    two = record["metrics"]["losses"]["samples"]
     one = ranks.train_losses(None)
     assert one[-1] < one[0], "the steps train"
     assert two == pytest.approx(one, rel=LOSS_RTOL)
@@ -129,14 +137,13 @@ def test_ddp_on_two_processes_reaches_the_loss_of_one_process_at_the_same_global
 @pytest.fixture(scope="module")
 def fsdp_record(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One real FSDP case on 2 ranks, through prepare and the runner, as `scaling-bench run`."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SCALING_BENCH_PEAK_FLOPS", PEAK_FLOPS)
-        spec = GridSpec(
-            sizes={"mlp": [1e5]}, device="cpu", budget_s=0.3, timeout_s=120,
-            nproc_per_node=2, strategy="fsdp",
-        )  # fmt: skip
-        out = tmp_path_factory.mktemp("fsdp")
-        prepare(spec, out).run(progress=False)
+    spec = GridSpec(
+        sizes={"mlp": (1e5,)},
+        values={"device": ("cpu",), "budget_s": (0.3,), "timeout_s": (120.0,),
+                "nproc_per_node": (2,), "strategy": ("fsdp",)},
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("fsdp")
+    prepare(spec, out, settings=Settings(peak_flops=float(PEAK_FLOPS))).run(progress=False)
     (record,) = load_records(out / RESULTS_FILE)
     return record
 
@@ -149,7 +156,7 @@ def test_fsdp_case_is_recorded_with_world_size_backend_and_global_throughput(
     assert r["case_id"] == "mlp-1e5-fp32-cpu-fsdp2"
     assert (r["env"]["world_size"], r["env"]["backend"]) == (2, "gloo")
     m = r["metrics"]
-    batch = r["case"]["batch_size"] or Case.from_dict(r["case"]).plan().batch_size
+    batch = r["case"]["batch_size"] or plan_for(Case.from_dict(r["case"])).batch_size
     slowest = max(m["train_step_s"]["per_rank"])
     assert m["train_step_s"]["value"] == slowest
     assert m["train_samples_per_s"]["value"] == pytest.approx(2 * batch / slowest)

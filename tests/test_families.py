@@ -12,8 +12,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from scaling_bench.models import FAMILY_NAMES, family, mlp
+from scaling_bench.models.loss import loss_of
 from scaling_bench.models.mlp import MLPConfig
-from scaling_bench.workloads.train import loss_of
 
 
 def counted(name: str, cfg: object) -> int:

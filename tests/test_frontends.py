@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from scaling_bench.config import grid
+from scaling_bench.config.case import Case
 from scaling_bench.frontends import cli, pytest_plugin, suites
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +42,7 @@ def _no_bench_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_benchmark_cases_are_the_cases_scaling_bench_run_measures(monkeypatch, flags) -> None:
     _no_bench_env(monkeypatch)
     run_spec = cli._spec_from_args(cli.build_parser().parse_args(["run", *flags]))
-    run_cases = grid.build_cases(run_spec, grid.resolve_device(run_spec.device))
+    run_cases = grid.build_cases(run_spec, grid.resolve_device(run_spec.value("device")))
     settings = {name: value for name, value in zip(flags[::2], flags[1::2], strict=True)}
     bench = suites.bench_cases({k.lstrip("-"): v for k, v in settings.items()})
     assert bench == run_cases
@@ -87,9 +88,9 @@ def test_a_gpu_asked_for_without_one_gives_the_gpu_grid_and_a_reason(monkeypatch
 
 
 def test_distributed_cases_are_left_to_scaling_bench_run() -> None:
-    case = grid.Case("mlp", 1e5, nproc_per_node=2, strategy="ddp")
+    case = Case("mlp", 1e5, nproc_per_node=2, strategy="ddp")
     assert "scaling-bench run" in suites.skip_reason(case)
-    assert suites.skip_reason(grid.Case("mlp", 1e5)) is None
+    assert suites.skip_reason(Case("mlp", 1e5)) is None
 
 
 def test_a_bad_option_fails_collection_with_its_message_alone(monkeypatch) -> None:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from scaling_bench.config import grid
-from scaling_bench.config.grid import Case
+from scaling_bench.config import grid, sizes
+from scaling_bench.config.case import Case
 from scaling_bench.core.errors import UserError
 
 
 @pytest.mark.parametrize(
-    ("text", "sizes"),
+    ("text", "expected"),
     [
         ("1e5,1e6", [1e5, 1e6]),
         ("1e6,1e5,1e6", [1e5, 1e6]),
@@ -22,8 +22,8 @@ from scaling_bench.core.errors import UserError
         ("1e5:3e5:x2", [1e5, 2e5]),
     ],
 )
-def test_sizes_parse_lists_and_geometric_ranges(text: str, sizes: list[float]) -> None:
-    assert grid.parse_sizes(text) == sizes
+def test_sizes_parse_lists_and_geometric_ranges(text: str, expected: list[float]) -> None:
+    assert sizes.parse_sizes(text) == tuple(expected)
 
 
 @pytest.mark.parametrize(
@@ -41,14 +41,14 @@ def test_sizes_parse_lists_and_geometric_ranges(text: str, sizes: list[float]) -
 )
 def test_malformed_sizes_are_user_errors(text: str, needle: str) -> None:
     with pytest.raises(UserError, match=needle):
-        grid.parse_sizes(text)
+        sizes.parse_sizes(text)
 
 
 @pytest.mark.parametrize(
     ("size", "text"), [(1e5, "1e5"), (3e7, "3e7"), (1.5e6, "1.5e6"), (1.25e8, "1.25e8")]
 )
 def test_size_names_are_short_and_stable(size: float, text: str) -> None:
-    assert grid.format_size(size) == text
+    assert sizes.format_size(size) == text
 
 
 def test_case_ids_are_readable_and_leave_out_the_device_index() -> None:
@@ -66,15 +66,15 @@ def test_case_round_trips_through_its_dict() -> None:
 def test_quick_grid_on_a_cpu_covers_every_family_over_two_decades_in_fp32() -> None:
     spec = grid.preset("quick", "cpu")
     assert set(spec.sizes) == set(grid.FAMILY_NAMES)
-    for sizes in spec.sizes.values():
-        assert len(sizes) >= 3
-        assert max(sizes) / min(sizes) >= 100
-    assert spec.dtypes == ("fp32",)
+    for family_sizes in spec.sizes.values():
+        assert len(family_sizes) >= 3
+        assert max(family_sizes) / min(family_sizes) >= 100
+    assert spec.values["dtype"] == ("fp32",)
 
 
 def test_quick_grid_on_a_gpu_adds_bf16_and_larger_sizes() -> None:
     spec = grid.preset("quick", "cuda:0")
-    assert "bf16" in spec.dtypes
+    assert "bf16" in spec.values["dtype"]
     assert max(spec.sizes["gpt"]) >= 1e8
 
 
@@ -101,7 +101,7 @@ def test_grid_file_sets_axes_and_per_family_overrides(tmp_path: Path) -> None:
         "mlp-1e5-fp32-cpu",
         "mlp-1e6-fp32-cpu",
     ]
-    assert spec.timeout_s == 60
+    assert spec.value("timeout_s") == 60
     assert cases[0].workloads == ("train",)
 
 
@@ -116,12 +116,18 @@ def test_grid_file_sets_axes_and_per_family_overrides(tmp_path: Path) -> None:
         ('families = ["mlp"]', "'sizes' is required"),
         ('sizes = "1e5"\n[set.mlp]\nwidth = 3', "width: unknown field"),
         ('sizes = "1e5"\noptimizer = "lion"', "unknown optimizer 'lion'"),
-        ('sizes = "1e5"\ntimeout_s = "abc"', "wrong type"),
-        ("sizes = 1e5", "wrong type"),
-        ('sizes = "1e5"\n[set]\ngpt = 3', "wrong type"),
-        ('sizes = "1e5"\nbatch_size = "x"', "batch_size = 'x'"),
-        ('sizes = "1e5"\nbatch_size = 0', "at least 1"),
-        ('sizes = "1e5"\ntimeout_s = -1', "more than 0"),
+        ('sizes = "1e5"\ntimeout_s = "abc"', "timeout_s 'abc': input should be a valid number"),
+        ("sizes = 1e5", "sizes = 100000.0: a string or a non-empty list"),
+        ('sizes = "1e5"\n[set]\ngpt = 3', "gpt = 3: should be a table"),
+        ('sizes = "1e5"\nbatch_size = "x"', "batch_size 'x'"),
+        ('sizes = "1e5"\nbatch_size = 0', "greater than or equal to 1"),
+        ('sizes = "1e5"\ntimeout_s = -1', "greater than 0"),
+        ('sizes = "1e5"\ntimeout_s = inf', "timeout_s inf"),
+        ('sizes = "1e5"\nbudget_s = nan', "budget_s nan"),
+        ('sizes = "1e5"\nbudget_s = "0.2"', "budget_s '0.2'"),
+        ('sizes = "1e5"\nbatch_size = true', "batch_size True: input should be a valid integer"),
+        ('sizes = "1e5"\nnproc_per_node = 1.9', "nproc_per_node 1.9"),
+        ('sizes = "1e5"\nfamilies = []', "no family given"),
     ],
 )
 def test_bad_grid_files_are_user_errors(tmp_path: Path, content: str, needle: str) -> None:
@@ -144,7 +150,7 @@ def test_missing_grid_file_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_set_without_a_family_applies_to_every_family_with_that_field() -> None:
-    spec = grid.with_families(grid.preset("quick", "cpu"), ("gpt", "vit", "mlp"))
+    spec = grid.preset("quick", "cpu").with_families(("gpt", "vit", "mlp"))
     spec = grid.with_overrides(spec, ["n_layer=2", "gpt.seq_len=32"])
     assert spec.overrides["vit"] == {"n_layer": 2}
     assert spec.overrides["gpt"]["n_layer"] == 2

@@ -219,6 +219,28 @@ def test_a_corrupt_gemm_cache_is_measured_over_and_rewritten(monkeypatch, tmp_pa
     assert list(json.loads(cache.read_text()).values()) == [7e10]
 
 
+@pytest.mark.parametrize("via", [hardware.CACHE_DIR_ENV, "HOME"])
+def test_an_unwritable_gemm_cache_is_measured_over_with_a_one_line_warning(
+    monkeypatch, tmp_path, capsys, via
+):
+    (tmp_path / "file").write_text("")  # nothing can be made under a file, even by root
+    monkeypatch.setenv(via, str(tmp_path / "file" / "below"))
+    if via == "HOME":
+        monkeypatch.delenv(hardware.CACHE_DIR_ENV)
+    measured = []
+    monkeypatch.setattr(hardware, "_measure_gemm_flops", lambda dtype: measured.append(1) or 7e10)
+
+    assert measured_gemm_peak(torch.float32) == measured_gemm_peak(torch.float32) == 7e10
+
+    assert len(measured) == 2
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 2
+    assert warnings[0] == (
+        f"scaling-bench: warning: cannot write the GEMM peak cache at {hardware._cache_path()} "
+        "(Not a directory); measuring without caching"
+    )
+
+
 def test_a_real_gemm_measurement_is_a_finite_rate(monkeypatch):
     monkeypatch.setattr(hardware, "_GEMM_SIZES", (64, 128))
     monkeypatch.setattr(hardware, "_GEMM_SIZE_S", 0.01)

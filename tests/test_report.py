@@ -14,9 +14,11 @@ import synthetic
 from matplotlib.image import imread
 
 from scaling_bench.frontends.cli import main
-from scaling_bench.report.html import fmt_value
+from scaling_bench.report.tables import fmt_value
 
 IMG = re.compile(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">')
+#: An error text that would end a markdown cell or list item, start a heading, or inject markup.
+NASTY_ERROR = "RuntimeError: a | b\n## Traceback\r\n| x | <script>alert(1)</script> &"
 
 
 def convergence_metrics(params: int) -> dict[str, dict]:
@@ -50,6 +52,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for n in (1e4, 1e5, 1e6)
     ]
     records.append(synthetic.record("gpt", 1e7, rng=rng, status="oom"))
+    records.append(synthetic.record("mlp", 1e7, rng=rng, status="crashed") | {"error": NASTY_ERROR})
     folder = synthetic.write(tmp_path_factory.mktemp("report") / "run", records)
     assert main(["report", str(folder), "--markdown", str(folder / "summary.md")]) == 0
     return folder
@@ -86,6 +89,23 @@ def test_markdown_has_the_fitted_exponents_and_the_failed_cases(results: Path) -
     assert "| gpt-fp32-cpu | checkpoint size | 0.99 [" in markdown  # 4 bytes each + 1000
     assert "- `gpt-1e7-fp32-cpu`: oom synthetic failure" in markdown
     assert "More than 25% from theory: 0 of" in markdown
+
+
+def test_an_error_with_pipes_and_line_breaks_stays_in_its_markdown_line(results: Path) -> None:
+    markdown = (results / "summary.md").read_text()
+    lines = markdown.splitlines()
+    failure = next(line for line in lines if line.startswith("- `mlp-1e7-fp32-cpu`"))
+    assert failure.startswith("- `mlp-1e7-fp32-cpu`: crashed RuntimeError: a \\| b ## Traceback")
+    assert failure.endswith(r"\| x \| <script>alert(1)</script> &")
+    assert not any(line.startswith(("## Traceback", "| x")) for line in lines)
+    table_lines = [line for line in lines if line.startswith("|")]
+    assert {len(re.findall(r"(?<!\\)\|", line)) for line in table_lines} == {6}  # 5 columns
+
+
+def test_the_html_shows_error_texts_as_text_not_markup(results: Path) -> None:
+    html = (results / "report.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp;" in html
+    assert "<script" not in html
 
 
 def test_by_default_the_html_goes_beside_the_results_and_markdown_to_stdout(

@@ -263,7 +263,7 @@ def test_unwritable_results_folder_is_a_user_error(tmp_path):
 
 def test_execute_module_importable_in_the_parent_is_importable_in_the_worker(tmp_path, monkeypatch):
     (tmp_path / "only_on_parent_path.py").write_text(
-        "def measure(case):\n    return {'params': case['n']}\n"
+        "def measure(case, settings):\n    return {'params': case['n']}\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
 

@@ -10,45 +10,53 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+from scipy import stats
 
-def quantile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated quantile of already sorted values (numpy's default method)."""
-    if not sorted_values:
+#: The quantiles a summary keeps: p10, the quartiles, the median, p90.
+_SUMMARY_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def is_finite(value: object) -> bool:
+    """A JSON metric value that is a real figure: not null, not NaN or infinite, not a string."""
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile (numpy's default method, the same as R's type 7)."""
+    if not len(values):
         raise ValueError("quantile of no values")
-    pos = (len(sorted_values) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+    return float(np.quantile(values, q))
 
 
-def median_ci_halfwidth(samples: Sequence[float], z: float = 1.96) -> float:
+def median_ci_halfwidth(samples: Sequence[float], confidence: float = 0.95) -> float:
     """Half-width of a distribution-free confidence interval for the median.
 
-    Uses the order statistics ``n/2 ± z·sqrt(n)/2`` (the binomial interval), so it needs no
-    assumption about the shape of the timing distribution; ``inf`` until there are enough samples.
+    The exact binomial (sign-test) interval: the number of samples below the median is
+    Binomial(n, ½), so the order statistics ``x₍ₖ₎`` and ``x₍ₙ₋ₖ₊₁₎`` with ``k`` its
+    ``(1 - confidence)/2`` quantile bound the median with at least ``confidence``, whatever the
+    shape of the timing distribution. ``inf`` until there are enough samples for any such ``k``
+    (six at 95%).
     """
     n = len(samples)
-    if n < 6:
+    k = int(stats.binom.ppf((1 - confidence) / 2, n, 0.5)) if n else 0
+    if k < 1:
         return math.inf
     xs = sorted(samples)
-    half = z * math.sqrt(n) / 2
-    lo = max(0, math.floor(n / 2 - half))
-    hi = min(n - 1, math.ceil(n / 2 + half) - 1)
-    return (xs[hi] - xs[lo]) / 2
+    return (xs[n - k] - xs[k - 1]) / 2
 
 
 def summarize(samples: Sequence[float], unit: str, keep_samples: bool = True) -> dict:
     """A metric from repeated measurements: median as ``value``, spread, and the raw samples."""
-    xs = sorted(float(s) for s in samples)
-    med = quantile(xs, 0.5)
+    p10, q1, med, q3, p90 = (float(x) for x in np.quantile(samples, _SUMMARY_QUANTILES))
     out = {
         "value": med,
         "unit": unit,
-        "n": len(xs),
+        "n": len(samples),
         "median": med,
-        "p10": quantile(xs, 0.1),
-        "p90": quantile(xs, 0.9),
-        "iqr": quantile(xs, 0.75) - quantile(xs, 0.25),
+        "p10": p10,
+        "p90": p90,
+        "iqr": q3 - q1,
     }
     if keep_samples:
         out["samples"] = [float(s) for s in samples]

@@ -11,7 +11,6 @@ for one case would leave every reader to choose between them, and the file is ne
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -35,13 +34,15 @@ from rich.progress import (
 )
 
 from scaling_bench.core.errors import UserError
-from scaling_bench.engine.worker import ERROR_CHARS, PARTIAL_ENV, clip
+from scaling_bench.engine.protocol import Job, Settings, read_json, read_partial, write_job
+from scaling_bench.engine.worker import ERROR_CHARS, clip
 from scaling_bench.store.records import (
     RESULTS_FILE,
     append_record,
     done_case_ids,
     ensure_writable_dir,
     make_record,
+    problem_with,
 )
 
 # A worker prints its stacks this long before its deadline, so a timeout record says where it hung.
@@ -81,10 +82,12 @@ def run_cases(
     progress: bool = True,
     skipped: Mapping[str, str] | None = None,
     derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None = None,
+    settings: Settings | None = None,
 ) -> list[dict[str, Any]]:
     """Run each case not yet recorded in ``out_dir/results.jsonl``; return the records written.
 
-    ``execute`` ("module:function") runs inside the worker on ``case.to_dict()``. ``timeout_s`` is
+    ``execute`` ("module:function") runs inside the worker on ``case.to_dict()`` and
+    ``settings``. ``timeout_s`` is
     each case's wall time, the worker's start and imports included. The records come back in case
     order; with ``resume``, earlier records stay in the file, not in the return value. Ctrl-C kills
     the running worker and raises ``RunInterrupted``. Cases in ``skipped`` (case id -> reason) are
@@ -123,7 +126,7 @@ def run_cases(
                 if case.case_id in (skipped or {}):
                     record = _skipped(case, skipped[case.case_id], env)
                 else:
-                    record = _run_case(case, execute, timeout_s, env, derive)
+                    record = _run_case(case, execute, timeout_s, env, derive, settings)
                 append_record(results_path, record)
                 records.append(record)
                 shown.finish(record, len(records))
@@ -138,29 +141,43 @@ def _run_case(
     timeout_s: float,
     env: dict[str, Any],
     derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """One case, one worker, one record."""
     case_dict = case.to_dict()
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="scaling-bench-") as tmp:
-        job = {
-            "execute": execute,
-            "case": case_dict,
-            "runner_pid": os.getpid(),
-            "dump_stacks_at": time.time() + timeout_s - STACK_DUMP_BEFORE_S,
-        }
+        job = Job(
+            execute,
+            case_dict,
+            os.getpid(),
+            settings or Settings(),
+            dump_stacks_at=time.time() + timeout_s - STACK_DUMP_BEFORE_S,
+            partial_path=str(_partial(Path(tmp))),
+        )
         job_path = Path(tmp, "job.json")
-        job_path.write_text(json.dumps(job), encoding="utf-8")
+        write_job(job_path, job)
         fields = _run_worker(
             job_path, Path(tmp, "result.json"), Path(tmp, "output.log"), timeout_s, Path(tmp)
         )
     if derive is not None:
         fields = derive(case, fields)
     duration_s = round(time.perf_counter() - t0, 3)
+    try:
+        record = make_record(
+            case.case_id, case_dict, env=env, started_at=started_at, duration_s=duration_s, **fields
+        )
+        problem = problem_with(record)
+    except (TypeError, ValueError) as exc:  # fields outside the record's keys, an unknown status
+        problem = str(exc)
+    if problem is None:
+        return record
+    error = f"the worker's record fields do not fit the record schema: {problem}"
     return make_record(
-        case.case_id, case_dict, env=env, started_at=started_at, duration_s=duration_s, **fields
-    )
+        case.case_id, case_dict, "crashed", env=env, started_at=started_at,
+        duration_s=duration_s, error=clip(error),
+    )  # fmt: skip
 
 
 def _skipped(case: RunnableCase, reason: str, env: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +214,7 @@ def _run_worker(
         if proc.poll() is None:  # Ctrl-C or another error: the worker must not outlive the run
             _kill_group(proc)
     if returncode == 0 and result_path.exists():
-        return json.loads(result_path.read_text(encoding="utf-8"))
+        return read_json(result_path)
     return _measured_so_far(result_path) | {
         "status": "crashed",
         "error": _with_output(_death(returncode), log_path),
@@ -205,24 +222,15 @@ def _run_worker(
 
 
 def _measured_so_far(result_path: Path) -> dict[str, Any]:
-    """The fields a worker saved before it was killed or died (``worker.save_partial``)."""
-    try:
-        return json.loads(_partial(result_path.parent).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    """The fields a worker saved before it was killed or died (``protocol.save_partial``)."""
+    return read_partial(_partial(result_path.parent))
 
 
 def _worker_env(scratch: Path) -> dict[str, str]:
-    """The environment, with ``sys.path`` as PYTHONPATH (what the parent imports, the worker can),
-    ``TMPDIR`` in the case's own folder, which the runner removes even after a SIGKILL, and the
-    file where the worker keeps what it has measured so far."""
+    """The environment, with ``sys.path`` as PYTHONPATH (what the parent imports, the worker can)
+    and ``TMPDIR`` in the case's own folder, which the runner removes even after a SIGKILL."""
     path = dict.fromkeys(os.path.abspath(entry) for entry in sys.path)
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(path),
-        "TMPDIR": str(scratch),
-        PARTIAL_ENV: str(_partial(scratch)),
-    }
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "TMPDIR": str(scratch)}
 
 
 def _partial(scratch: Path) -> Path:

@@ -1,15 +1,15 @@
 """Run one case in a fresh interpreter and report how it ended; started by ``runner``.
 
-Protocol: ``python -m scaling_bench.engine.worker JOB RESULT``. ``JOB`` is a JSON file ``{"execute":
-"module:function", "case": {...}, "runner_pid": N, "dump_stacks_at": T}``. The function is called
-with the case dict and returns record fields (``params``, ``config``, ``metrics``, ``predicted``,
-optionally ``status`` and ``error``). The worker writes ``{"status", "error", ...those fields}`` to
-``RESULT`` (a temporary file renamed into place, so the parent never reads half a result) and exits
-0, also when the function raised: that is reported as ``oom`` or ``crashed`` in ``RESULT``.
-Everything else (a non-zero exit, a signal, no ``RESULT``) is the parent's to classify. stdout and
-stderr belong to the user code; the parent keeps them for crash records. At time ``T`` (epoch
-seconds, shortly before the runner's timeout) a worker still running prints its stacks there, so a
-timeout record says where it hung. The worker dies with the runner (``runner_pid``).
+Protocol: ``python -m scaling_bench.engine.worker JOB RESULT``. ``JOB`` is a job file
+(``protocol.Job``). Its function is called with the case dict and the run's settings and returns
+record fields (``params``, ``config``, ``metrics``, ``predicted``, optionally ``status`` and
+``error``). The worker writes ``{"status", "error", ...those fields}`` to ``RESULT`` (a temporary
+file renamed into place, so the parent never reads half a result) and exits 0, also when the
+function raised: that is reported as ``oom`` or ``crashed`` in ``RESULT``. Everything else (a non-
+zero exit, a signal, no ``RESULT``) is the parent's to classify. stdout and stderr belong to the
+user code; the parent keeps them for crash records. At ``dump_stacks_at`` (epoch seconds, shortly
+before the runner's timeout) a worker still running prints its stacks there, so a timeout record
+says where it hung. The worker dies with its parent (``parent_pid``).
 
 This module imports neither torch nor rich: a worker pays only for what the case imports.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import ctypes
 import faulthandler
 import importlib
-import json
 import os
 import signal
 import sys
@@ -29,6 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from scaling_bench.core.errors import UserError
+from scaling_bench.engine.protocol import (
+    Job,
+    Settings,
+    keep_partials_at,
+    read_job,
+    write_json,
+)
 from scaling_bench.store.records import STATUSES
 
 RESULT_FIELDS = ("status", "error", "params", "config", "metrics", "predicted")
@@ -75,12 +81,13 @@ def _checked(fields: Any, execute: str) -> dict[str, Any]:
     return {"error": None, **fields, "status": status}
 
 
-def run_case(execute: str, case: dict[str, Any]) -> dict[str, Any]:
-    """Call ``execute`` on the case; an exception becomes an ``oom`` or ``crashed`` result."""
+def run_case(execute: str, case: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Call ``execute`` on the case and the run's settings; an exception becomes an ``oom`` or
+    ``crashed`` result."""
     module_name, _, function_name = execute.partition(":")
     try:
         function = getattr(importlib.import_module(module_name), function_name)
-        fields = function(case)
+        fields = function(case, settings)
     except UserError as exc:  # the user's mistake, found late: its one line says it all
         return _crashed(str(exc))
     except Exception as exc:
@@ -99,38 +106,28 @@ def _die_with_runner(runner_pid: int) -> None:
         os._exit(1)
 
 
-#: The runner names, in the worker's environment, the file ``save_partial`` writes.
-PARTIAL_ENV = "SCALING_BENCH_PARTIAL_RESULT"
-
-
-def save_partial(fields: dict[str, Any]) -> None:
-    """Keep the record fields measured so far, so that a timeout or a crash later in the case
-    does not lose them; the runner reads them only when no result comes. Outside a worker (an
-    in-process front-end) there is nowhere to keep them and nothing is written."""
-    target = os.environ.get(PARTIAL_ENV)
-    if not target:
-        return
-    tmp = Path(target + ".tmp")
-    tmp.write_text(json.dumps(fields), encoding="utf-8")
-    os.replace(tmp, target)
+def start(job: Job) -> None:
+    """What a worker does before its case: die with its parent, report where it crashes or
+    hangs, keep partial results where the job says, import the run's plugins."""
+    _die_with_runner(job.parent_pid)
+    faulthandler.enable()  # a segfault or an abort leaves a traceback in the crash record
+    if job.dump_stacks_at is not None and job.dump_stacks_at - time.time() > 0:
+        faulthandler.dump_traceback_later(job.dump_stacks_at - time.time())
+    keep_partials_at(job.partial_path)
+    for module in job.settings.plugins:
+        importlib.import_module(module)
 
 
 def main(argv: list[str]) -> None:
     job_path, result_path = argv
-    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
-    _die_with_runner(job["runner_pid"])
-    faulthandler.enable()  # a segfault or an abort leaves a traceback in the crash record
-    dump_stacks_in_s = job["dump_stacks_at"] - time.time()
-    if dump_stacks_in_s > 0:
-        faulthandler.dump_traceback_later(dump_stacks_in_s)
-    result = run_case(job["execute"], job["case"])
+    job = read_job(Path(job_path))
+    start(job)
+    result = run_case(job.execute, job.case, job.settings)
     try:
-        text = json.dumps(result)
+        write_json(Path(result_path), result)
     except (TypeError, ValueError) as exc:
-        text = json.dumps(_crashed(f"{job['execute']} returned fields that are not JSON: {exc}"))
-    tmp_path = Path(result_path + ".tmp")
-    tmp_path.write_text(text, encoding="utf-8")
-    os.replace(tmp_path, result_path)
+        crash = _crashed(f"{job.execute} returned fields that are not JSON: {exc}")
+        write_json(Path(result_path), crash)
 
 
 if __name__ == "__main__":

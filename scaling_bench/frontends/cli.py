@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING
 
 from scaling_bench.core.errors import UserError
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from scaling_bench.config.grid import GridSpec
+    from scaling_bench.engine.protocol import Settings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,31 +34,37 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", type=int, help="gpt: tokens per sample (sets seq_len)")
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--optimizer", default="adamw")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides")
+    _add_set(p, "KEY=VALUE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_plan)
 
 
+def _add_set(p: argparse.ArgumentParser, metavar: str) -> None:
+    """``--set`` takes pairs; repeated, it accumulates (``--set a=1 --set b=2`` keeps both)."""
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar=metavar,
+                   dest="overrides", help="config fields, e.g. n_layer=12")  # fmt: skip
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from scaling_bench.config.grid import parse_size
+    from scaling_bench.config.grid import config_values, parse_pairs
+    from scaling_bench.config.sizes import parse_size
     from scaling_bench.models import family
-    from scaling_bench.models.overrides import parse_overrides
     from scaling_bench.predict.plan import plan
 
     fam = family(args.family)
     target = parse_size(args.params, "--params")
-    pairs = list(args.overrides)
+    pairs = parse_pairs(args.overrides, "--set")
     if args.seq_len is not None:
-        if args.family != "gpt":
-            raise UserError("--seq-len applies to the gpt family only")
-        pairs.append(f"seq_len={args.seq_len}")
+        if "seq_len" not in {f.name for f in fields(fam.Config)}:
+            raise UserError(f"--seq-len: the {args.family} family has no seq_len")
+        pairs["seq_len"] = str(args.seq_len)
     result = plan(
         args.family,
         target,
         batch_size=args.batch_size,
         dtype=args.dtype,
         optimizer=args.optimizer,
-        overrides=parse_overrides(fam.Config, pairs),
+        overrides=config_values(fam.Config, pairs, "--set", strict=False),
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -96,30 +104,34 @@ def _print_plan(d: dict) -> None:
     Console().print(table)
 
 
+def _axis_dest(name: str) -> str:
+    return f"axis_{name}"
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
+    from scaling_bench.config.axes import AXES
+    from scaling_bench.config.grid import MAX_CASES
+
     p = sub.add_parser("run", help="measure a grid of cases, each in its own worker process")
-    p.add_argument("--grid", default="quick", help="quick, full, auto or a grid FILE.toml")
-    p.add_argument("--families", help="comma-separated: mlp,cnn,resnet,vit,gpt")
-    p.add_argument("--sizes", help="1e5,1e6 or 1e5:1e8:x10 (factor) or 1e5:1e8:7 (points)")
-    p.add_argument("--workloads", help="comma-separated: forward,train,checkpoint,convergence")
-    p.add_argument("--dtype", help="comma-separated: fp32,bf16,fp16")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--grid", default="quick", help="quick, full, auto, smoke or a grid FILE.toml")
+    for axis in (a for a in AXES if a.flag):
+        p.add_argument(axis.flag, dest=_axis_dest(axis.name), help=axis.help)
     p.add_argument("--seq-len", type=int, help="gpt: tokens per sample (sets seq_len)")
-    p.add_argument("--optimizer")
-    p.add_argument("--set", nargs="+", default=[], metavar="[FAMILY.]KEY=VALUE", dest="overrides")
+    _add_set(p, "[FAMILY.]KEY=VALUE")
     p.add_argument("--out", help="results folder (default: results/run-YYYYmmdd-HHMMSS)")
-    p.add_argument("--timeout", type=float, help="seconds per case, worker start included")
-    p.add_argument("--budget", type=float, help="seconds of timing per workload")
     p.add_argument("--resume", action="store_true", help="skip cases already in --out")
+    p.add_argument("--max-cases", type=int, default=MAX_CASES,
+                   help=f"refuse a grid of more cases (default {MAX_CASES})")  # fmt: skip
     p.add_argument("--peak-flops", help="device peak FLOP/s for MFU, e.g. 989.4e12 or 989.4T")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE to register more workloads (repeatable)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--report", action="store_true", help="also write DIR/report.html at the end")
     conv = p.add_argument_group(
         "convergence workload", "train for --steps steps over --seeds seeds and the --lrs grid"
     )
-    conv.add_argument("--steps", type=int)
-    conv.add_argument("--seeds", type=int)
+    conv.add_argument("--steps")
+    conv.add_argument("--seeds")
     conv.add_argument("--lrs", help="learning-rate grid, e.g. 1e-4,1e-3,1e-2")
     conv.add_argument("--dataset", help="synthetic, digits, text (gpt) or cifar10")
     conv.add_argument("--data-root", help="folder holding cifar-10-batches-py")
@@ -127,37 +139,35 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     conv.add_argument(
         "--convergence",
         nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
         help="other settings: warmup_steps, schedule (constant|cosine), weight_decay, grad_clip, "
         "label_noise, train_size, heldout_size, eval_every, z_loss",
     )
-    p.add_argument("--strategy", help="ddp or fsdp: run each case under torchrun")
-    p.add_argument("--nproc-per-node", type=int, help="ranks on this node (one per GPU)")
-    p.add_argument("--nnodes", type=int, help="nodes, each running this same command")
-    p.add_argument("--node-rank", type=int, help="this node's rank; 0 hosts the rendezvous")
+    p.add_argument("--node-rank", type=int, default=0, help="this node's rank; 0 hosts the "
+                   "rendezvous")  # fmt: skip
     p.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="node rank 0's address and port")
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import os
     from datetime import datetime
     from pathlib import Path
 
-    from scaling_bench.engine.campaign import prepare, summarize_run
+    from scaling_bench.engine.campaign import prepare
     from scaling_bench.engine.runner import RunInterrupted
+    from scaling_bench.report.summary import summarize_run
+    from scaling_bench.workloads import load_plugins
 
-    if args.peak_flops:
-        os.environ["SCALING_BENCH_PEAK_FLOPS"] = args.peak_flops
-    from scaling_bench.engine.distributed.launch import NODE_RANK_ENV, RDZV_ENDPOINT_ENV
-
-    if args.node_rank is not None:  # the workers read them there, as a batch script may set them
-        os.environ[NODE_RANK_ENV] = str(args.node_rank)
-    if args.rdzv_endpoint:
-        os.environ[RDZV_ENDPOINT_ENV] = args.rdzv_endpoint
+    plugins = load_plugins(args.plugin)
+    settings = _settings(args, plugins)
     out = Path(args.out or f"results/run-{datetime.now():%Y%m%d-%H%M%S}")
-    campaign = prepare(_spec_from_args(args), out, resume=args.resume)
+    if args.max_cases < 1:
+        raise UserError(f"--max-cases {args.max_cases}: must be at least 1")
+    campaign = prepare(
+        _spec_from_args(args), out, resume=args.resume, settings=settings, max_cases=args.max_cases
+    )
     try:
         ran = campaign.run(progress=not args.no_progress)
     except RunInterrupted as exc:
@@ -169,45 +179,52 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace, plugins: tuple[str, ...]) -> Settings:
+    """The run's settings for every worker; the peak from ``--peak-flops`` or its variable."""
+    import os
+
+    from scaling_bench.engine.protocol import Settings
+    from scaling_bench.hardware.peaks import PEAK_FLOPS_ENV, parse_flops
+
+    peak = None
+    if args.peak_flops:
+        peak = parse_flops(args.peak_flops, "--peak-flops")
+    elif text := os.environ.get(PEAK_FLOPS_ENV):
+        peak = parse_flops(text, PEAK_FLOPS_ENV)
+    return Settings(
+        peak_flops=peak,
+        plugins=plugins,
+        node_rank=args.node_rank,
+        rdzv_endpoint=args.rdzv_endpoint,
+    )
+
+
 def _spec_from_args(args: argparse.Namespace) -> GridSpec:
     """The grid the flags describe: a preset or file, then each flag given replaces its axis."""
-    from dataclasses import replace
-
     from scaling_bench.config import grid
+    from scaling_bench.config.axes import AXES
+    from scaling_bench.workloads.base import ordered
 
-    spec = grid.select(
-        args.grid,
-        args.device,
-        families=args.families,
-        sizes=args.sizes,
-        dtypes=args.dtype,
-    )
-    if args.workloads:
-        spec = replace(spec, workloads=grid.split_names(args.workloads, "workload", grid.WORKLOADS))
-    elif args.strategy:  # a preset's convergence runs on one process: leave it to those runs
-        spec = replace(spec, workloads=tuple(w for w in spec.workloads if w != "convergence"))
+    given = {a.name: getattr(args, _axis_dest(a.name)) for a in AXES if a.flag}
+    spec = grid.select(args.grid, given)
+    if given["workloads"] is None:  # a preset's workloads, less those the strategy cannot run
+        strategy = spec.value("strategy")
+        runnable = tuple(
+            w.name for w in ordered(spec.value("workloads")) if strategy in w.strategies
+        )
+        spec = spec.with_values(workloads=(runnable,))
     pairs = list(args.overrides)
     if args.seq_len is not None:
-        pairs.append(f"gpt.seq_len={args.seq_len}")
-    for name, value in {
-        "batch_size": args.batch_size,
-        "optimizer": args.optimizer,
-        "timeout_s": args.timeout,
-        "budget_s": args.budget,
-        "strategy": args.strategy,
-        "nproc_per_node": args.nproc_per_node,
-        "nnodes": args.nnodes,
-    }.items():
-        if value is not None:
-            spec = replace(spec, **{name: value})
-    settings = list(args.convergence)
+        pairs.append(f"seq_len={args.seq_len}")
+    settings = grid.parse_pairs(args.convergence, "--convergence")
     for name in ("steps", "seeds", "lrs", "dataset", "data_root"):
         if getattr(args, name) is not None:
-            settings.append(f"{name}={getattr(args, name)}")
+            settings[name] = getattr(args, name)
     if args.download:
-        settings.append("download=true")
+        settings["download"] = "true"
     if settings:
-        spec = replace(spec, convergence=spec.convergence | grid.parse_convergence(settings))
+        given_settings = grid.convergence_values(settings, strict=False)
+        spec = replace(spec, convergence=dict(spec.convergence) | given_settings)
     return grid.with_overrides(spec, pairs)
 
 
@@ -261,7 +278,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _report(source: Path, html_path: Path, markdown: Path | None, echo_markdown: bool) -> None:
-    from scaling_bench.report.html import build_html, build_markdown
+    from scaling_bench.report.html import build_html
+    from scaling_bench.report.markdown import build_markdown
     from scaling_bench.store.foreign import read_records
 
     records = read_records(source)
@@ -311,7 +329,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from scaling_bench.analysis.fits import compare_runs, parse_threshold
+    from scaling_bench.analysis.compare import compare_runs, parse_threshold
     from scaling_bench.store.foreign import load_run
 
     threshold = parse_threshold(args.threshold)
@@ -319,7 +337,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         load_run(Path(args.base)), load_run(Path(args.current)), threshold, args.metric
     )
     if args.plot:
-        from scaling_bench.report.html import comparison_png
+        from scaling_bench.report.figures import comparison_png
 
         _write(Path(args.plot), comparison_png(comparison))
     if args.json:
@@ -327,7 +345,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        from scaling_bench.report.html import comparison_tables, gate_line
+        from scaling_bench.report.tables import comparison_tables, gate_line
 
         console = Console()
         for table in comparison_tables(comparison, show_all=args.all):

@@ -4,8 +4,9 @@ Registered as a ``pytest11`` entry point, so it is loaded by every pytest run of
 the environment: importing it costs nothing (torch and the package load only when a test asks for
 a case), and it parametrizes only tests that request the ``sb_case`` fixture, those in
 ``benchmarks/``. Options (each defaults to its ``SCALING_BENCH_*`` variable, shared with asv):
-``--sb-grid`` (``quick``; ``smoke`` under ``--benchmark-disable``, so the smoke run stays short),
-``--sb-device``, ``--sb-families``, ``--sb-sizes``, ``--sb-dtype``.
+``--sb-grid`` (``quick``; ``smoke`` under ``--benchmark-disable``, so the smoke run stays short)
+and one ``--sb-*`` per axis that declares a variable (``--sb-families``, ``--sb-sizes``,
+``--sb-dtype``, ``--sb-device``, ``--sb-workloads``, …), generated from ``axes.AXES``.
 
 A case's tests run one after another (``sb_case`` is module-scoped, so pytest groups by it) and
 share one built model (``suites.setup_for``).
@@ -18,25 +19,31 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from scaling_bench.config.grid import Case
+    from scaling_bench.config.case import Case
     from scaling_bench.engine.execute import CaseSetup
 
-_OPTIONS = {
-    "grid": "quick (default; smoke under --benchmark-disable), smoke, full, auto or FILE.toml",
-    "device": "auto (default), cpu, cuda or cuda:N; CUDA cases are skipped where there is no GPU",
-    "families": "comma-separated: mlp,cnn,resnet,vit,gpt (default: the grid's)",
-    "sizes": "1e5,1e6 or 1e5:1e8:x10 (default: the grid's)",
-    "dtype": "comma-separated: fp32,bf16,fp16 (default: the grid's)",
-}
 _CASES = pytest.StashKey[list]()
+
+
+def _options() -> dict[str, str]:
+    """Option key -> help: the grid, and every axis the front-ends can set (``axes.AXES``)."""
+    from scaling_bench.config.axes import AXES
+
+    grid = "quick (default; smoke under --benchmark-disable), smoke, full, auto or FILE.toml"
+    by_env = {a.env: a.help for a in AXES if a.env}
+    return {"grid": grid} | {
+        env.removeprefix("SCALING_BENCH_").lower(): help_text for env, help_text in by_env.items()
+    }
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("scaling-bench", "scaling-bench cases (benchmarks/)")
-    for name, help_text in _OPTIONS.items():
+    for key, help_text in _options().items():
+        variable = f"SCALING_BENCH_{key.upper()}"
         group.addoption(
-            f"--sb-{name}", help=f"{help_text}; overrides $SCALING_BENCH_{name.upper()}"
-        )
+            f"--sb-{key.replace('_', '-')}", dest=f"sb_{key}",
+            help=f"{help_text}; overrides ${variable}",
+        )  # fmt: skip
 
 
 def _cases(config: pytest.Config) -> list:

@@ -37,22 +37,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from scaling_bench.config import grid
-from scaling_bench.config.grid import Case
+from scaling_bench.config.axes import AXES
+from scaling_bench.config.case import Case
 from scaling_bench.core.errors import UserError
+from scaling_bench.workloads.base import Needs, get
 
 if TYPE_CHECKING:
     import torch
 
-    from scaling_bench.engine.execute import CaseSetup
+    from scaling_bench.workloads.setup import CaseSetup
 
-#: What chooses the cases, and the environment variable that sets each where no option does.
-ENV = {
-    "grid": "SCALING_BENCH_GRID",
-    "device": "SCALING_BENCH_DEVICE",
-    "families": "SCALING_BENCH_FAMILIES",
-    "sizes": "SCALING_BENCH_SIZES",
-    "dtype": "SCALING_BENCH_DTYPE",
+GRID_ENV = "SCALING_BENCH_GRID"
+#: What chooses the cases (option key -> the environment variable that sets it where no option
+#: does): the grid, and every axis that declares a variable.
+ENV = {"grid": GRID_ENV} | {
+    a.env.removeprefix("SCALING_BENCH_").lower(): a.env for a in AXES if a.env
 }
+#: Option key -> the axis it sets.
+AXIS_OF = {a.env.removeprefix("SCALING_BENCH_").lower(): a.name for a in AXES if a.env}
 MIN_ROUNDS = 5
 MAX_ROUNDS = 100
 
@@ -65,27 +67,24 @@ def bench_cases(
     """The cases to run, some perhaps not here (``skip_reason``).
 
     ``settings`` (keys of ``ENV``) win over the environment, which wins over the defaults: the
-    grid's own device for a grid file, else ``auto``. ``families``, ``sizes`` and ``dtype`` replace
-    the grid's axes as the same flags of ``scaling-bench run`` do.
+    grid's own device for a grid file, else ``auto``. Each axis given replaces the grid's, as the
+    same flag of ``scaling-bench run`` does.
     """
     import torch
 
-    given = {key: (settings or {}).get(key) or environ.get(var) for key, var in ENV.items()}
+    import scaling_bench.workloads  # noqa: F401  (registers the workloads the grid names)
+
+    # an empty variable or option is unset, as shells and CI matrices use it
+    given = {key: (settings or {}).get(key) or environ.get(var) or None for key, var in ENV.items()}
 
     def resolve(wanted: str) -> str:
         if wanted.strip().lower().startswith("cuda") and not torch.cuda.is_available():
             return "cuda:0"  # the GPU grid's cases, for ``skip_reason`` to skip
         return grid.resolve_device(wanted)
 
-    spec = grid.select(
-        given["grid"] or default_grid,
-        given["device"],
-        families=given["families"],
-        sizes=given["sizes"],
-        dtypes=given["dtype"],
-        resolve=resolve,
-    )
-    return grid.build_cases(spec, spec.device)
+    axes = {AXIS_OF[key]: text for key, text in given.items() if key in AXIS_OF}
+    spec = grid.select(given["grid"] or default_grid, axes, resolve=resolve)
+    return grid.build_cases(spec, spec.value("device"))
 
 
 def skip_reason(case: Case) -> str | None:
@@ -140,8 +139,18 @@ def setup_for(case: Case) -> CaseSetup:
 
 def measure(case: Case, workload: str) -> dict[str, dict]:
     """The record metrics of one workload of the case, as ``scaling-bench run`` records them."""
+    global _current
+    from scaling_bench.engine.execute import case_peak_flops, run_workload
+    from scaling_bench.workloads.base import Context
+
     current = _prepare(case)
-    return current.setup.measure(workload, baseline_rss_bytes=current.baseline_rss_bytes)
+    peak, _ = case_peak_flops(case)
+    ctx = Context(peak_flops=peak, baseline_rss_bytes=current.baseline_rss_bytes)
+    w = get(workload)
+    metrics = run_workload(w, current.setup, ctx)
+    if w.needs is Needs.OWN_MODELS:  # it freed the case's model: build it again next time
+        _current = None
+    return metrics
 
 
 def extra_info(case: Case, params: int, metrics: Mapping[str, dict]) -> dict[str, object]:
@@ -220,7 +229,7 @@ def asv_step(case_id: str, workload: str, clock: SampleClock) -> Callable[[], ob
     """The case's timed step, built once per process, with ``clock`` set to its batch."""
     setup = setup_for(asv_case(case_id, workload))
     clock.use(setup)
-    return setup.step(workload)
+    return get(workload).step(setup)
 
 
 def asv_metric(case_id: str, workload: str, name: str) -> float:

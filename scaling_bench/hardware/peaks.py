@@ -14,10 +14,11 @@ import platform
 import re
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import ModuleType
 
@@ -171,7 +172,8 @@ def matmul_tf32_enabled() -> bool:
     return bool(torch.backends.cuda.matmul.allow_tf32)
 
 
-def _parse_flops(text: str) -> float:
+def parse_flops(text: str, what: str = PEAK_FLOPS_ENV) -> float:
+    """``989.4e12`` or ``989.4T``: a positive, finite FLOP/s figure."""
     match = re.fullmatch(r"(.+?)\s*([kKMGTP]?)", text.strip())
     try:
         value = float(match[1]) * _SI_PREFIX[match[2]] if match else math.nan
@@ -179,7 +181,7 @@ def _parse_flops(text: str) -> float:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
         raise UserError(
-            f"{PEAK_FLOPS_ENV}={text!r} is not a positive FLOP/s figure (e.g. 989.4e12 or 989.4T)"
+            f"{what} {text!r} is not a positive FLOP/s figure (e.g. 989.4e12 or 989.4T)"
         )
     return value
 
@@ -203,7 +205,7 @@ def peak_flops(
             raise UserError(f"peak FLOP/s override {override!r} must be a positive number")
         return float(override), "override"
     if env_value := os.environ.get(PEAK_FLOPS_ENV):
-        return _parse_flops(env_value), "env"
+        return parse_flops(env_value), "env"
     device = torch.device(device)
     if device.type == "cpu":
         return measured_gemm_peak(dtype), "measured"
@@ -285,8 +287,26 @@ def measured_gemm_peak(dtype: torch.dtype, refresh: bool = False) -> float:
     if key in cached and not refresh:
         return cached[key]
     cached[key] = max(cached.get(key, 0.0), _measure_gemm_flops(dtype))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        json.dump(cached, tmp, indent=1, sort_keys=True)
-    os.replace(tmp.name, path)
+    _write_cache(path, cached)
     return cached[key]
+
+
+def _write_cache(path: Path, cached: dict[str, float]) -> None:
+    """Replace the cache atomically. A folder that cannot be written (read-only home, full disk)
+    only costs a measurement next time, so it is a warning, never an error."""
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+            tmp = Path(f.name)
+            json.dump(cached, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        print(
+            f"scaling-bench: warning: cannot write the GEMM peak cache at {path} "
+            f"({exc.strerror or exc}); measuring without caching",
+            file=sys.stderr,
+        )

@@ -20,8 +20,15 @@ from dataclasses import dataclass
 import torch
 
 from scaling_bench.core.errors import UserError
+from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
 from scaling_bench.core.stats import median_ci_halfwidth, quantile, single, summarize
 
+#: What ``Timing.metrics`` records, before a workload's prefix.
+SPECS = (
+    MetricSpec("step_s", "s", LOWER, label="seconds per step"),
+    MetricSpec("cold_start_s", "s", LOWER, label="first step (cold start)"),
+    MetricSpec("timed_s", "s", NEITHER, kind="bookkeeping", reduce="max", label="time timed"),
+)
 MIN_BLOCK_S = 1e-3
 """Shortest timed block: below it, timer overhead (microseconds on CUDA) would be over 1%."""
 _TIMER_FLOOR_S = 1e-7

@@ -11,17 +11,23 @@ the T×T matrix), since on the meta device PyTorch would otherwise take the math
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+if TYPE_CHECKING:
+    from scaling_bench.config.case import Case
+
 from scaling_bench.core.dtypes import parse_dtype
 from scaling_bench.core.errors import UserError
+from scaling_bench.core.optimizers import OPTIMIZER_STEP_TENSORS, optimizer_slots
 from scaling_bench.models import family, tokens_per_sample
-from scaling_bench.workloads.checkpoint import predicted_checkpoint_bytes, storage_nbytes
-from scaling_bench.workloads.train import OPTIMIZER_STEP_TENSORS, loss_of, optimizer_slots
+from scaling_bench.models.loss import loss_of
+from scaling_bench.predict.checkpoint import predicted_checkpoint_bytes, storage_nbytes
 
 
 @dataclass(frozen=True)
@@ -215,4 +221,31 @@ def plan(
         checkpoint_bytes_with_optimizer=predicted_checkpoint_bytes(
             tensor_bytes + optimizer_tensor_bytes
         ),
+    )
+
+
+def plan_for(case: Case) -> Plan:
+    """The case's model, FLOPs and predicted costs, computed on the meta device."""
+    return plan(
+        case.family,
+        case.target_params,
+        batch_size=case.batch_size,
+        dtype=case.dtype,
+        optimizer=case.optimizer,
+        overrides=dict(case.overrides),
+    )
+
+
+def rank_memory(memory: TrainMemory, strategy: str | None, world_size: int) -> TrainMemory:
+    """One rank's share of the training memory: FSDP divides the state by the world, DDP does not.
+
+    Activations stay whole: each rank runs the case's batch. FSDP's gathered units come on top.
+    """
+    if strategy != "fsdp":
+        return memory
+    return replace(
+        memory,
+        weights_bytes=math.ceil(memory.weights_bytes / world_size),
+        gradients_bytes=math.ceil(memory.gradients_bytes / world_size),
+        optimizer_state_bytes=math.ceil(memory.optimizer_state_bytes / world_size),
     )

@@ -29,12 +29,16 @@ import re
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NotRequired
+
+from pydantic import ConfigDict, Field, TypeAdapter, with_config
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.stats import scaled, summarize
 from scaling_bench.models import FAMILY_NAMES
 from scaling_bench.store.records import RESULTS_FILE, load_records
+from scaling_bench.store.schema import METRIC, Count, Finite, validated
 
 ASV_API_VERSION = 2
 _CASE_ID = re.compile(rf"^({'|'.join(FAMILY_NAMES)})-\d+(\.\d+)?e\d+-")
@@ -49,6 +53,96 @@ _PREFIX_UNITS = {
 _ASV_UNITS = {"seconds": "s", "bytes": "bytes", "unit": ""}
 #: What the pytest suites put in ``extra_info`` besides metrics.
 _EXTRA_INFO_KEYS = ("case_id", "family", "params")
+
+
+# The shapes of the fields read below, and only those: a file of another shape is the user's to
+# fix, named by its field, rather than a TypeError deep in the reader. Other fields pass unread.
+_STRICT = ConfigDict(strict=True)
+_Seconds = Annotated[Finite, Field(ge=0)]
+
+
+@with_config(_STRICT)
+class _PytestStats(TypedDict):
+    median: _Seconds
+    iqr: NotRequired[_Seconds]
+    rounds: NotRequired[Count]
+    data: NotRequired[list[_Seconds] | None]
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class _ExtraInfo(TypedDict, total=False):
+    case_id: str
+    family: str
+
+
+@with_config(_STRICT)
+class _PytestBenchmark(TypedDict):
+    name: str
+    fullname: str
+    param: NotRequired[str | None]
+    extra_info: NotRequired[_ExtraInfo | None]
+    stats: NotRequired[_PytestStats | None]
+
+
+@with_config(_STRICT)
+class _Cpu(TypedDict, total=False):
+    brand_raw: str | None
+
+
+@with_config(_STRICT)
+class _MachineInfo(TypedDict, total=False):
+    node: str | None
+    cpu: _Cpu | None
+    processor: str | None
+    gpu_name: str | None
+    python_version: str | None
+
+
+@with_config(_STRICT)
+class _CommitInfo(TypedDict, total=False):
+    id: str | None
+    dirty: bool | None
+
+
+@with_config(_STRICT)
+class _PytestBenchmarkFile(TypedDict):
+    benchmarks: list[_PytestBenchmark] | None
+    machine_info: NotRequired[_MachineInfo | None]
+    commit_info: NotRequired[_CommitInfo | None]
+    datetime: NotRequired[str | None]
+
+
+@with_config(_STRICT)
+class _AsvMachine(TypedDict, total=False):
+    machine: str | None
+    cpu: str | None
+
+
+@with_config(_STRICT)
+class _AsvFile(TypedDict):
+    result_columns: list[str]
+    results: NotRequired[dict[str, list[Any]] | None]
+    params: NotRequired[_AsvMachine | None]
+    python: NotRequired[str | None]
+    commit_hash: NotRequired[str | None]
+    env_name: NotRequired[str | None]
+
+
+@with_config(_STRICT)
+class _AsvRow(TypedDict, total=False):
+    """One benchmark's columns; each holds a value per parameter combination (NaN: failed)."""
+
+    result: list[float | None] | None
+    params: list[list[str]]
+    samples: list[list[float] | None] | None
+    stats_q_25: list[float | None] | None
+    stats_q_75: list[float | None] | None
+    stats_repeat: list[Count | None] | None
+
+
+_PYTEST_BENCHMARK_FILE = TypeAdapter(_PytestBenchmarkFile)
+_ASV_FILE = TypeAdapter(_AsvFile)
+_ASV_ROWS = TypeAdapter(dict[str, _AsvRow])
 
 
 @dataclass(frozen=True)
@@ -154,22 +248,25 @@ def _add(cases: dict[str, CaseResult], case_id: str, family: str, metrics: dict[
 
 
 def _from_pytest_benchmark(data: dict, path: Path) -> Run:
+    data = validated(_PYTEST_BENCHMARK_FILE, data, str(path))
     cases: dict[str, CaseResult] = {}
-    for bench in data.get("benchmarks") or []:
-        try:
-            fullname, name = bench["fullname"], bench["name"]
-        except (KeyError, TypeError):
-            raise UserError(f"{path}: a benchmark without 'name' and 'fullname'") from None
+    for i, bench in enumerate(data["benchmarks"] or []):
+        fullname, name = bench["fullname"], bench["name"]
         extra = bench.get("extra_info") or {}
-        param = str(bench.get("param") or "")
+        param = bench.get("param") or ""
         case_id = extra.get("case_id") or (param if _CASE_ID.match(param) else fullname)
         metrics = {
-            key: value
-            if isinstance(value, dict)
-            else {"value": value, "unit": _unit_of(key), "n": 1}
+            key: {"value": value, "unit": _unit_of(key), "n": 1}
+            for key, value in extra.items()
+            if key not in _EXTRA_INFO_KEYS and _is_number(value)
+        }
+        metrics |= {
+            key: validated(METRIC, value, str(path), f"benchmarks[{i}].extra_info.{key}")
             for key, value in extra.items()
             if key not in _EXTRA_INFO_KEYS
-            and (_is_number(value) or (isinstance(value, dict) and _is_number(value.get("value"))))
+            and isinstance(value, dict)
+            and _is_number(value.get("value"))
+            and math.isfinite(value["value"])
         }
         stats = bench.get("stats")
         if stats:
@@ -212,11 +309,15 @@ def _from_asv(data: dict, path: Path) -> Run:
         raise UserError(
             f"{path}: asv result format version {version}; this reads version {ASV_API_VERSION}"
         )
+    data = validated(_ASV_FILE, data, str(path))
     columns = data["result_columns"]
+    rows = {
+        name: dict(zip(columns, row, strict=False))
+        for name, row in (data.get("results") or {}).items()
+    }
     units = _asv_units(path)
     cases: dict[str, CaseResult] = {}
-    for benchmark, row in (data.get("results") or {}).items():
-        fields = dict(zip(columns, row, strict=False))
+    for benchmark, fields in validated(_ASV_ROWS, rows, str(path), "results").items():
         owner, _, function = benchmark.rpartition(".")
         metric, unit = _metric_name(function, units.get(benchmark))
         params = fields.get("params") or []
@@ -224,8 +325,8 @@ def _from_asv(data: dict, path: Path) -> Run:
             at = {
                 k: v[i] if isinstance(v, list) and i < len(v) else None for k, v in fields.items()
             }
-            value = at["result"]
-            if not _is_number(value) or math.isnan(value):
+            value = at.get("result")
+            if value is None or math.isnan(value):
                 continue  # asv stores a failed or skipped benchmark as null or NaN
             plain = [_unquote(p) for p in combo]
             case_id = next((p for p in plain if _CASE_ID.match(p)), None)

@@ -8,11 +8,17 @@ new record onto it and does not bury it under new lines (every later load would 
 corrupt line in the middle of the file): it refuses with the file and line, so the user can drop
 that one line and resume. A complete record that only lacks its newline (a hand edit) is kept and
 the new record starts on a line of its own.
+
+Records are checked against ``schema`` both ways: a bad one is never written, and a file edited
+or produced elsewhere is refused at its first bad line, with the field, before any reader
+indexes into it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import tempfile
 from datetime import UTC, datetime
@@ -21,6 +27,7 @@ from typing import Any
 
 from scaling_bench.core.durable import fsync_path
 from scaling_bench.core.errors import UserError
+from scaling_bench.store.schema import RECORD, STATUSES, validated
 
 SCHEMA_VERSION = 1
 #: The training peak that the plan's memory prediction is held against, by device type: the
@@ -30,7 +37,6 @@ TRAIN_PEAK_NAMES = {
     "cpu": "train_peak_cpu_rss_above_baseline_bytes",
 }
 RESULTS_FILE = "results.jsonl"
-STATUSES = ("ok", "oom", "timeout", "crashed", "skipped", "diverged")
 RECORD_KEYS = (
     "schema_version",
     "case_id",
@@ -93,8 +99,7 @@ def _check_record(record: Any, where: str) -> dict[str, Any]:
     missing = [key for key in RECORD_KEYS if key not in record]
     if missing:
         raise UserError(f"{where}: record lacks {', '.join(missing)}")
-    if record["status"] not in STATUSES:
-        raise UserError(f"{where}: unknown status {record['status']!r}")
+    validated(RECORD, record, where)
     return record
 
 
@@ -146,27 +151,84 @@ def _needs_separator(path: Path) -> bool:
     return True
 
 
+def problem_with(record: dict[str, Any]) -> str | None:
+    """Why ``record`` cannot be written (a wrong type, a NaN), or None: a worker's fields are
+    checked before they reach the file, so a bad figure ends its case, not the run."""
+    try:
+        _check_record(record, "the record")
+        json.dumps(record, allow_nan=False)
+    except UserError as exc:
+        return str(exc)
+    except (TypeError, ValueError):
+        return f"{_non_finite(record) or 'a value'} is not JSON (NaN, infinite or not a number)"
+    return None
+
+
 def append_record(path: Path, record: dict[str, Any]) -> None:
     """Append one record as one line and fsync it, so it survives any later crash.
 
     The record is validated and serialised before the file is touched: a bad record writes nothing.
+    A write that fails part-way (a full disk) is cut back to the file's previous length, so the
+    file never ends in half a record that would stop every later load.
     """
     path = Path(path)
-    _check_record(record, f"record for {path}")
-    line = json.dumps(record, sort_keys=True) + "\n"
+    where = f"{path}: the record of {record.get('case_id')}"
+    _check_record(record, where)
+    try:
+        line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError:
+        field = _non_finite(record)
+        if not field:
+            raise
+        raise UserError(
+            f"{where}: {field} is NaN or infinite, which JSON cannot hold; record it as null"
+        ) from None
     is_new = not path.exists()
     if not is_new and _needs_separator(path):
         line = "\n" + line
     data = memoryview(line.encode("utf-8"))
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        while data:
-            data = data[os.write(fd, data) :]
-        os.fsync(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot open for writing ({exc.strerror})") from None
+    try:
+        length = os.fstat(fd).st_size
+        try:
+            while data:  # one write for a regular file; the loop covers a short one
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, length)
+            raise UserError(_write_failure(path, record["case_id"], exc)) from None
     finally:
         os.close(fd)
     if is_new:
         fsync_path(path.parent)
+
+
+def _write_failure(path: Path, case_id: str, exc: OSError) -> str:
+    """The one line for a failed append, which has left the file as it was."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        problem, fix = "disk full (no space left on device)", "free space"
+    else:
+        problem, fix = f"cannot write ({exc.strerror})", "fix that"
+    return (
+        f"{path}: {problem} while writing the record of {case_id}; nothing was written, "
+        f"{fix} and run again with --resume"
+    )
+
+
+def _non_finite(value: Any, field: str = "") -> str:
+    """Where in a record the first NaN or infinity is (``metrics.x.by_lr.0.1``), if anywhere."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return field or "the record"
+    if isinstance(value, dict):
+        named = ((f"{field}.{key}" if field else str(key), v) for key, v in value.items())
+    elif isinstance(value, list | tuple):
+        named = ((f"{field}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return ""
+    return next((found for name, v in named if (found := _non_finite(v, name))), "")
 
 
 def ensure_writable_dir(directory: Path) -> None:

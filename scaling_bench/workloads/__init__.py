@@ -1,1 +1,31 @@
-"""What runs: forward, training step, checkpoint, convergence."""
+"""The workloads, registered as they are imported: ``BUILTIN`` is the one registration line.
+
+A plugin module (``scaling-bench run --plugin MODULE``, or an entry point in the
+``scaling_bench.plugins`` group) registers more the same way; ``load_plugins`` imports them, and
+the engine names them in each job file so that workers import them too.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from importlib.metadata import entry_points
+
+from scaling_bench.core.errors import UserError
+
+BUILTIN = ("forward", "train", "checkpoint", "convergence")
+ENTRY_POINT_GROUP = "scaling_bench.plugins"
+
+for _name in BUILTIN:
+    importlib.import_module(f"scaling_bench.workloads.{_name}")
+
+
+def load_plugins(modules: Iterable[str] = ()) -> tuple[str, ...]:
+    """Import ``modules`` and the installed entry points; return every plugin module loaded."""
+    names = [*(ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)), *modules]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise UserError(f"--plugin {name}: cannot import it ({exc})") from None
+    return tuple(dict.fromkeys(names))

@@ -1,37 +1,28 @@
 """Checkpoint workload: bytes on disk, save and load time, and a round trip that must be exact.
 
 Both ``torch.save`` and, when the package is importable, safetensors are measured, so a record
-shows what the format choice costs at each size.
-
-The torch.save file is a zip archive (named after the file's stem; ``model.pt`` here). Besides
-the raw storage bytes it holds a fixed part (``data.pkl``'s frame, ``version``, ``byteorder``,
-``.format_version``, ``.storage_alignment``, ``.data/serialization_id`` and the zip central
-directory) and, per storage, a local header and a central-directory entry (≈ 76 bytes plus twice
-the entry name), padding that aligns the storage's data to 64 bytes (32 on average) and a pickle
-entry with the state-dict key, dtype, shape and stride (≈ 70 bytes plus the key). Measured with
-torch 2.14 on this file name: the empty state dict is exactly 1,249 bytes; per storage it was
-218-330 bytes, growing with the key (``0.weight`` of an ``nn.Sequential`` at the low end,
-torchvision ViT's ``encoder.layers.encoder_layer_10.self_attention.in_proj_weight`` at the high
-end). With 270 per storage the prediction is within ±61 bytes per storage on every model tried
-(the five families from 1e5 to 3e7 parameters, ``nn.Sequential`` MLPs, a 6-layer
-``nn.TransformerEncoder``, torchvision resnet18 and vit_b_16, fp32 and bf16): 0.27% at worst on
-the families (vit at 1e5), under 0.06% from 1e6 up. Only many tiny tensors push it past 1%
-(200 tensors of ``nn.Linear(32, 32)``: 1.9%, 9 KB).
+shows what the format choice costs at each size; a distributed case saves through
+``torch.distributed.checkpoint`` instead (``dcp``). Save and load bandwidths are derived from the
+bytes and the (rank-combined) seconds.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from itertools import chain
+from collections.abc import Callable
+from itertools import chain, product
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from scaling_bench.core.durable import fsync_path
+from scaling_bench.core.metrics import HIGHER, LOWER, MetricSpec
 from scaling_bench.core.stats import scaled, single, summarize
+from scaling_bench.predict.plan import Plan
+from scaling_bench.workloads.base import Column, Context, Needs, Workload, register
+from scaling_bench.workloads.setup import CaseSetup
 
 try:
     import safetensors
@@ -39,45 +30,9 @@ try:
 except ImportError:  # optional: without it the safetensors metrics are absent, not zero
     safetensors = None
 
-TORCH_SAVE_FIXED_OVERHEAD_BYTES = 1249
-TORCH_SAVE_PER_TENSOR_OVERHEAD_BYTES = 270
-
 
 class RoundTripError(RuntimeError):
     """A checkpoint that loads back different from what was saved: a bug, never a metric."""
-
-
-def storage_nbytes(model: nn.Module) -> list[int]:
-    """Bytes of each distinct storage in the model's state dict: the payload torch.save writes.
-
-    Storages are told apart the way torch.save dedupes them (the storage's C pointer), so tied
-    weights count once and a meta-device model, where every ``data_ptr`` is 0, works too. A tensor
-    that is a view writes its whole storage, as torch.save does.
-    """
-    storages = {
-        tensor.untyped_storage()._cdata: tensor.untyped_storage().nbytes()
-        for tensor in model.state_dict().values()
-        if isinstance(tensor, torch.Tensor)
-    }
-    return list(storages.values())
-
-
-def expected_checkpoint_bytes(model: nn.Module) -> int:
-    """Σ numel·itemsize over distinct storages: a lower bound on any checkpoint of the weights."""
-    return sum(storage_nbytes(model))
-
-
-def predicted_checkpoint_bytes(tensor_nbytes: Sequence[int]) -> int:
-    """Size of a ``torch.save(state_dict)`` file, one ``tensor_nbytes`` entry per distinct storage.
-
-    Adds the archive overhead measured in this module's docstring to the payload, so a plan can
-    predict the file from a meta-device model (``predicted_checkpoint_bytes(storage_nbytes(m))``).
-    """
-    return (
-        TORCH_SAVE_FIXED_OVERHEAD_BYTES
-        + TORCH_SAVE_PER_TENSOR_OVERHEAD_BYTES * len(tensor_nbytes)
-        + sum(tensor_nbytes)
-    )
 
 
 def measure_checkpoint(
@@ -154,7 +109,7 @@ def _round_trip_metrics(
     repeats: int,
     deadline: float,
 ) -> dict[str, dict]:
-    """Save and load one format repeatedly; its size, times and bandwidths as record metrics."""
+    """Save and load one format repeatedly; its size and times as record metrics."""
     save_s: list[float] = []
     load_s: list[float] = []
     while not save_s or (len(save_s) < repeats and time.perf_counter() < deadline):
@@ -167,14 +122,10 @@ def _round_trip_metrics(
         load_s.append(_timed_load(path, load, check, device))
     nbytes = path.stat().st_size
     path.unlink()  # free the disk before the next format is written
-    save_metric = summarize(save_s, "s")
-    load_metric = summarize(load_s, "s")
     return {
         f"{prefix}_bytes": single(nbytes, "bytes"),
-        f"{prefix}_save_s": save_metric,
-        f"{prefix}_load_s": load_metric,
-        f"{prefix}_save_bytes_per_s": scaled(save_metric, nbytes, "bytes/s", invert=True),
-        f"{prefix}_load_bytes_per_s": scaled(load_metric, nbytes, "bytes/s", invert=True),
+        f"{prefix}_save_s": summarize(save_s, "s"),
+        f"{prefix}_load_s": summarize(load_s, "s"),
     }
 
 
@@ -246,3 +197,60 @@ def _synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so a timed block neither includes nor misses it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+#: The formats a checkpoint is measured in, each named ``{format}_{metric}``.
+FORMATS = ("checkpoint", "safetensors", "dcp")
+_OPS = ("save", "load")
+
+
+def _format_specs(fmt: str) -> tuple[MetricSpec, ...]:
+    return (
+        MetricSpec(f"{fmt}_bytes", "bytes", LOWER, "counted", label=f"{fmt} size"),
+        MetricSpec(f"{fmt}_bytes_with_optimizer", "bytes", LOWER, "counted"),
+        *(MetricSpec(f"{fmt}_{op}_s", "s", LOWER, label=f"{fmt} {op}") for op in _OPS),
+        *(
+            MetricSpec(f"{fmt}_{op}_bytes_per_s", "bytes/s", HIGHER, "derived", f"{fmt}_{op}_s")
+            for op in _OPS
+        ),
+    )
+
+
+class Checkpoint(Workload):
+    """After training, so it can save the optimizer state that training created."""
+
+    name = "checkpoint"
+    order = 30
+    needs = Needs.TRAINING
+    trains = True
+    specs = tuple(spec for fmt in FORMATS for spec in _format_specs(fmt))
+    columns = (Column("ckpt bytes", ("checkpoint_bytes", "dcp_bytes"), "{:,.0f}"),)
+
+    def measure(self, setup: CaseSetup, ctx: Context) -> dict[str, dict]:
+        budget_s = 4 * setup.case.budget_s
+        if ctx.distributed:
+            from scaling_bench.workloads.dcp import measure_dcp
+
+            return measure_dcp(setup.model, setup.optimizer, setup.device, ctx.agree, budget_s)
+        with tempfile.TemporaryDirectory(prefix="scaling-bench-") as scratch:
+            return measure_checkpoint(setup.model, setup.optimizer, scratch, budget_s=budget_s)
+
+    def derive(self, metrics: dict[str, dict], setup: CaseSetup, ctx: Context) -> dict[str, dict]:
+        out = {}
+        for fmt, op in product(FORMATS, _OPS):
+            if f"{fmt}_{op}_s" in metrics:
+                nbytes = metrics[f"{fmt}_bytes"]["value"]
+                seconds = metrics[f"{fmt}_{op}_s"]
+                out[f"{fmt}_{op}_bytes_per_s"] = scaled(seconds, nbytes, "bytes/s", invert=True)
+        return out
+
+    def predict(self, plan: Plan, device: torch.device, ctx: Context) -> dict[str, dict]:
+        return {
+            "checkpoint_bytes": single(plan.checkpoint_bytes, "bytes"),
+            "checkpoint_bytes_with_optimizer": single(
+                plan.checkpoint_bytes_with_optimizer, "bytes"
+            ),
+        }
+
+
+register(Checkpoint())

@@ -52,11 +52,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaling_bench.core.errors import UserError
+from scaling_bench.config.convergence import ConvergenceSettings, settings_for
+from scaling_bench.core.dtypes import parse_dtype
+from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
+from scaling_bench.core.optimizers import make_optimizer
 from scaling_bench.core.stats import single, summarize
 from scaling_bench.models import family
-from scaling_bench.models.datasets import DATASETS, load_dataset
+from scaling_bench.models.datasets import load_dataset
 from scaling_bench.models.gpt import CausalSelfAttention
+from scaling_bench.workloads.base import Column, Context, Needs, Workload, register
+from scaling_bench.workloads.setup import CaseSetup
 from scaling_bench.workloads.stability import (
     best_lr,
     downsample,
@@ -64,65 +69,13 @@ from scaling_bench.workloads.stability import (
     lr_sensitivity,
     spike_steps,
 )
-from scaling_bench.workloads.train import make_optimizer, optimizer_slots
 
-SCHEDULES = ("constant", "cosine")
 #: The cosine schedule decays to this share of the peak LR at the last step (as nanoGPT does).
 MIN_LR_FRACTION = 0.1
 DATA_SEED = 0
 CURVE_POINTS = 100
 ATTENTION_PROBE_SEQUENCES = 8
 LOSS_UNIT = "nats"
-
-
-@dataclass(frozen=True)
-class ConvergenceSettings:
-    """What a convergence case trains; ``batch_size=None`` takes the family's default."""
-
-    steps: int = 200
-    seeds: int = 3
-    lrs: tuple[float, ...] = (1e-3,)
-    batch_size: int | None = None
-    optimizer: str = "adamw"
-    warmup_steps: int = 0
-    schedule: str = "constant"
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-    label_noise: float = 0.0
-    train_size: int = 1024
-    heldout_size: int = 512
-    dataset: str = "synthetic"
-    eval_every: int = 50
-    z_loss: float = 0.0
-    data_root: str | None = None
-    download: bool = False
-
-    def __post_init__(self) -> None:
-        lrs = tuple(self.lrs)
-        if not lrs:
-            raise UserError("the learning-rate grid is empty")
-        if not all(isinstance(lr, int | float) and math.isfinite(lr) and lr > 0 for lr in lrs):
-            raise UserError(f"learning rates must be positive numbers, not {list(lrs)}")
-        object.__setattr__(self, "lrs", tuple(sorted({float(lr) for lr in lrs})))
-        for name in ("steps", "seeds", "train_size", "heldout_size", "eval_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"convergence {name}={getattr(self, name)} must be at least 1")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UserError(f"batch_size={self.batch_size} must be at least 1")
-        optimizer_slots(self.optimizer)
-        if self.schedule not in SCHEDULES:
-            raise UserError(
-                f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}"
-            )
-        if self.dataset not in DATASETS:
-            raise UserError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
-        for name in ("warmup_steps", "weight_decay", "z_loss"):
-            if not getattr(self, name) >= 0:
-                raise UserError(f"{name}={getattr(self, name)} must not be negative")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise UserError(f"grad_clip={self.grad_clip} must be positive (or absent)")
-        if not 0.0 <= self.label_noise < 1.0:
-            raise UserError(f"label_noise={self.label_noise} must be in [0, 1)")
 
 
 def lr_factor(step: int, settings: ConvergenceSettings) -> float:
@@ -345,7 +298,7 @@ def run_convergence(
         (train_x[:n_eval], train_y[:n_eval]),
         (to_device(dataset.heldout[0]), to_device(dataset.heldout[1])),
     )
-    gpt = family_name == "gpt"
+    gpt = any(isinstance(m, CausalSelfAttention) for m in fam.build(cfg, "meta").modules())
 
     def build() -> nn.Module:
         return fam.build(cfg, device=device, dtype=dtype)
@@ -415,3 +368,57 @@ def _metrics(runs: dict[float, list[_Run]], gpt: bool) -> dict[str, dict]:
     if gpt:
         out["max_attention_logit"] = at_best(lambda rs: max(r.max_attention_logit for r in rs), "1")
     return out
+
+
+def _loss_spec(name: str, label: str, better: int = LOWER, unit: str = LOSS_UNIT) -> MetricSpec:
+    return MetricSpec(name, unit, better, label=label)
+
+
+class Convergence(Workload):
+    """Last: it trains fresh models of its own, after the case's model is freed."""
+
+    name = "convergence"
+    order = 40
+    default = False
+    needs = Needs.OWN_MODELS
+    trains = True
+    strategies = (None,)
+    specs = (
+        _loss_spec("final_loss_mean", "final training loss"),
+        _loss_spec("final_loss_std", "final loss spread over seeds"),
+        _loss_spec("heldout_loss", "held-out loss"),
+        _loss_spec("generalization_gap", "held-out minus training loss"),
+        _loss_spec("train_error", "training error", unit="fraction"),
+        _loss_spec("heldout_error", "held-out error", unit="fraction"),
+        _loss_spec("loss_spikes", "loss spikes", unit="count"),
+        _loss_spec("diverged_fraction", "diverged runs", unit="fraction"),
+        _loss_spec("initial_loss", "initial loss", better=NEITHER),
+        _loss_spec("lr_sensitivity", "LR sensitivity"),
+        _loss_spec("best_lr", "best LR", better=NEITHER, unit="lr"),
+        _loss_spec("grad_norm", "gradient norm", better=NEITHER, unit="1"),
+        _loss_spec("max_attention_logit", "largest attention logit", unit="1"),
+    )
+    columns = (
+        Column("final loss", ("final_loss_mean",), "{:.3f}"),
+        Column("held-out", ("heldout_loss",), "{:.3f}"),
+        Column("gap", ("generalization_gap",), "{:+.3f}"),
+        Column("diverged", ("diverged_fraction",), "{:.0%}"),
+        Column("best LR", ("best_lr",), "{:g}"),
+    )
+
+    def measure(self, setup: CaseSetup, ctx: Context) -> dict[str, dict]:
+        case = setup.case
+        return run_convergence(
+            case.family,
+            setup.plan.config,
+            settings_for(case),
+            torch.device(case.device),
+            parse_dtype(case.dtype),
+        )
+
+    def outcome(self, metrics: dict[str, dict]) -> str | None:
+        """A case whose every run diverged is recorded as diverged, not ok."""
+        return "diverged" if metrics.get("diverged_fraction", {}).get("value") == 1 else None
+
+
+register(Convergence())

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-from torch import nn
+from scaling_bench.workloads.base import Column, Context, register
+from scaling_bench.workloads.setup import CaseSetup
+from scaling_bench.workloads.steps import forward_step
+from scaling_bench.workloads.timed import TimedWorkload
 
 
-def forward_step(model: nn.Module, inputs: torch.Tensor) -> Callable[[], object]:
-    """A step that runs the model in eval mode under ``inference_mode`` (no activations kept)."""
-    model.eval()
+class Forward(TimedWorkload):
+    """Runs before training, so its peak is not inflated by gradients and optimizer state."""
 
-    def step() -> object:
-        with torch.inference_mode():
-            return model(inputs)
+    name = "forward"
+    order = 10
+    flops_field = "forward_flops_per_sample"
+    columns = (Column("fwd samples/s", ("forward_samples_per_s",), "{:,.0f}"),)
 
-    return step
+    def build_step(self, setup: CaseSetup, ctx: Context | None) -> Callable[[], object]:
+        distributed = ctx is not None and ctx.distributed
+        return forward_step(setup.model, setup.batch[0], grad_mode=distributed)
+
+
+register(Forward())

@@ -1,14 +1,94 @@
-"""Time a step under a memory meter and turn seconds per step into throughput, FLOP/s and MFU."""
+"""Workloads that time one step: the step under a memory meter, then throughput, FLOP/s and MFU.
+
+A ``TimedWorkload`` subclass says how to build its step and how many FLOPs a sample costs; the
+timing, the memory peaks, the derived figures and their specs are the same for every such
+workload, named ``{workload}_{metric}``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-
+from scaling_bench.core.metrics import HIGHER, LOWER, NEITHER, MetricSpec, prefixed
 from scaling_bench.core.stats import scaled, single
+from scaling_bench.meters import memory, timing
 from scaling_bench.meters.memory import PeakMemory
-from scaling_bench.meters.timing import Timing, measure
+from scaling_bench.meters.timing import measure
+from scaling_bench.workloads.base import Context, Workload
+
+if TYPE_CHECKING:
+    import torch
+
+    from scaling_bench.predict.plan import Plan
+    from scaling_bench.workloads.setup import CaseSetup
+
+#: The figures derived from the step time (each its samples scaled by a constant).
+DERIVED_SPECS = (
+    MetricSpec("samples_per_s", "samples/s", HIGHER, "derived", "step_s", label="throughput"),
+    MetricSpec("tokens_per_s", "tokens/s", HIGHER, "derived", "step_s", label="tokens/s"),
+    MetricSpec("flops_per_s", "FLOP/s", HIGHER, "derived", "step_s", label="FLOP/s"),
+    MetricSpec("mfu", "fraction", HIGHER, "derived", "step_s", label="MFU"),
+    MetricSpec("sample_s", "s", LOWER, "derived", "step_s", label="seconds per sample"),
+    MetricSpec("samples_per_s_per_rank", "samples/s", HIGHER, "derived", "step_s",
+               label="throughput per rank"),
+    MetricSpec("scaling_efficiency", "fraction", HIGHER, "derived", "step_s",
+               label="scaling efficiency against one process"),
+)  # fmt: skip
+#: The peak FLOP/s that MFU is measured against: about the machine, never compared.
+PEAK_FLOPS = MetricSpec("peak_flops_per_s", "FLOP/s", NEITHER, "bookkeeping", label="peak")
+
+
+class TimedWorkload(Workload):
+    """A step timed until its median settles, under ``PeakMemory``."""
+
+    timed = True
+    #: FLOPs of one sample, from the plan (the workload's own formula).
+    flops_field: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        own = prefixed(cls.name, (*timing.SPECS, *memory.SPECS, *DERIVED_SPECS))
+        cls.specs = (*own, PEAK_FLOPS, *cls.specs)
+        flops = MetricSpec(f"{cls.name}_flops_per_sample", "FLOP", NEITHER, "predicted")
+        cls.predicted_specs = (flops, *cls.predicted_specs)
+
+    def build_step(self, setup: CaseSetup, ctx: Context | None) -> Callable[[], object]:
+        raise NotImplementedError
+
+    def step(self, setup: CaseSetup) -> Callable[[], object]:
+        return self.build_step(setup, None)
+
+    def flops_per_sample(self, plan: Plan) -> int:
+        return getattr(plan, self.flops_field)
+
+    def measure(self, setup: CaseSetup, ctx: Context) -> dict[str, dict]:
+        step = self.build_step(setup, ctx)
+        with PeakMemory(setup.device, baseline_rss_bytes=ctx.baseline_rss_bytes) as peaks:
+            timed = measure(step, setup.device, budget_s=setup.case.budget_s, agree=ctx.agree)
+        metrics = timed.metrics(self.name) | {f"{self.name}_timed_s": single(timed.timed_s, "s")}
+        return metrics | {f"{self.name}_{name}": m for name, m in peaks.metrics().items()}
+
+    def derive(self, metrics: dict[str, dict], setup: CaseSetup, ctx: Context) -> dict[str, dict]:
+        step_s = metrics[f"{self.name}_step_s"]
+        p = setup.plan
+        out = derived_metrics(
+            self.name,
+            step_s,
+            batch_size=p.batch_size * ctx.world_size,
+            flops_per_sample=self.flops_per_sample(p),
+            tokens_per_sample=p.tokens_per_sample,
+            peak_flops=ctx.peak_flops,
+            devices=ctx.devices,
+        )
+        if ctx.distributed:
+            out[f"{self.name}_samples_per_s_per_rank"] = scaled(
+                step_s, p.batch_size, "samples/s", invert=True
+            )
+        return out
+
+    def predict(self, plan: Plan, device: torch.device, ctx: Context) -> dict[str, dict]:
+        return {f"{self.name}_flops_per_sample": single(self.flops_per_sample(plan), "FLOP")}
 
 
 def derived_metrics(
@@ -44,32 +124,3 @@ def derived_metrics(
             "the peak is too low or the FLOP count too high"
         )
     return out
-
-
-def measure_step(
-    prefix: str,
-    step: Callable[[], object],
-    device: torch.device,
-    *,
-    batch_size: int,
-    flops_per_sample: int,
-    tokens_per_sample: int | None,
-    peak_flops: float,
-    budget_s: float,
-    baseline_rss_bytes: int | None = None,
-) -> tuple[dict[str, dict], Timing]:
-    """Metrics named ``{prefix}_…``: step time, throughput, FLOP/s, MFU and peak memory."""
-    with PeakMemory(device, baseline_rss_bytes=baseline_rss_bytes) as memory:
-        timing = measure(step, device, budget_s=budget_s)
-    metrics = timing.metrics(prefix)
-    metrics |= derived_metrics(
-        prefix,
-        metrics[f"{prefix}_step_s"],
-        batch_size=batch_size,
-        flops_per_sample=flops_per_sample,
-        tokens_per_sample=tokens_per_sample,
-        peak_flops=peak_flops,
-    )
-    metrics[f"{prefix}_timed_s"] = single(timing.timed_s, "s")
-    metrics |= {f"{prefix}_{name}": m for name, m in memory.metrics().items()}
-    return metrics, timing

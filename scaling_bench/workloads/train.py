@@ -1,62 +1,115 @@
-"""Training: forward, cross-entropy, backward and an optimizer step, as a training loop runs it."""
+"""Training: forward, cross-entropy, backward and an optimizer step, as a training loop runs it.
+
+Its memory peak is held against the plan's training memory, under the measured peak's name: the
+allocator's on a GPU, the worker's RSS above its baseline on a CPU. On the ranks of a distributed
+case it also counts the bytes of weights, gradients and optimizer state each rank holds (an FSDP
+shard, or all of it), beside each rank's predicted share.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
+from scaling_bench.core.stats import single
+from scaling_bench.predict.plan import Plan, TrainMemory, rank_memory
+from scaling_bench.workloads.base import Column, Context, Needs, register
+from scaling_bench.workloads.setup import CaseSetup
+from scaling_bench.workloads.steps import train_step
+from scaling_bench.workloads.timed import TimedWorkload
 
-from scaling_bench.core.errors import UserError
+if TYPE_CHECKING:
+    import torch
 
-#: Optimizer state tensors per parameter tensor, each the size of the parameter.
-OPTIMIZER_STATE_SLOTS = {"sgd": 0, "sgd-momentum": 1, "adam": 2, "adamw": 2}
-#: Adam keeps a scalar fp32 ``step`` tensor per parameter: in the checkpoint, not the memory.
-OPTIMIZER_STEP_TENSORS = {"sgd": 0, "sgd-momentum": 0, "adam": 1, "adamw": 1}
-
-
-def optimizer_slots(name: str) -> int:
-    if name not in OPTIMIZER_STATE_SLOTS:
-        choices = ", ".join(OPTIMIZER_STATE_SLOTS)
-        raise UserError(f"unknown optimizer {name!r}; choose from {choices}")
-    return OPTIMIZER_STATE_SLOTS[name]
-
-
-def make_optimizer(
-    name: str, params: Iterable[nn.Parameter], lr: float = 1e-3, weight_decay: float = 0.0
-) -> torch.optim.Optimizer:
-    """The optimizers whose state the memory prediction knows (``OPTIMIZER_STATE_SLOTS``)."""
-    optimizer_slots(name)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd-momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+#: The measured training peak that the prediction is held against, by device type.
+PEAK_NAMES = {
+    "cuda": "train_peak_gpu_allocated_bytes",
+    "cpu": "train_peak_cpu_rss_above_baseline_bytes",
+}
+_STATE = ("weights", "gradients", "optimizer_state")
+_PARTS = (*_STATE, "activations")
 
 
-def loss_of(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Cross-entropy over every output position: classes for images, next tokens for gpt."""
-    inputs, targets = batch
-    out = model(inputs)
-    return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), targets.reshape(-1))
+class Train(TimedWorkload):
+    """After forward, so the inference peak is not inflated by the training state."""
+
+    name = "train"
+    order = 20
+    needs = Needs.WEIGHTS
+    trains = True
+    flops_field = "train_flops_per_sample"
+    specs = tuple(
+        MetricSpec(f"train_{part}_bytes_per_rank", "bytes", LOWER, "counted") for part in _STATE
+    )
+    predicted_specs = tuple(
+        MetricSpec(name, "bytes", NEITHER, "predicted")
+        for name in (
+            *(f"train_{part}_bytes" for part in _PARTS),
+            "train_activations_bytes_per_rank",
+        )
+    )
+    columns = (
+        Column("train samples/s", ("train_samples_per_s",), "{:,.0f}"),
+        Column("MFU", ("train_mfu",), "{:.1%}"),
+        Column("peak mem", tuple(PEAK_NAMES.values()), "bytes"),
+        Column("predicted", tuple(PEAK_NAMES.values()), "bytes", section="predicted"),
+    )
+
+    def build_step(self, setup: CaseSetup, ctx: Context | None) -> Callable[[], object]:
+        return train_step(setup.model, setup.optimizer, setup.batch)
+
+    def measure(self, setup: CaseSetup, ctx: Context) -> dict[str, dict]:
+        metrics = super().measure(setup, ctx)
+        if ctx.distributed:
+            metrics |= _held_bytes(setup)
+        return metrics
+
+    def predict(self, plan: Plan, device: torch.device, ctx: Context) -> dict[str, dict]:
+        out = super().predict(plan, device, ctx)
+        out |= _memory_metrics(plan.train_memory, PEAK_NAMES[device.type], "")
+        if ctx.distributed:
+            share = rank_memory(plan.train_memory, ctx.strategy, ctx.world_size)
+            out |= _memory_metrics(share, PEAK_NAMES[device.type], "_per_rank")
+        return out
 
 
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch: tuple[torch.Tensor, torch.Tensor],
-) -> Callable[[], torch.Tensor]:
-    """A step that frees gradients with ``set_to_none`` first, so each step allocates them anew."""
-    model.train()
+def _memory_metrics(memory: TrainMemory, peak_name: str, suffix: str) -> dict[str, dict]:
+    """The predicted total under the measured peak's name (a rank's peak: its share's total)."""
+    out = {peak_name: single(memory.total_bytes, "bytes")}
+    for part in _PARTS:
+        out[f"train_{part}_bytes{suffix}"] = single(asdict(memory)[f"{part}_bytes"], "bytes")
+    return out
 
-    def step() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(model, batch)
-        loss.backward()
-        optimizer.step()
-        return loss
 
-    return step
+def _local_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the part of each tensor that lives on this rank (an FSDP shard, or all of it)."""
+    from torch.distributed.tensor import DTensor
+
+    local = (t.to_local() if isinstance(t, DTensor) else t for t in tensors)
+    return sum(t.numel() * t.element_size() for t in local)
+
+
+def _held_bytes(setup: CaseSetup) -> dict[str, dict]:
+    """Bytes of weights, gradients and optimizer state this rank holds (Adam's scalar step
+    counters left out, as in the prediction)."""
+    import torch
+
+    setup.ensure_training_state()
+    params = list(setup.model.parameters())
+    state = [
+        t
+        for s in setup.optimizer.state.values()
+        for t in s.values()
+        if torch.is_tensor(t) and t.dim()
+    ]
+    held = {
+        "weights": params,
+        "gradients": [p.grad for p in params if p.grad is not None],
+        "optimizer_state": state,
+    }
+    return {f"train_{k}_bytes_per_rank": single(_local_bytes(v), "bytes") for k, v in held.items()}
+
+
+register(Train())

@@ -1,0 +1,86 @@
+"""Each measurement beside its prediction, flagged where the two are more than 25% apart.
+
+Memory and checkpoint bytes are held to the predictions the record carries. Time has no absolute
+prediction (it depends on the machine), so time per sample is held to FLOPs per sample at the
+FLOP/s of the series' largest case: a smaller case that flags spends the excess on overhead that
+FLOPs do not count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from scaling_bench.analysis.fits import (
+    WORKLOADS,
+    by_series,
+    flops_per_sample,
+    positive_value,
+    s_per_sample,
+)
+
+THEORY_TOLERANCE = 0.25
+
+
+@dataclass(frozen=True)
+class TheoryCheck:
+    """One measurement beside its prediction; flagged beyond ``THEORY_TOLERANCE``."""
+
+    case_id: str
+    series: str
+    params: int
+    quantity: str
+    unit: str
+    measured: float
+    predicted: float
+
+    @property
+    def ratio(self) -> float:
+        return self.measured / self.predicted
+
+    @property
+    def flagged(self) -> bool:
+        return abs(self.ratio - 1) > THEORY_TOLERANCE
+
+
+def flops_rate(group: Sequence[dict], workload: str) -> float | None:
+    """The FLOP/s of the series' largest measured case: the constant in ``time ∝ FLOPs``.
+
+    The largest case is the nearest to compute-bound; against its rate, a smaller case's excess
+    time is the overhead that FLOPs do not account for.
+    """
+    rates = [
+        f / t
+        for r in group
+        if (f := flops_per_sample(r, workload)) and (t := s_per_sample(r, workload))
+    ]
+    return rates[-1] if rates else None
+
+
+def theory_checks(records: Iterable[dict]) -> list[TheoryCheck]:
+    """Memory and checkpoint bytes against their predictions; time per sample against FLOPs per
+    sample at the rate of the series' largest case, so a case flags where overhead, not FLOPs,
+    sets its time."""
+    checks = []
+    for series, group in by_series(records).items():
+        rates = {w: flops_rate(group, w) for w in WORKLOADS}
+        for r in group:
+            pairs = [
+                (
+                    name,
+                    m.get("unit", ""),
+                    positive_value(r["metrics"], name),
+                    positive_value(r["predicted"], name),
+                )
+                for name, m in r["predicted"].items()
+            ]
+            for w, rate in rates.items():
+                flops = flops_per_sample(r, w)
+                predicted = flops / rate if flops and rate else None
+                pairs.append((f"{w}_s_per_sample", "s", s_per_sample(r, w), predicted))
+            checks.extend(
+                TheoryCheck(r["case_id"], series, r["params"], *pair)
+                for pair in pairs
+                if pair[2] is not None and pair[3] is not None
+            )
+    return checks

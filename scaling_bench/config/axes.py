@@ -1,0 +1,230 @@
+"""The axes of a grid, declared once.
+
+An axis is one thing a case can vary or set: its type, its default, the CLI flag, the grid-file
+key, the variable the pytest and asv front-ends read, its case-id token and its validation.
+``Case`` is generated from this list, and so are the case id, the grid file's schema, the flags
+of ``scaling-bench run`` and the ``--sb-*`` options of the pytest plugin: adding an axis is one
+entry here (and the code that uses its value).
+
+``multi`` axes are grid dimensions: a grid holds several values and its cases are their product
+(families × sizes × dtypes × …); every other axis holds one value for the whole grid. A multi axis
+must have a case-id token, or two cases of one grid would share an id.
+
+Values are validated by pydantic: strictly for grid files (``batch_size = true`` or
+``budget_s = "0.2"`` are refused, not coerced), from text for flags. Names that a higher layer
+registers (workloads) are declared into ``declare_choice`` by that layer when it loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+
+from scaling_bench.config.sizes import format_size, parse_sizes
+from scaling_bench.core.dtypes import DTYPES
+from scaling_bench.core.errors import UserError
+from scaling_bench.core.optimizers import DEFAULT_OPTIMIZER, OPTIMIZERS
+from scaling_bench.models import FAMILY_NAMES
+
+#: A case's or a workload's seconds: finite and positive; a week at most, which keeps every
+#: timer and ``faulthandler`` deadline representable.
+MAX_SECONDS = 7 * 24 * 3600.0
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1)]
+STRATEGIES = ("ddp", "fsdp")
+
+_declared: dict[str, dict[str, bool]] = {}
+
+
+def declare_choice(axis: str, value: str, default: bool = False) -> None:
+    """A name a higher layer provides (a workload), and whether grids include it by default."""
+    _declared.setdefault(axis, {})[value] = default
+
+
+def declared(axis: str) -> tuple[str, ...]:
+    return tuple(_declared.get(axis, {}))
+
+
+def declared_defaults(axis: str) -> tuple[str, ...]:
+    return tuple(name for name, default in _declared.get(axis, {}).items() if default)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One axis. ``kind`` is a single value's type (pydantic annotation); a ``sequence`` axis's
+    value is a tuple of such values (the workloads of a case); ``token(case)`` is the axis's part
+    of the case id, or None to leave it out."""
+
+    name: str
+    kind: Any
+    default: Any
+    help: str
+    flag: str | None = None
+    key: str | None = None
+    env: str | None = None
+    multi: bool = False
+    sequence: bool = False
+    token: Callable[[Any], str | None] | None = None
+    choices: Callable[[], Sequence[str]] | None = None
+    parse_text: Callable[[str, str], tuple] | None = None
+    #: What one value is called in messages (``unknown workload 'x'``).
+    noun: str = ""
+
+    def check_choice(self, value: Any, what: str) -> Any:
+        if self.choices is not None and value is not None:
+            allowed = tuple(self.choices())
+            if value not in allowed:
+                noun = self.noun or self.name
+                raise UserError(f"{what}: unknown {noun} {value!r}; choose from "
+                                f"{', '.join(allowed)}")  # fmt: skip
+        return value
+
+    def _one(self, raw: Any, what: str, strict: bool) -> Any:
+        try:
+            value = _adapter(self.kind, strict).validate_python(raw)
+        except ValidationError as exc:
+            raise UserError(f"{what} {raw!r}: {_reason(exc)}") from None
+        return self.check_choice(value, what)
+
+    def parse(self, text: str, what: str | None = None) -> tuple:
+        """The grid's alternatives from flag text (``fp32,bf16``); for one-valued axes, one."""
+        what = what or self.flag or self.name
+        if self.parse_text is not None:
+            return self.parse_text(text, what)
+        if self.multi or self.sequence:
+            items = [s.strip() for s in str(text).split(",")]
+            if not any(items):
+                raise UserError(f"{what} {text!r}: no {self.noun or self.name} given")
+            if not all(items):
+                raise UserError(f"{what} {text!r}: empty item")
+            values = tuple(dict.fromkeys(self._one(item, what, strict=False) for item in items))
+            return (values,) if self.sequence else values
+        if not str(text).strip():
+            raise UserError(f"{what} {text!r}: empty")
+        return (self._one(text.strip(), what, strict=False),)
+
+    def from_file(self, raw: Any, what: str) -> tuple:
+        """The grid's alternatives from a grid file's value, its types checked strictly."""
+        if isinstance(raw, str) and (self.multi or self.sequence or self.parse_text):
+            return self.parse(raw, what)
+        if self.parse_text is not None:
+            if not isinstance(raw, list) or not raw:
+                raise UserError(f"{what} = {raw!r}: a string or a non-empty list")
+            return tuple(sorted({v for item in raw for v in self.parse_text(str(item), what)}))
+        if self.multi or self.sequence:
+            items = raw if isinstance(raw, list) else [raw]
+            if not items:
+                raise UserError(f"{what} = []: no {self.noun or self.name} given")
+            values = tuple(dict.fromkeys(self._one(item, what, strict=True) for item in items))
+            return (values,) if self.sequence else values
+        return (self._one(raw, what, strict=True),)
+
+
+_ADAPTERS: dict[tuple[int, bool], TypeAdapter] = {}
+
+
+def _adapter(kind: Any, strict: bool) -> TypeAdapter:
+    key = (id(kind), strict)
+    if key not in _ADAPTERS:
+        config = ConfigDict(strict=strict, allow_inf_nan=False)
+        _ADAPTERS[key] = TypeAdapter(kind, config=config)
+    return _ADAPTERS[key]
+
+
+def _reason(exc: ValidationError) -> str:
+    """pydantic's first complaint, in one line, lower-cased like our own messages."""
+    msg = exc.errors()[0]["msg"]
+    return msg[:1].lower() + msg[1:]
+
+
+def typed_value(kind: Any, raw: Any, what: str, strict: bool) -> Any:
+    """``raw`` validated as ``kind`` (a config field's or a setting's type)."""
+    try:
+        return _adapter(kind, strict).validate_python(raw)
+    except ValidationError as exc:
+        raise UserError(f"{what} = {raw!r}: {_reason(exc)}") from None
+
+
+def _strategy_token(case: Any) -> str | None:
+    """Last, so a single-process case's id is the distributed one's without its suffix."""
+    if not case.strategy:
+        return None
+    ranks = f"{case.nnodes}x{case.nproc_per_node}" if case.nnodes > 1 else case.world_size
+    return f"{case.strategy}{ranks}"
+
+
+def _overrides_token(case: Any) -> str | None:
+    return "-".join(f"{k}={v}" for k, v in case.overrides) or None
+
+
+AXES: tuple[Axis, ...] = (
+    Axis(
+        "family", str, None, "model families: " + ",".join(FAMILY_NAMES),
+        flag="--families", key="families", env="SCALING_BENCH_FAMILIES", multi=True,
+        token=lambda c: c.family, choices=lambda: FAMILY_NAMES,
+    ),
+    Axis(
+        "target_params", float, None, "1e5,1e6 or 1e5:1e8:x10 (factor) or 1e5:1e8:7 (points)",
+        flag="--sizes", key="sizes", env="SCALING_BENCH_SIZES", multi=True,
+        token=lambda c: format_size(c.target_params), parse_text=parse_sizes, noun="size",
+    ),
+    Axis(
+        "dtype", str, "fp32", "parameter dtypes: " + ",".join(DTYPES),
+        flag="--dtype", key="dtypes", env="SCALING_BENCH_DTYPE", multi=True,
+        token=lambda c: c.dtype, choices=lambda: tuple(DTYPES),
+    ),
+    Axis(
+        "device", str, "cpu", "auto, cpu, cuda or cuda:N",
+        flag="--device", key="device", env="SCALING_BENCH_DEVICE",
+        token=lambda c: c.device.split(":")[0],
+    ),
+    Axis(
+        "workloads", str, None, "the workloads each case runs, comma-separated",
+        flag="--workloads", key="workloads", env="SCALING_BENCH_WORKLOADS", sequence=True,
+        choices=lambda: declared("workloads"), noun="workload",
+    ),
+    Axis(
+        "batch_size", Count | None, None, "samples per step (default: the family's)",
+        flag="--batch-size", key="batch_size", env="SCALING_BENCH_BATCH_SIZE", multi=True,
+        token=lambda c: None if c.batch_size is None else f"bs{c.batch_size}",
+    ),
+    Axis(
+        "optimizer", str, DEFAULT_OPTIMIZER, "optimizers: " + ",".join(OPTIMIZERS),
+        flag="--optimizer", key="optimizer", env="SCALING_BENCH_OPTIMIZER", multi=True,
+        token=lambda c: None if c.optimizer == DEFAULT_OPTIMIZER else c.optimizer,
+        choices=lambda: OPTIMIZERS,
+    ),
+    Axis("overrides", tuple, (), "config fields set per family", token=_overrides_token),
+    Axis(
+        "budget_s", Seconds, 5.0, "seconds of timing per workload",
+        flag="--budget", key="budget_s",
+    ),
+    Axis(
+        "timeout_s", Seconds, 300.0, "seconds per case, worker start included",
+        flag="--timeout", key="timeout_s",
+    ),
+    Axis(
+        "nproc_per_node", Count, 1, "ranks on this node (one per GPU)",
+        flag="--nproc-per-node", key="nproc_per_node",
+    ),
+    Axis(
+        "nnodes", Count, 1, "nodes, each running this same command",
+        flag="--nnodes", key="nnodes",
+    ),
+    Axis(
+        "strategy", str | None, None, "ddp or fsdp: run each case under torchrun",
+        flag="--strategy", key="strategy", token=_strategy_token, choices=lambda: STRATEGIES,
+    ),
+    Axis("convergence", tuple, (), "the convergence workload's settings"),
+)  # fmt: skip
+
+BY_NAME = {axis.name: axis for axis in AXES}
+#: Axes whose values a grid holds per family: sizes, and config overrides.
+PER_FAMILY = ("target_params", "overrides")
+
+
+def axis(name: str) -> Axis:
+    return BY_NAME[name]

@@ -1,0 +1,96 @@
+"""A case is a value: one point of a grid, every axis set, with a stable readable id.
+
+``Case`` is generated from ``axes.AXES``: one field per axis, in that order, so ``Case("gpt",
+1e8, "bf16")`` reads as family, size, dtype. Its ``case_id`` joins the axes' tokens
+(``gpt-1e8-bf16-cuda``), so results join across runs, machines and front-ends; axes without a
+token (the workloads, the timing budget, the convergence settings) are left out of the id, and
+the record's ``case`` holds them in full. A case does no work: planning it is the planner's job.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, field, fields, make_dataclass, replace
+from typing import Any
+
+from scaling_bench.config.axes import AXES, declared_defaults
+from scaling_bench.config.sizes import format_size
+from scaling_bench.core.dtypes import DTYPES
+from scaling_bench.models import FAMILY_NAMES
+
+#: Axes whose value is a mapping, kept in the case as sorted ``(key, value)`` pairs (hashable).
+_MAPPINGS = ("overrides", "convergence")
+
+
+def _hashable(values: dict[str, object]) -> tuple[tuple[str, object], ...]:
+    """JSON gives lists where the config had tuples; a case must stay hashable and equal."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in values.items()))
+
+
+class _CaseBase:
+    """What every generated ``Case`` can say about itself."""
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+    @property
+    def case_id(self) -> str:
+        tokens = (axis.token(self) for axis in AXES if axis.token is not None)
+        return "-".join(t for t in tokens if t)
+
+    @property
+    def series_id(self) -> str:
+        """The case id without its size: every axis but N, one line on a scaling plot."""
+        return replace(self, target_params=1.0).case_id.replace(f"-{format_size(1.0)}-", "-", 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for name in _MAPPINGS:
+            out[name] = dict(getattr(self, name))
+        out["case_id"] = self.case_id
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """The case a record's ``case`` describes; keys of axes it lacks take their defaults."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if "workloads" in kwargs:
+            kwargs["workloads"] = tuple(kwargs["workloads"])
+        for name in _MAPPINGS:
+            kwargs[name] = _hashable(dict(kwargs.get(name) or {}))
+        return cls(**kwargs)
+
+
+def _default(axis_name: str, value: Any) -> Any:
+    if axis_name == "workloads":
+        return field(default_factory=lambda: declared_defaults("workloads"))
+    return field(default=value)
+
+
+Case = make_dataclass(
+    "Case",
+    [
+        (a.name, Any, _default(a.name, a.default))
+        if a.default is not None or a.name not in ("family", "target_params")
+        else (a.name, Any)
+        for a in AXES
+    ],
+    bases=(_CaseBase,),
+    frozen=True,
+)
+Case.__module__ = __name__
+Case.__doc__ = "One case of a grid: a value per axis (``axes.AXES``)."
+
+_ID = re.compile(
+    rf"^(?P<family>{'|'.join(FAMILY_NAMES)})-(?P<size>\d+(\.\d+)?e\d+)"
+    rf"-(?P<dtype>{'|'.join(DTYPES)})-(?P<device>[a-z]+)(?:-(?P<rest>.+))?$"
+)
+
+
+def parse_case_id(text: str) -> dict[str, str] | None:
+    """A case id's leading axes (family, size, dtype, device) and the rest of its tokens as one
+    string; None where ``text`` is not a case id. The one place an id is read back."""
+    match = _ID.match(text)
+    return match.groupdict() if match else None

@@ -1,0 +1,363 @@
+"""The report's plots, drawn on bare ``matplotlib.figure.Figure`` objects (the Agg canvas, no
+pyplot state), so reports can be built in any process or thread.
+
+Each plot puts theory beside measurement: dotted lines are predictions (throughput at the FLOP/s of
+the series' largest case, predicted memory and checkpoint bytes), dashed lines are fitted power
+laws, and the ratio panels shade the ±25% band outside which a case is flagged.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from scaling_bench.analysis.compare import STABILITY_METRICS, Comparison
+from scaling_bench.analysis.fits import WORKLOADS, ScalingFit, flops_per_sample
+from scaling_bench.analysis.theory import THEORY_TOLERANCE, flops_rate
+from scaling_bench.core.errors import UserError
+from scaling_bench.report.tables import machine_line
+from scaling_bench.store.records import TRAIN_PEAK_NAMES
+
+MARKERS = "osD^v<>ph*"
+LINESTYLES = ("-", "--", "-.")
+LINESTYLE_NAMES = ("solid", "dashed", "dash-dot")
+PEAK_METRICS = tuple(TRAIN_PEAK_NAMES.values())
+CHECKPOINT_METRICS = ("checkpoint_bytes", "checkpoint_bytes_with_optimizer")
+NOTHING_MEASURED = "Nothing measured for this plot."
+NO_CONVERGENCE = "run with --workloads convergence."
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG at 100 dpi, cropped to what is drawn."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def png_base64(fig: Figure) -> str:
+    """The figure as base64 PNG, for a ``data:`` URL: the report needs no files beside it."""
+    return base64.b64encode(png_bytes(fig)).decode("ascii")
+
+
+def _styles(series: Sequence[str]) -> dict[str, dict]:
+    """A colour and marker per series, the same in every plot of the report."""
+    colors = [f"C{i % 10}" for i in range(len(series))]
+    return {
+        s: {"color": c, "marker": MARKERS[i % len(MARKERS)]}
+        for i, (s, c) in enumerate(zip(series, colors, strict=True))
+    }
+
+
+def _figure(n_panels: int, width: float = 5.2, height: float = 3.8) -> tuple[Figure, list]:
+    cols = min(n_panels, 3)
+    rows = math.ceil(n_panels / cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _bytes_axis(ax) -> None:
+    """Ticks at powers of 4 bytes (16 KiB, 64 KiB, 256 KiB, 1 MiB), labelled in binary units."""
+
+    def label(v: float, _: object) -> str:
+        exponent = min(int(math.log(max(v, 1), 1024)), 4)
+        return f"{v / 1024**exponent:g} {('B', 'KiB', 'MiB', 'GiB', 'TiB')[exponent]}"
+
+    ax.yaxis.set_major_locator(LogLocator(base=4))
+    ax.yaxis.set_major_formatter(FuncFormatter(label))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _plain_ticks(ax) -> None:
+    """``3`` rather than ``3×10⁰`` on a log axis that spans less than a decade."""
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+
+
+def _metric(record: dict, name: str) -> dict | None:
+    m = record["metrics"].get(name)
+    return m if isinstance(m, dict) and isinstance(m.get("value"), int | float) else None
+
+
+def _present(groups: dict, names: Sequence[str]) -> list[str]:
+    """The names among ``names`` that some record of some series has measured."""
+    return [n for n in names if any(_metric(r, n) for g in groups.values() for r in g)]
+
+
+def _points(group: list[dict], value: Callable[[dict], float | None]) -> tuple[list, list]:
+    pairs = [(r["params"], v) for r in group if (v := value(r)) is not None]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _plot_metric(ax, group: list[dict], name: str, style: dict, label: str) -> None:
+    """Median with its p10–p90 range as an error bar, joined by a line."""
+    rows = [(r["params"], m) for r in group if (m := _metric(r, name))]
+    if not rows:
+        return
+    xs = [n for n, _ in rows]
+    ys = [m["value"] for _, m in rows]
+    lo = [max(m["value"] - m.get("p10", m["value"]), 0) for _, m in rows]
+    hi = [max(m.get("p90", m["value"]) - m["value"], 0) for _, m in rows]
+    ax.errorbar(xs, ys, yerr=[lo, hi], label=label, capsize=3, **style)
+
+
+def _throughput_figure(groups: dict, styles: dict) -> Figure | None:
+    """Samples/s against N, with time ∝ FLOPs drawn at the FLOP/s of the series' largest case."""
+    present = [w for w in WORKLOADS if _present(groups, [f"{w}_samples_per_s"])]
+    if not present:
+        return None
+    fig, axes = _figure(len(present))
+    for ax, w in zip(axes, present, strict=True):
+        for series, group in groups.items():
+            _plot_metric(ax, group, f"{w}_samples_per_s", styles[series], series)
+            rate = flops_rate(group, w)
+            xs, flops = _points(group, lambda r, w=w: flops_per_sample(r, w))
+            if rate and xs:
+                ax.plot(xs, [rate / f for f in flops], ":", color=styles[series]["color"])
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="parameters",
+            ylabel="samples / s",
+            title=f"{w} throughput (dotted: time ∝ FLOPs)",
+        )
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _mfu_figure(groups: dict, styles: dict) -> Figure | None:
+    present = [w for w in WORKLOADS if _present(groups, [f"{w}_mfu"])]
+    if not present:
+        return None
+    fig, axes = _figure(len(present))
+    for ax, w in zip(axes, present, strict=True):
+        for series, group in groups.items():
+            _plot_metric(ax, group, f"{w}_mfu", styles[series], series)
+        ax.set(
+            xscale="log", xlabel="parameters", ylabel="MFU", title=f"{w} model FLOPs utilisation"
+        )
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _measured_vs_predicted_figure(
+    groups: dict, styles: dict, names: Sequence[str], title: str
+) -> Figure | None:
+    """Bytes measured (markers) and predicted (dotted), and their ratio against the ±25% band;
+    one line style per metric of ``names`` that has a prediction, one colour per series."""
+    present = [
+        n
+        for n in _present(groups, names)
+        if any(n in r["predicted"] for g in groups.values() for r in g)
+    ]
+    if not present:
+        return None
+    fig, axes = _figure(2)
+    absolute, ratio = axes
+    for series, group in groups.items():
+        for i, name in enumerate(present):
+            style = dict(styles[series], linestyle=LINESTYLES[i])
+            label = series if i == 0 else None
+            _plot_metric(absolute, group, name, style, label)
+            pairs = [
+                (r["params"], m["value"], r["predicted"][name]["value"])
+                for r in group
+                if (m := _metric(r, name)) and name in r["predicted"]
+            ]
+            xs = [p[0] for p in pairs]
+            absolute.plot(xs, [p[2] for p in pairs], ":", color=style["color"])
+            ratio.plot(xs, [p[1] / p[2] for p in pairs], **style, label=label)
+    styles_note = ", ".join(f"{LINESTYLE_NAMES[i]}: {n}" for i, n in enumerate(present))
+    absolute.set(xscale="log", yscale="log", xlabel="parameters", ylabel="bytes")
+    absolute.set_title(f"{title}\n({styles_note}; dotted: predicted)", fontsize="medium")
+    _bytes_axis(absolute)
+    absolute.legend(fontsize="small")
+    ratio.axhspan(1 - THEORY_TOLERANCE, 1 + THEORY_TOLERANCE, color="0.9", zorder=0)
+    ratio.axhline(1, color="0.5", linewidth=0.8)
+    ratio.set(xscale="log", yscale="log", xlabel="parameters", ylabel="measured / predicted")
+    ratio.set_title(f"{title}: measured / predicted\n(band: ±{THEORY_TOLERANCE:.0%})")
+    _plain_ticks(ratio)  # after the scale is set: setting it resets the tick labels
+    return fig
+
+
+#: Where the convergence workload keeps its curves, and how each is drawn.
+CURVES = (("final_loss_mean", "train", "-"), ("heldout_loss", "held-out", "--"))
+
+
+def loss_curves(record: dict, metric: str) -> list[tuple[list[float], list[float]]]:
+    """The ``(steps, losses)`` of each seed at the case's best LR, from ``metric["curves"]``
+    (``"lr=1e-3,seed=0"`` -> ``[[step, loss], …]``; a non-finite loss is null and left out)."""
+    curves = (record["metrics"].get(metric) or {}).get("curves") or {}
+    best = (record["metrics"].get("best_lr") or {}).get("value")
+    prefix = f"lr={best:g}," if isinstance(best, int | float) else ""
+    out = []
+    for key, points in sorted(curves.items()):
+        if key.startswith(prefix):
+            finite = [(s, v) for s, v in points if v is not None]
+            out.append(([s for s, _ in finite], [v for _, v in finite]))
+    return out
+
+
+def _loss_curve_figure(groups: dict) -> Figure | None:
+    """One panel per series: every size's seeds at its best LR, coloured from small to large."""
+    panels = {
+        series: [r for r in group if any(loss_curves(r, m) for m, _, _ in CURVES)]
+        for series, group in groups.items()
+    }
+    panels = {series: group for series, group in panels.items() if group}
+    if not panels:
+        return None
+    fig, axes = _figure(len(panels))
+    for ax, (series, group) in zip(axes, panels.items(), strict=True):
+        for i, r in enumerate(group):
+            color = colormaps["viridis"](i / max(len(group) - 1, 1))
+            for metric, _, linestyle in CURVES:
+                for j, (steps, losses) in enumerate(loss_curves(r, metric)):
+                    label = f"{r['params']:,}" if j == 0 and linestyle == "-" else None
+                    ax.plot(steps, losses, linestyle, color=color, linewidth=1, label=label)
+        what = ", ".join(f"{name} {style}" for _, name, style in CURVES)
+        ax.set(yscale="log", xlabel="step", ylabel="loss", title=f"{series} ({what})")
+        _plain_ticks(ax)
+        ax.legend(title="parameters", fontsize="small")
+    return fig
+
+
+def _convergence_figure(groups: dict, styles: dict) -> Figure | None:
+    names = _present(groups, ("final_loss_mean", "heldout_loss", *STABILITY_METRICS))
+    if not names:
+        return None
+    fig, axes = _figure(len(names))
+    for ax, name in zip(axes, names, strict=True):
+        for series, group in groups.items():
+            _plot_metric(ax, group, name, styles[series], series)
+        ax.set(xscale="log", xlabel="parameters", title=name)
+        if name in ("final_loss_mean", "heldout_loss"):
+            ax.set_yscale("log")
+            _plain_ticks(ax)
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _fit_figure(fits: list[ScalingFit], styles: dict) -> Figure | None:
+    """Each fitted quantity's points and its power law, one panel per quantity."""
+    quantities = [
+        q for q in dict.fromkeys(f.quantity for f in fits) if not q.name.endswith("_samples_per_s")
+    ]  # throughput is time per sample upside down, and has its own plot
+    if not quantities:
+        return None
+    fig, axes = _figure(len(quantities), width=4.4, height=3.4)
+    for ax, quantity in zip(axes, quantities, strict=True):
+        for f in (f for f in fits if f.quantity is quantity):
+            xs = [p[0] for p in f.points]
+            style = styles[f.series]
+            ax.plot(xs, [p[1] for p in f.points], linestyle="none", **style)
+            grid = [min(xs) * (max(xs) / min(xs)) ** (i / 20) for i in range(21)]
+            ax.plot(
+                grid,
+                [f.fit(x) for x in grid],
+                "--",
+                color=style["color"],
+                label=f"{f.series}: k={f.fit.exponent:.2f}",
+            )
+        ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel=quantity.unit)
+        ax.set_title(quantity.label)
+        if quantity.unit == "bytes":
+            _bytes_axis(ax)
+        ax.legend(fontsize="x-small")
+    return fig
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One section of the report: its anchor, title, and the PNG or why there is none."""
+
+    anchor: str
+    title: str
+    png_base64: str | None
+    missing: str
+
+
+def report_plots(groups: dict[str, list[dict]], fits: list[ScalingFit]) -> list[Plot]:
+    """Every plot of the report, in order; one colour and marker per series across all of them."""
+    styles = _styles(list(groups))
+    drawn = (
+        (
+            "throughput",
+            "Throughput against parameters",
+            _throughput_figure(groups, styles),
+            NOTHING_MEASURED,
+        ),
+        ("mfu", "Model FLOPs utilisation", _mfu_figure(groups, styles), NOTHING_MEASURED),
+        (
+            "memory",
+            "Peak training memory, measured and predicted",
+            _measured_vs_predicted_figure(groups, styles, PEAK_METRICS, "train peak memory"),
+            NOTHING_MEASURED,
+        ),
+        (
+            "checkpoint",
+            "Checkpoint size, measured and predicted",
+            _measured_vs_predicted_figure(groups, styles, CHECKPOINT_METRICS, "checkpoint"),
+            NOTHING_MEASURED,
+        ),
+        ("fits", "Fitted power laws", _fit_figure(fits, styles), NOTHING_MEASURED),
+        (
+            "loss-curves",
+            "Loss curves per size",
+            _loss_curve_figure(groups),
+            f"No loss curves: {NO_CONVERGENCE}",
+        ),
+        (
+            "stability",
+            "Convergence and stability against parameters",
+            _convergence_figure(groups, styles),
+            f"No convergence metrics: {NO_CONVERGENCE}",
+        ),
+    )
+    return [
+        Plot(anchor, title, png_base64(fig) if fig else None, missing)
+        for anchor, title, fig, missing in drawn
+    ]
+
+
+def comparison_png(comparison: Comparison) -> bytes:
+    """The hardware comparison as a heat map: per family and metric, the geometric-mean ratio
+    CURRENT/BASE, coloured green where CURRENT is better and red where it is worse."""
+    families = comparison.by_family()
+    metrics = sorted({m for f in families.values() for m in f})
+    if not metrics:
+        raise UserError("no metric with a ratio to plot")
+    signs = {r.metric: r.direction for r in comparison.rows}
+    grid = [
+        [math.log2(c[0] ** signs[m]) if (c := families[f].get(m)) else math.nan for f in families]
+        for m in metrics
+    ]
+    finite = [abs(v) for row in grid for v in row if math.isfinite(v)]
+    limit = max(max(finite, default=1.0), 0.1)
+    fig = Figure(figsize=(3 + 1.5 * len(families), 1.2 + 0.32 * len(metrics)), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(grid, cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(len(families)), list(families))
+    ax.set_yticks(range(len(metrics)), metrics, fontsize="small")
+    for i, metric in enumerate(metrics):
+        for j, family in enumerate(families):
+            if cell := families[family].get(metric):
+                ax.text(j, i, f"{cell[0]:.2f}×", ha="center", va="center", fontsize="small")
+    ax.set_title(
+        f"CURRENT / BASE: {machine_line(comparison.current.env)}\n"
+        f"against {machine_line(comparison.base.env)}",
+        fontsize="medium",
+    )
+    fig.colorbar(image, ax=ax, label="log2 of improvement (green: CURRENT better)")
+    return png_bytes(fig)

@@ -1,0 +1,33 @@
+"""The summary for CI logs and pull-request comments, rendered from ``templates/summary.md.j2``:
+exponents, what is far from theory, and the cases that did not finish."""
+
+from __future__ import annotations
+
+import re
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from scaling_bench.report.tables import Findings
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def table_cell(text: object) -> str:
+    """Text that stays inside one markdown table cell: ``|`` escaped, line breaks as spaces."""
+    return _LINE_BREAK.sub(" ", str(text)).replace("|", r"\|")
+
+
+_TEMPLATES = Environment(
+    loader=PackageLoader("scaling_bench.report"),
+    autoescape=False,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+_TEMPLATES.filters["cell"] = table_cell
+
+
+def build_markdown(records: list[dict], source: str) -> str:
+    """A summary for CI logs and pull-request comments: exponents, flags, failures."""
+    return _TEMPLATES.get_template("summary.md.j2").render(report=Findings(records, source))

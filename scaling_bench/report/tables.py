@@ -1,0 +1,242 @@
+"""What the documents and ``compare`` tabulate, and how each figure in a table is written.
+
+``Findings`` computes once what the HTML report and the markdown summary both show, as rows of
+formatted text, so the templates only lay them out; ``comparison_tables`` and ``gate_line`` are
+``compare``'s terminal output (rich tables).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rich.table import Table
+
+from scaling_bench.analysis.compare import FAILED_STATUSES, Comparison
+from scaling_bench.analysis.fits import CONFIDENCE, ScalingFit, by_series, scaling_fits
+from scaling_bench.analysis.theory import THEORY_TOLERANCE, theory_checks
+from scaling_bench.core.units import fmt_bytes
+
+#: Fingerprint keys shown first; the rest follow in their own order.
+MACHINE_KEYS = ("gpu_name", "cpu_model", "hostname", "torch_version", "git_commit")
+
+
+def fmt_value(value: float, unit: str) -> str:
+    """A figure in the unit people read it in."""
+    if unit == "bytes":
+        return fmt_bytes(value)
+    if unit == "s":
+        for scale, suffix in ((1, "s"), (1e3, "ms")):
+            if value * scale >= 1:
+                return f"{value * scale:.3g} {suffix}"
+        return f"{value * 1e6:.3g} µs"
+    if unit == "fraction":
+        return f"{value:.1%}"
+    return f"{value:,.0f} {unit}".rstrip() if value >= 1000 else f"{value:.3g} {unit}".rstrip()
+
+
+def fmt_exponent(fit: ScalingFit) -> str:
+    """``k [lo, hi]``, or ``k`` alone where two sizes leave no interval."""
+    if fit.fit.ci is None:
+        return f"{fit.fit.exponent:.2f}"
+    lo, hi = fit.fit.ci
+    return f"{fit.fit.exponent:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def fmt_theory(fit: ScalingFit) -> str:
+    """The theory exponent, ✓ inside the fitted interval and ✗ outside."""
+    if fit.theory_exponent is None:
+        return ""
+    mark = {True: " ✓", False: " ✗", None: ""}[fit.agrees_with_theory]
+    return f"{fit.theory_exponent:.2f}{mark}"
+
+
+def machines(records: list[dict]) -> list[dict]:
+    """The distinct fingerprints among the records (usually one)."""
+    seen: dict[str, dict] = {}
+    for r in records:
+        env = r.get("env") or {}
+        seen.setdefault(repr(sorted(env.items())), env)
+    return list(seen.values())
+
+
+def machine_line(env: dict) -> str:
+    """``NVIDIA H200, host gpu-3, torch 2.5.1, commit 1a2b3c4d (dirty)``: what tells runs apart."""
+    parts = [str(env[k]) for k in ("gpu_name", "cpu_model") if env.get(k)]
+    parts += [
+        f"{label} {env[k]}"
+        for k, label in (("hostname", "host"), ("torch_version", "torch"))
+        if env.get(k)
+    ]
+    if env.get("git_commit"):
+        dirty = " (dirty)" if env.get("git_dirty") else ""
+        parts.append(f"commit {str(env['git_commit'])[:8]}{dirty}")
+    return ", ".join(parts) or "unknown machine"
+
+
+def machine_rows(env: dict) -> list[tuple[str, str]]:
+    """A fingerprint as (key, value) rows, the keys that tell machines apart first."""
+    keys = [k for k in MACHINE_KEYS if k in env] + [k for k in env if k not in MACHINE_KEYS]
+    return [(k, str(env[k])) for k in keys]
+
+
+def status_counts(records: list[dict]) -> str:
+    """``7 ok, 1 oom``: the statuses in the order they first appear."""
+    counts = Counter(r["status"] for r in records)
+    return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+class Findings:
+    """Everything a report shows (fits, theory checks, failures, machines), computed once for
+    both documents; rows are formatted text."""
+
+    def __init__(self, records: list[dict], source: str, confidence: float = CONFIDENCE) -> None:
+        self.records = records
+        self.source = source
+        self.confidence = confidence
+        self.tolerance = THEORY_TOLERANCE
+        self.groups = by_series(records)
+        self.fits = scaling_fits(records, confidence)
+        self.checks = theory_checks(records)
+        self.flagged = [c for c in self.checks if c.flagged]
+        self.failed = [r for r in records if r["status"] != "ok"]
+        self.machines = machines(records)
+        self.machine_summary = "; ".join(machine_line(env) for env in self.machines)
+        self.status_counts = status_counts(records)
+
+    @property
+    def fit_rows(self) -> list[tuple[str, ...]]:
+        """(series, quantity, k [CI], theory k, R², sizes) for each fit."""
+        return [
+            (
+                f.series,
+                f.quantity.label,
+                fmt_exponent(f),
+                fmt_theory(f),
+                f"{f.fit.r2:.3f}",
+                str(f.fit.n_points),
+            )
+            for f in self.fits
+        ]
+
+    @property
+    def flag_rows(self) -> list[tuple[str, ...]]:
+        """(case, quantity, measured, predicted, ratio) for each check beyond the tolerance."""
+        return [
+            (
+                c.case_id,
+                c.quantity,
+                fmt_value(c.measured, c.unit),
+                fmt_value(c.predicted, c.unit),
+                f"{c.ratio:.2f}",
+            )
+            for c in self.flagged
+        ]
+
+    @property
+    def case_rows(self) -> list[tuple[str, ...]]:
+        """(case, params, status, duration, error's first 160 characters) for every record."""
+        return [
+            (
+                r["case_id"],
+                f"{r['params']:,}" if r["params"] else "",
+                r["status"],
+                f"{r['duration_s']:.1f} s",
+                (r.get("error") or "")[:160],
+            )
+            for r in self.records
+        ]
+
+    @property
+    def machine_tables(self) -> list[list[tuple[str, str]]]:
+        """One (key, value) table per distinct machine among the records."""
+        return [machine_rows(env) for env in self.machines]
+
+
+VERDICT_STYLES = {
+    "regressed": "bold red",
+    "improved": "green",
+    "inconclusive": "yellow",
+    "unchanged": "dim",
+}
+
+
+def comparison_tables(comparison: Comparison, show_all: bool = False) -> list[Table]:
+    """What a person reads after ``compare``: the moved metrics (all with ``show_all``), cases
+    that could not be paired, and the geometric-mean ratio per family."""
+    rows = sorted(
+        (r for r in comparison.rows if show_all or r.verdict != "unchanged"),
+        key=lambda r: (list(VERDICT_STYLES).index(r.verdict), r.case_id, r.metric),
+    )
+    moved = Table(
+        title=f"{comparison.current.source} against {comparison.base.source} "
+        f"(threshold {comparison.threshold:.0%}, α {comparison.alpha:g})"
+    )
+    for name in ("case", "metric"):
+        moved.add_column(name, no_wrap=True)
+    for name in ("base", "current", "ratio", "p"):
+        moved.add_column(name, justify="right")
+    moved.add_column("verdict", no_wrap=True)
+    moved.add_column("why", style="dim")
+    for r in rows:
+        moved.add_row(
+            r.case_id,
+            r.metric,
+            fmt_value(r.base, r.unit),
+            fmt_value(r.current, r.unit),
+            f"{r.ratio:.3f}" if r.ratio is not None else "",
+            f"{r.p_value:.2g}" if r.p_value is not None else "",
+            f"[{VERDICT_STYLES[r.verdict]}]{r.verdict}[/]",
+            r.note,
+        )
+    counts = {v: sum(r.verdict == v for r in comparison.rows) for v in VERDICT_STYLES}
+    moved.caption = ", ".join(f"{n} {v}" for v, n in counts.items()) + (
+        "" if show_all else " (--all lists the unchanged)"
+    )
+    tables = [moved]
+    unpaired = [
+        *((c, "only in BASE", "") for c in comparison.only_base),
+        *((c, "only in CURRENT", "") for c in comparison.only_current),
+        *(
+            (c, f"status {b} → {s}", "fails the gate" * (s in FAILED_STATUSES and b == "ok"))
+            for c, b, s in comparison.status_changes
+        ),
+    ]
+    if unpaired:
+        table = Table(title="Cases not compared")
+        for name in ("case", "why", "gate"):
+            table.add_column(name)
+        for row in unpaired:
+            table.add_row(*row)
+        tables.append(table)
+    families = comparison.by_family()
+    if families:
+        table = Table(
+            title=f"Geometric-mean ratio CURRENT/BASE per family: "
+            f"{machine_line(comparison.current.env)} vs {machine_line(comparison.base.env)}"
+        )
+        table.add_column("metric")
+        for family in families:
+            table.add_column(family, justify="right")
+        metrics = sorted({m for f in families.values() for m in f})
+        for metric in metrics:
+            cells = [families[f].get(metric) for f in families]
+            table.add_row(metric, *(f"{c[0]:.3g}×" if c else "" for c in cells))
+        tables.append(table)
+    return tables
+
+
+def gate_line(comparison: Comparison) -> str:
+    """The last line of ``compare``: what the exit code means, for a CI log."""
+    if not comparison.failed_gate:
+        return f"gate passed: no significant regression beyond {comparison.threshold:.0%}"
+    parts = []
+    if comparison.regressions:
+        n = len(comparison.regressions)
+        parts.append(
+            f"{n} regression{'s' * (n != 1)} beyond {comparison.threshold:.0%} "
+            f"(p < {comparison.alpha:g})"
+        )
+    if comparison.newly_failed:
+        n = len(comparison.newly_failed)
+        parts.append(f"{n} case{'s' * (n != 1)} that ran in BASE now fail{'s' * (n == 1)}")
+    return "gate FAILED: " + ", ".join(parts)

@@ -1,0 +1,223 @@
+"""The results store under faults: a full disk, a second run on one folder, a killed runner's
+scratch folders, and records of the wrong shape reaching `report` and `compare`."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from scaling_bench.core.errors import UserError
+from scaling_bench.frontends.cli import main
+from scaling_bench.store import lock
+from scaling_bench.store.lock import (
+    RUNNER_PID_FILE,
+    UNOWNED_STALE_AFTER_S,
+    ResultsLock,
+    remove_stale_temp_dirs,
+    write_runner_pid,
+)
+from scaling_bench.store.records import RESULTS_FILE, append_record, load_records, make_record
+
+
+def record(case_id: str) -> dict:
+    return make_record(
+        case_id,
+        {"family": "mlp"},
+        "ok",
+        env={"hostname": "test"},
+        started_at=datetime(2025, 1, 1, tzinfo=UTC),
+        duration_s=1.0,
+        params=100,
+        metrics={"train_step_s": {"value": 0.1, "unit": "s", "n": 1}},
+    )
+
+
+# --- a full disk --------------------------------------------------------------------------------
+
+
+def fill_disk_after(monkeypatch: pytest.MonkeyPatch, n_bytes: int) -> None:
+    """``os.write`` writes ``n_bytes`` more, then fails as a full disk does."""
+    real_write = os.write
+    left = [n_bytes]
+
+    def write(fd: int, data: bytes) -> int:
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = real_write(fd, bytes(data[: left[0]]))
+        left[0] -= written
+        return written
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("room", [0, 40])
+def test_a_full_disk_leaves_no_cut_off_line_and_says_what_to_do(monkeypatch, tmp_path, room):
+    path = tmp_path / RESULTS_FILE
+    append_record(path, record("first"))
+    before = path.read_bytes()
+    fill_disk_after(monkeypatch, room)
+    with pytest.raises(UserError) as raised:
+        append_record(path, record("second"))
+    assert str(raised.value) == (
+        f"{path}: disk full (no space left on device) while writing the record of second; "
+        "nothing was written, free space and run again with --resume"
+    )
+    assert path.read_bytes() == before
+    monkeypatch.undo()  # space freed: the resumed run appends as if nothing had happened
+    append_record(path, record("second"))
+    assert [r["case_id"] for r in load_records(path)] == ["first", "second"]
+
+
+def test_a_full_disk_at_fsync_also_leaves_the_file_as_it_was(monkeypatch, tmp_path):
+    path = tmp_path / RESULTS_FILE
+    append_record(path, record("first"))
+    before = path.read_bytes()
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(UserError, match="disk full"):
+        append_record(path, record("second"))
+    assert path.read_bytes() == before
+
+
+# --- one run per results folder -----------------------------------------------------------------
+
+HOLD_LOCK = """
+import sys, time
+from scaling_bench.store.lock import ResultsLock
+with ResultsLock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_run_on_a_folder_in_use_names_the_holder(tmp_path):
+    with ResultsLock(tmp_path), pytest.raises(UserError) as raised, ResultsLock(tmp_path):
+        pass
+    assert str(raised.value) == (
+        f"{tmp_path} is in use by another scaling-bench run (pid {os.getpid()}); "
+        "wait for it or use another --out"
+    )
+
+
+def test_the_lock_is_free_again_when_its_holder_leaves_the_block(tmp_path):
+    with ResultsLock(tmp_path):
+        pass
+    with ResultsLock(tmp_path):
+        pass
+
+
+def test_a_killed_holder_frees_the_folder(tmp_path):
+    package_root = Path(lock.__file__).parents[2]  # the holder imports this very package
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(package_root)},
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with (
+            pytest.raises(UserError, match=rf"in use by another .* \(pid {holder.pid}\)"),
+            ResultsLock(tmp_path),
+        ):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    with ResultsLock(tmp_path):  # no stale lock to remove by hand
+        assert (tmp_path / lock.LOCK_FILE).read_text() == f"{os.getpid()}\n"
+
+
+# --- scratch folders of dead runners ------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def scratch(root: Path, name: str, runner_pid: int | None = None, age_s: float = 0.0) -> Path:
+    folder = root / name
+    folder.mkdir()
+    (folder / "job.json").write_text("{}")
+    if runner_pid is not None:
+        (folder / RUNNER_PID_FILE).write_text(f"{runner_pid}\n")
+    stamp = time.time() - age_s
+    os.utime(folder, (stamp, stamp))
+    return folder
+
+
+def test_scratch_folders_of_dead_runners_are_removed_and_live_ones_kept(tmp_path):
+    dead = scratch(tmp_path, "scaling-bench-dead", dead_pid())
+    alive = scratch(tmp_path, "scaling-bench-alive", os.getpid(), age_s=10 * UNOWNED_STALE_AFTER_S)
+    unowned_old = scratch(tmp_path, "scaling-bench-old", age_s=UNOWNED_STALE_AFTER_S + 60)
+    unowned_new = scratch(tmp_path, "scaling-bench-new", age_s=60)
+    not_ours = scratch(tmp_path, "other-tool-dir", dead_pid(), age_s=10 * UNOWNED_STALE_AFTER_S)
+
+    assert remove_stale_temp_dirs(tmp_path) == 2
+    assert not dead.exists() and not unowned_old.exists()
+    assert alive.exists() and unowned_new.exists() and not_ours.exists()
+
+
+def test_a_runner_marks_its_scratch_folder_as_alive(tmp_path):
+    folder = scratch(tmp_path, "scaling-bench-mine", age_s=10 * UNOWNED_STALE_AFTER_S)
+    write_runner_pid(folder)
+    os.utime(folder, (0, 0))
+    assert remove_stale_temp_dirs(tmp_path) == 0
+    assert folder.exists()
+
+
+def test_the_default_root_is_the_system_temporary_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(lock.tempfile, "gettempdir", lambda: str(tmp_path))
+    scratch(tmp_path, "scaling-bench-dead", dead_pid())
+    assert remove_stale_temp_dirs() == 1
+
+
+# --- records of the wrong shape in `report` and `compare` ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("metrics", [], "metrics: should be an object, got a list"),
+        ("case_id", 5, "case_id: should be a string, got 5"),
+        ("duration_s", "abc", "duration_s: should be a number, got 'abc'"),
+        ("error", 5, "error: should be a string, got 5"),
+        ("params", "abc", "params: should be an integer, got 'abc'"),
+        ("predicted", None, "predicted: should be an object, got null"),
+        ("case", None, "case: should be an object, got null"),
+    ],
+)
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_a_record_of_the_wrong_shape_stops_report_and_compare_with_one_line(
+    capsys, tmp_path, command, field, value, message
+):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for folder in (good, bad):
+        folder.mkdir()
+        append_record(folder / RESULTS_FILE, record("mlp-1e5-fp32-cpu"))
+        append_record(folder / RESULTS_FILE, record("mlp-1e6-fp32-cpu"))
+    with open(bad / RESULTS_FILE, "a") as f:
+        f.write(json.dumps({**record("mlp-1e7-fp32-cpu"), field: value}) + "\n")
+    args = [str(bad)] if command == "report" else [str(good), str(bad)]
+    if command == "report":
+        args += ["--html", str(tmp_path / "report.html")]
+    code = main([command, *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"scaling-bench: error: {bad / RESULTS_FILE} line 3: {message}\n"
