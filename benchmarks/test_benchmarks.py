@@ -1,10 +1,13 @@
 """The grid's cases as pytest-benchmark tests: ``pytest benchmarks`` (options: ``pytest --help``).
 
-pytest-benchmark times and compares the step (``test_forward_step``, ``test_train_step``: seconds
-per step, as ``train_step_s`` of ``scaling-bench run``) or, for checkpoint and convergence, the
-whole workload once; every figure the workload records goes to ``extra_info``, in the record's
-shape. The cases and fixtures come from ``scaling_bench.frontends.pytest_plugin``, the rest from
-the package.
+One test per case and workload of the registry, plugins' included (``--sb-plugin``); nothing here
+names a workload. ``test_step`` times the step of each workload that has one (seconds per step,
+as ``{workload}_step_s`` of ``scaling-bench run``); ``test_workload`` times each other workload
+whole, once (``{workload}_s``). Every figure the workload records goes to ``extra_info``, in the
+record's shape, beside the case, the workload and the name of the timed metric (``metric``), which
+is what ``scaling-bench compare`` files pytest-benchmark's time under. A workload the grid leaves
+out, or one that cannot run on the case (its ``skip_reason``), is skipped with the reason. The
+cases, the workloads and the fixtures come from ``scaling_bench.frontends.pytest_plugin``.
 """
 
 from __future__ import annotations
@@ -14,51 +17,40 @@ from typing import TYPE_CHECKING
 import pytest
 
 from scaling_bench.frontends import suites
-from scaling_bench.workloads.base import get
+from scaling_bench.workloads.base import Workload, get
 
 if TYPE_CHECKING:
     from pytest_benchmark.fixture import BenchmarkFixture
 
     from scaling_bench.config.case import Case
-    from scaling_bench.engine.execute import CaseSetup
 
 
-def _require(case: Case, workload: str) -> None:
-    if workload not in case.workloads:
-        pytest.skip(f"{workload} is not among this grid's workloads")
+def _runnable(case: Case, name: str) -> Workload:
+    workload = get(name)
+    if name not in case.workloads:
+        pytest.skip(f"{name} is not among this grid's workloads")
+    if reason := workload.skip_reason(case):
+        pytest.skip(reason)
+    return workload
 
 
-def _time_step(benchmark: BenchmarkFixture, case: Case, setup: CaseSetup, workload: str) -> None:
-    _require(case, workload)
-    metrics = suites.measure(case, workload)  # warms the step up, and sizes the rounds
-    benchmark.group = f"{case.family} {workload}"
-    benchmark.extra_info |= suites.extra_info(case, setup.plan.params, metrics)
+def test_step(benchmark: BenchmarkFixture, sb_case: Case, sb_step_workload: str) -> None:
+    w = _runnable(sb_case, sb_step_workload)
+    metrics = suites.measure(sb_case, w.name)  # warms the step up, and sizes the rounds
+    setup = suites.setup_for(sb_case)
+    metric = suites.step_metric(w)
+    benchmark.group = f"{sb_case.family} {w.name}"
+    benchmark.extra_info |= suites.extra_info(sb_case, setup.plan.params, metrics, w.name, metric)
     benchmark.pedantic(
-        suites.synchronized(get(workload).step(setup), setup.device),
-        rounds=suites.rounds_for(metrics[f"{workload}_step_s"]["value"], case.budget_s),
+        suites.synchronized(w.step(setup), setup.device),
+        rounds=suites.rounds_for(metrics[metric]["value"], sb_case.budget_s),
     )
 
 
-def _time_workload(
-    benchmark: BenchmarkFixture, case: Case, setup: CaseSetup, workload: str
-) -> None:
-    _require(case, workload)
-    benchmark.group = f"{case.family} {workload}"
-    metrics = benchmark.pedantic(suites.measure, args=(case, workload), rounds=1)
-    benchmark.extra_info |= suites.extra_info(case, setup.plan.params, metrics)
-
-
-def test_forward_step(benchmark: BenchmarkFixture, sb_case: Case, sb_setup: CaseSetup) -> None:
-    _time_step(benchmark, sb_case, sb_setup, "forward")
-
-
-def test_train_step(benchmark: BenchmarkFixture, sb_case: Case, sb_setup: CaseSetup) -> None:
-    _time_step(benchmark, sb_case, sb_setup, "train")
-
-
-def test_checkpoint(benchmark: BenchmarkFixture, sb_case: Case, sb_setup: CaseSetup) -> None:
-    _time_workload(benchmark, sb_case, sb_setup, "checkpoint")
-
-
-def test_convergence(benchmark: BenchmarkFixture, sb_case: Case, sb_setup: CaseSetup) -> None:
-    _time_workload(benchmark, sb_case, sb_setup, "convergence")
+def test_workload(benchmark: BenchmarkFixture, sb_case: Case, sb_whole_workload: str) -> None:
+    w = _runnable(sb_case, sb_whole_workload)
+    params = suites.setup_for(sb_case).plan.params
+    benchmark.group = f"{sb_case.family} {w.name}"
+    metrics = benchmark.pedantic(suites.measure, args=(sb_case, w.name), rounds=1)
+    metric = suites.whole_metric(w)
+    benchmark.extra_info |= suites.extra_info(sb_case, params, metrics, w.name, metric)

@@ -8,10 +8,12 @@ import random
 import pytest
 import synthetic
 
-from scaling_bench.analysis.compare import compare_runs, direction, mann_whitney_p, parse_threshold
-from scaling_bench.analysis.fits import fit_power_law, scaling_fits
+from scaling_bench.analysis.compare import compare_runs, mann_whitney_p, parse_threshold
+from scaling_bench.analysis.fits import by_series, fit_power_law, scaling_fits, series_of
 from scaling_bench.analysis.theory import theory_checks
+from scaling_bench.config.case import Case
 from scaling_bench.core.errors import UserError
+from scaling_bench.core.metrics import spec
 from scaling_bench.core.stats import median_ci_halfwidth, quantile, single, summarize
 from scaling_bench.store.foreign import CaseResult, Run
 
@@ -93,24 +95,6 @@ def test_identical_samples_are_not_significant() -> None:
     assert mann_whitney_p([1.0] * 10, [1.0] * 10) == 1.0
 
 
-@pytest.mark.parametrize(
-    ("name", "sign"),
-    [
-        ("train_step_s", -1),
-        ("train_samples_per_s", 1),
-        ("forward_mfu", 1),
-        ("checkpoint_bytes", -1),
-        ("final_loss_mean", -1),
-        ("loss_spikes", -1),
-        ("diverged_fraction", -1),
-        ("heldout_error", -1),
-        ("best_lr", None),
-    ],
-)
-def test_direction_follows_the_name(name: str, sign: int | None) -> None:
-    assert direction(name) == sign
-
-
 @pytest.mark.parametrize(("text", "value"), [("5%", 0.05), ("0.1", 0.1), ("12.5%", 0.125)])
 def test_threshold_takes_percent_or_fraction(text: str, value: float) -> None:
     assert parse_threshold(text) == pytest.approx(value)
@@ -127,7 +111,7 @@ def test_scaling_fits_hold_time_and_bytes_to_their_theory() -> None:
         (f.series, f.quantity.name): f
         for f in scaling_fits(synthetic.run(sizes=(1e4, 1e5, 1e6, 1e7)))
     }
-    time = fits["mlp-fp32-cpu", "train_s_per_sample"]
+    time = fits["mlp-fp32-cpu", "train_sample_s"]
     assert time.fit.exponent == pytest.approx(1.0, abs=0.02)
     assert time.theory_exponent == pytest.approx(1.0)
     assert time.agrees_with_theory
@@ -151,10 +135,10 @@ def test_time_is_held_to_flops_at_the_rate_of_the_largest_case() -> None:
     records = [synthetic.record("mlp", 1e4, rng=rng, slowdown=3.0)]
     records += [synthetic.record("mlp", n, rng=rng) for n in (1e5, 1e6, 1e7)]
     checks = {(c.case_id, c.quantity): c for c in theory_checks(records)}
-    overhead_bound = checks["mlp-1e4-fp32-cpu", "train_s_per_sample"]
+    overhead_bound = checks["mlp-1e4-fp32-cpu", "train_sample_s"]
     assert overhead_bound.flagged
     assert overhead_bound.ratio == pytest.approx(3.0, rel=0.05)
-    assert not checks["mlp-1e5-fp32-cpu", "train_s_per_sample"].flagged
+    assert not checks["mlp-1e5-fp32-cpu", "train_sample_s"].flagged
 
 
 def _run(metrics: dict[str, dict], status: str = "ok") -> Run:
@@ -189,3 +173,86 @@ def test_a_non_finite_loss_is_inconclusive_not_a_crash() -> None:
     current = _run({"final_loss_mean": {"value": None, "unit": "nats", "n": 2}})
     (row,) = compare_runs(base, current).rows
     assert row.verdict == "inconclusive"
+
+
+def test_a_count_with_samples_is_still_taken_at_face_value() -> None:
+    # The spec says counted: no significance test, however many samples the figure carries.
+    base = _run({"checkpoint_bytes": summarize([1000.0] * 5, "bytes")})
+    current = _run({"checkpoint_bytes": summarize([1200.0] * 5, "bytes")})
+    (row,) = compare_runs(base, current).rows
+    assert (row.verdict, row.note, row.p_value) == ("regressed", "exact count", None)
+
+
+@pytest.mark.parametrize(
+    ("name", "sign"),
+    [
+        ("train_step_s", -1),
+        ("train_samples_per_s", 1),
+        ("forward_mfu", 1),
+        ("checkpoint_save_bytes_per_s", 1),
+        ("checkpoint_bytes", -1),
+        ("final_loss_mean", -1),
+        ("diverged_fraction", -1),
+        ("heldout_error", -1),
+        ("best_lr", 0),
+    ],
+)
+def test_direction_is_the_specs(name: str, sign: int) -> None:
+    metrics = {name: single(2.0, "")}
+    (row,) = compare_runs(_run(metrics), _run(metrics), metrics=[name]).rows
+    assert row.direction == sign == spec(name).better
+
+
+def test_by_default_bookkeeping_and_settings_are_not_compared() -> None:
+    metrics = {
+        "train_timed_s": single(3.0, "s"),
+        "peak_flops_per_s": single(2e11, "FLOP/s"),
+        "best_lr": single(1e-3, "lr"),
+        "train_flops_per_sample": single(1e6, "FLOP"),
+        "checkpoint_bytes": single(1000, "bytes"),
+    }
+    compared = compare_runs(_run(metrics), _run(metrics))
+    assert [r.metric for r in compared.rows] == ["checkpoint_bytes"]
+    assert compared.unknown_metrics == []
+
+
+def test_a_setting_that_moved_is_shown_but_never_judged() -> None:
+    base, current = _run({"best_lr": single(1e-3, "lr")}), _run({"best_lr": single(1e-2, "lr")})
+    (row,) = compare_runs(base, current, metrics=["best_lr"]).rows
+    assert (row.verdict, row.note) == ("inconclusive", "no better direction")
+
+
+def test_a_derived_figure_without_its_source_is_compared_with_its_own_direction() -> None:
+    rng = random.Random(0)
+    fast = summarize(synthetic.timing(100.0, 0.01, rng), "samples/s")
+    slow = summarize(synthetic.timing(80.0, 0.01, rng), "samples/s")
+    (row,) = compare_runs(
+        _run({"train_samples_per_s": fast}), _run({"train_samples_per_s": slow})
+    ).rows
+    assert (row.metric, row.verdict) == ("train_samples_per_s", "regressed")
+
+
+def test_series_come_from_the_case_not_from_cutting_the_id() -> None:
+    rng = random.Random(0)
+    records = [synthetic.record("mlp", n, rng=rng) for n in (1e4, 1e5)]
+    for r in records:  # an axis with a token: its series keeps it, whatever the id looks like
+        r["case"]["batch_size"] = 64
+    assert set(by_series(records)) == {Case.from_dict(records[0]["case"]).series_id}
+    assert series_of(records[0]) != series_of(synthetic.record("mlp", 1e4, rng=rng))
+    lost = synthetic.record("mlp", 1e4, rng=rng) | {"case": {}, "case_id": "mlp-1e4-odd"}
+    assert series_of(lost) == "mlp-1e4-odd"  # a case without its axes: the whole id, uncut
+
+
+def test_every_bytes_metric_measured_and_predicted_is_fitted_against_its_prediction() -> None:
+    rng = random.Random(0)
+    records = [synthetic.record("mlp", n, rng=rng) for n in (1e4, 1e5, 1e6)]
+    for r in records:
+        bytes_ = 8 * r["params"]
+        r["metrics"]["safetensors_bytes"] = single(bytes_, "bytes")
+        r["predicted"]["safetensors_bytes"] = single(bytes_, "bytes")
+    fits = {f.quantity.name: f for f in scaling_fits(records)}
+    assert fits["safetensors_bytes"].quantity.label == spec("safetensors_bytes").label
+    assert fits["safetensors_bytes"].theory_exponent == pytest.approx(1.0)
+    assert "train_flops_per_sample" not in fits  # predicted only: nothing measured to fit
+    checks = {c.quantity for c in theory_checks(records)}
+    assert {"safetensors_bytes", "checkpoint_bytes", "train_sample_s"} <= checks

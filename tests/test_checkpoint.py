@@ -164,7 +164,8 @@ def test_metrics_have_the_record_shape_with_raw_samples_for_timed_ones(tmp_path:
         assert size == {"value": size["value"], "unit": "bytes", "n": 1}
         for suffix in TIMED:
             metric = metrics[f"{prefix}_{suffix}"]
-            assert metric.keys() == {"value", "unit", "n", "median", "p10", "p90", "iqr", "samples"}
+            shape = {"value", "unit", "n", "median", "p10", "p90", "iqr", "samples", "settled"}
+            assert metric.keys() == shape
             assert metric["n"] == len(metric["samples"]) == 3
             assert metric["p10"] <= metric["value"] == metric["median"] <= metric["p90"]
             assert metric["unit"] == ("bytes/s" if "bytes" in suffix else "s")

@@ -126,6 +126,44 @@ def test_across_machines_it_gives_the_ratio_per_family_and_a_plot(capsys, base, 
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
+def with_metric(records: list[dict], name: str, value: float) -> list[dict]:
+    for r in records:
+        r["metrics"][name] = {"value": value, "unit": "", "n": 1}
+    return records
+
+
+def test_a_metric_without_a_spec_is_listed_not_skipped(capsys, tmp_path: Path) -> None:
+    base = synthetic.write(tmp_path / "base", with_metric(synthetic.run(seed=0), "mystery_x", 1))
+    records = with_metric(synthetic.run(seed=1), "mystery_x", 2)
+    current = synthetic.write(tmp_path / "cur", records)
+    code, report, _ = compare(capsys, base, current)
+    assert code == 0
+    assert report["unknown_metrics"] == ["mystery_x"]
+    assert "mystery_x" not in {r["metric"] for r in report["rows"]}
+    main(["compare", str(base), str(current)])
+    out = capsys.readouterr().out
+    note = next(line for line in out.splitlines() if line.startswith("no spec:"))
+    assert "mystery_x" in note
+    code, report, _ = compare(capsys, base, current, "--metric", "mystery_x")
+    assert code == 0  # named, it is compared as a lower-is-better measurement: one sample each
+    (row, *_) = report["rows"]
+    assert (row["metric"], row["direction"], row["verdict"]) == ("mystery_x", -1, "inconclusive")
+    assert row["note"] == "no spec: lower taken as better; single measurement"
+
+
+def test_only_metrics_without_a_spec_in_common_is_a_user_error(capsys, tmp_path: Path) -> None:
+    def run(seed: int) -> list[dict]:
+        records = synthetic.run(families=("mlp",), sizes=(1e4,), seed=seed)
+        records[0]["metrics"] = {"mystery_x": {"value": 1.0, "unit": "", "n": 1}}
+        return records
+
+    base = synthetic.write(tmp_path / "base", run(0))
+    current = synthetic.write(tmp_path / "cur", run(1))
+    assert main(["compare", str(base), str(current)]) == 2
+    err = capsys.readouterr().err
+    assert "have no metric in common (mystery_x have no spec: name them with --metric)" in err
+
+
 @pytest.mark.parametrize(
     ("paths", "flags", "message"),
     [

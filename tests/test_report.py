@@ -68,8 +68,8 @@ def test_report_embeds_every_plot_as_png_in_one_file(results: Path) -> None:
     assert set(plots) == {
         "Throughput against parameters",
         "Model FLOPs utilisation",
-        "Peak training memory, measured and predicted",
-        "Checkpoint size, measured and predicted",
+        "train: bytes, measured and predicted",  # the peak, under the name the plan predicts
+        "checkpoint: bytes, measured and predicted",
         "Fitted power laws",
         "Loss curves per size",
         "Convergence and stability against parameters",
@@ -82,7 +82,8 @@ def test_report_embeds_every_plot_as_png_in_one_file(results: Path) -> None:
 def test_markdown_has_the_fitted_exponents_and_the_failed_cases(results: Path) -> None:
     markdown = (results / "summary.md").read_text()
     assert markdown.startswith("## scaling-bench report")
-    row = next(line for line in markdown.splitlines() if "| mlp-fp32-cpu | train time per" in line)
+    time = "| mlp-fp32-cpu | train seconds per sample |"
+    row = next(line for line in markdown.splitlines() if time in line)
     k, theory = row.split("|")[3:5]
     assert k.strip().startswith("1.00 [")
     assert theory.strip() == "1.00 ✓"

@@ -35,7 +35,8 @@ def test_a_very_short_step_is_timed_in_blocks_of_several_calls():
     timing = measure(step, "cpu", warmup_steps=3, max_samples=20)
 
     assert timing.steps_per_sample > 1
-    assert calls == 3 + timing.steps_per_sample * len(timing.step_s)
+    assert timing.warmup_calls >= 2
+    assert calls == 1 + timing.warmup_calls + timing.steps_per_sample * len(timing.step_s)
 
 
 def test_a_noisy_step_stops_at_max_samples_unconverged():
@@ -47,12 +48,29 @@ def test_a_noisy_step_stops_at_max_samples_unconverged():
     assert timing.ci_halfwidth_s > 0.02 * timing.median_s
 
 
-def test_the_budget_stops_measurement_before_min_samples():
-    # Calls of at least 10 ms: after the cold start and one warm-up, 8 samples at most fit in 0.1 s.
-    timing = measure(lambda: time.sleep(0.01), "cpu", budget_s=0.1, min_samples=50)
+def test_the_minimum_sample_count_wins_over_the_budget():
+    # 10 ms a call: a 0.05 s budget would hold 4 samples; the minimum of 10 is taken regardless.
+    timing = measure(lambda: time.sleep(0.01), "cpu", budget_s=0.05, min_samples=10)
+
+    assert len(timing.step_s) == 10
+
+
+def test_the_minimum_gives_way_only_past_its_overrun_of_the_budget_and_is_unsettled():
+    # 10 ms a call, 0.01 s budget: OVERRUN budgets (0.2 s) hold fewer than the 50 asked for.
+    timing = measure(lambda: time.sleep(0.01), "cpu", budget_s=0.01, min_samples=50)
 
     assert not timing.converged
-    assert 1 <= len(timing.step_s) <= 8
+    assert 1 <= len(timing.step_s) < 50
+    assert timing.metrics("x")["x_step_s"]["settled"] is False
+
+
+def test_warm_up_runs_until_the_step_time_is_stable():
+    # A step that slows down the first calls (allocator growth, autotuning), then settles.
+    sleeps = itertools.chain([0.05, 0.04, 0.03, 0.02, 0.01], itertools.repeat(0.002))
+    timing = measure(lambda: time.sleep(next(sleeps)), "cpu", min_samples=6, max_samples=10)
+
+    assert timing.warmup_calls >= 4 + 3  # past the slow calls, then a stable window
+    assert max(timing.step_s) < 0.005
 
 
 def test_metrics_are_the_median_step_with_samples_and_the_cold_start():

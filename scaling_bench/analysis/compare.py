@@ -1,13 +1,17 @@
 """Run against run: a gate that must not cry wolf.
 
 A metric regresses only when it moved beyond the threshold in the bad direction *and* the raw
-samples say the move is not noise (two-sided Mann–Whitney U at ``ALPHA``, ``scipy.stats``). A
-figure measured once has no spread to test: bytes on disk are counted, so they are taken at face
-value; a single timing or memory peak is inconclusive.
+samples say the move is not noise (two-sided Mann–Whitney U at ``ALPHA``, ``scipy.stats``). What
+a metric means comes from its spec (``core.metrics``), never from its name: which way is better,
+and whether it is counted (bytes on disk: exact, taken at face value, no test needed) or measured
+(a single timing or memory peak has no spread to test, so it is inconclusive).
 
-Derived figures (samples/s, tokens/s, FLOP/s, MFU, seconds per sample from the step time; bytes/s
-from the save or load time) are their source scaled by a constant and share its verdict, so by
-default only the source is compared where both are present.
+By default every spec'd metric with a better direction is compared, except bookkeeping (seconds
+spent timing, the peak MFU is measured against) and derived figures beside their source:
+samples/s, FLOP/s, MFU from the step time, bytes/s from the save time are their source scaled by
+a constant and share its verdict. ``--metric`` patterns select explicitly, whatever the spec says.
+A metric that no workload declared is not guessed at: it is listed as having no spec
+(``Comparison.unknown_metrics``), and compared, as lower-is-better, only where it is named.
 """
 
 from __future__ import annotations
@@ -16,47 +20,22 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
 from scipy import stats
 
+import scaling_bench.workloads  # noqa: F401  (registers every workload's metric specs)
 from scaling_bench.core.errors import UserError
+from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec, find
 from scaling_bench.core.stats import is_finite
 from scaling_bench.store.foreign import Run
 
 #: Many metrics are tested at once, so a 1-in-100 chance of a false alarm each is already plenty.
 ALPHA = 0.01
 DEFAULT_THRESHOLD = 0.05
-#: Our bookkeeping, not performance: seconds spent timing, the machine's own peak.
-NOT_COMPARED = ("*_timed_s", "peak_flops_per_s")
-#: (suffix of a derived metric, suffix of the time it is derived from), as throughput.py names them.
-DERIVED = (
-    ("_samples_per_s", "_step_s"),
-    ("_tokens_per_s", "_step_s"),
-    ("_flops_per_s", "_step_s"),
-    ("_mfu", "_step_s"),
-    ("_bytes_per_s", "_s"),
-    ("_sample_s", "_step_s"),
-)
-STABILITY_METRICS = (
-    "final_loss_std",
-    "loss_spikes",
-    "diverged_fraction",
-    "lr_sensitivity",
-    "generalization_gap",
-)
 FAILED_STATUSES = ("oom", "timeout", "crashed", "diverged")
-
-
-def direction(name: str) -> int | None:
-    """+1 where higher is better, -1 where lower is better, ``None`` where the name cannot say."""
-    if name.endswith(("_per_s", "_mfu")) or name == "mfu":
-        return 1
-    if name.endswith(("_s", "_bytes", "_error")) or "loss" in name or name in STABILITY_METRICS:
-        return -1
-    return None
 
 
 def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
@@ -113,8 +92,19 @@ class MetricComparison:
 def _verdict(
     base: dict, current: dict, sign: int, threshold: float, alpha: float, counted: bool
 ) -> tuple[float | None, float | None, str, str]:
-    """(ratio, p, verdict, note) for one metric; ``sign`` is +1 where higher is better, and
-    ``counted`` says the figure is exact (bytes on disk), so a move needs no test."""
+    """(ratio, p, verdict, note) for one metric; ``sign`` is ``HIGHER``, ``LOWER`` or ``NEITHER``
+    (a setting such as the best LR: a move is shown, never judged), and ``counted`` says the
+    figure is exact (bytes on disk), so a move needs no test. A figure that did not settle on
+    either side says so in the note."""
+    ratio, p, verdict, note = _judged(base, current, sign, threshold, alpha, counted)
+    if base.get("settled") is False or current.get("settled") is False:
+        note = "; ".join(n for n in (note, "unsettled") if n)
+    return ratio, p, verdict, note
+
+
+def _judged(
+    base: dict, current: dict, sign: int, threshold: float, alpha: float, counted: bool
+) -> tuple[float | None, float | None, str, str]:
     b, c = base.get("value"), current.get("value")
     if not (is_finite(b) and is_finite(c)):
         return None, None, "inconclusive", "no finite value"
@@ -123,14 +113,17 @@ def _verdict(
     if b <= 0 or c <= 0:
         return None, None, "inconclusive", "no ratio of non-positive values"
     ratio = c / b
+    p = None if counted else significance(base, current)
+    if sign == NEITHER:
+        moved = not 1 / (1 + threshold) <= ratio <= 1 + threshold
+        return ratio, p, ("inconclusive" if moved else "unchanged"), "no better direction" * moved
     better = ratio**sign  # above 1: current is better
     if 1 / (1 + threshold) <= better <= 1 + threshold:
-        return ratio, significance(base, current), "unchanged", ""
-    p = significance(base, current)
+        return ratio, p, "unchanged", ""
     moved = "improved" if better > 1 else "regressed"
+    if counted:
+        return ratio, None, moved, "exact count"
     if p is None:
-        if counted:
-            return ratio, None, moved, "exact count"
         return ratio, None, "inconclusive", "single measurement"
     if p < alpha:
         return ratio, p, moved, ""
@@ -149,6 +142,8 @@ class Comparison:
     only_base: list[str]
     only_current: list[str]
     status_changes: list[tuple[str, str, str]]
+    #: Metrics of the common cases that no workload declared: not compared unless named.
+    unknown_metrics: list[str] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[MetricComparison]:
@@ -189,6 +184,7 @@ class Comparison:
             "rows": [asdict(r) for r in self.rows],
             "only_base": self.only_base,
             "only_current": self.only_current,
+            "unknown_metrics": self.unknown_metrics,
             "status_changes": [
                 {"case_id": c, "base": b, "current": s} for c, b, s in self.status_changes
             ],
@@ -199,21 +195,21 @@ class Comparison:
         }
 
 
-def _is_count(name: str, base: dict, current: dict) -> bool:
-    """Bytes measured once that are not a peak: sizes on disk, the same on every run."""
-    single = base.get("n", 1) == 1 and current.get("n", 1) == 1
-    return single and name.endswith("_bytes") and "peak" not in name
+#: How a metric without a spec is read where ``--metric`` names it: measured, lower is better
+#: (asv's convention for everything it tracks).
+_UNSPECIFIED = MetricSpec("unspecified", "", LOWER)
 
 
-def _selected(name: str, metrics: dict, patterns: Sequence[str] | None) -> bool:
+def _selected(
+    name: str, spec: MetricSpec | None, metrics: dict, patterns: Sequence[str] | None
+) -> bool:
+    """Named by a pattern, or, without patterns, compared by its spec: a better direction, not
+    bookkeeping, and not a derived figure whose source is among ``metrics``."""
     if patterns:
         return any(fnmatchcase(name, p) for p in patterns)
-    if direction(name) is None or any(fnmatchcase(name, p) for p in NOT_COMPARED):
+    if spec is None or not spec.compared:
         return False
-    return not any(
-        name.endswith(suffix) and name.removesuffix(suffix) + source in metrics
-        for suffix, source in DERIVED
-    )
+    return not (spec.kind == "derived" and spec.derived_from in metrics)
 
 
 def compare_runs(
@@ -225,33 +221,37 @@ def compare_runs(
 ) -> Comparison:
     """Pair cases by id and metrics by name; ``metrics`` are names or glob patterns.
 
-    Without ``metrics``, every metric whose name gives its direction is compared, except derived
-    ones beside their source; a named metric whose name does not give its direction is taken as
-    lower-is-better (asv's convention).
+    Without ``metrics``, every metric its spec says to compare is compared (module docstring);
+    a metric without a spec is listed in ``unknown_metrics``, and compared as lower-is-better
+    only where ``metrics`` names it.
     """
     common = [c for c in base.cases if c in current.cases]
     if not common:
         raise UserError(f"{base.source} and {current.source} have no case in common")
     rows = []
+    unknown: set[str] = set()
     for case_id in common:
         b, c = base.cases[case_id], current.cases[case_id]
+        unknown.update(n for n in (*b.metrics, *c.metrics) if find(n) is None)
         shared = {k: v for k, v in c.metrics.items() if k in b.metrics}
         for name in sorted(shared):
-            if not _selected(name, shared, metrics):
+            known = find(name)
+            if not _selected(name, known, shared, metrics):
                 continue
+            spec = known or _UNSPECIFIED
             bm, cm = b.metrics[name], c.metrics[name]
-            sign = direction(name) or -1
-            counted = _is_count(name, bm, cm)
-            ratio, p, verdict, note = _verdict(bm, cm, sign, threshold, alpha, counted)
+            ratio, p, verdict, note = _verdict(bm, cm, spec.better, threshold, alpha, spec.counted)
+            if known is None:
+                note = "; ".join(filter(None, ("no spec: lower taken as better", note)))
             rows.append(
                 MetricComparison(
                     case_id,
                     c.family or b.family,
                     name,
-                    cm.get("unit") or bm.get("unit") or "",
+                    spec.unit or cm.get("unit") or bm.get("unit") or "",
                     bm["value"],
                     cm["value"],
-                    sign,
+                    spec.better,
                     ratio,
                     p,
                     verdict,
@@ -267,7 +267,10 @@ def compare_runs(
         if base.cases[c].status != current.cases[c].status
     ]
     if not rows and not status_changes:
-        raise UserError(f"{base.source} and {current.source} have no metric in common")
+        none = f" ({', '.join(sorted(unknown))} have no spec: name them with --metric)"
+        raise UserError(
+            f"{base.source} and {current.source} have no metric in common{none * bool(unknown)}"
+        )
     return Comparison(
         base,
         current,
@@ -277,6 +280,7 @@ def compare_runs(
         only_base=[c for c in base.cases if c not in current.cases],
         only_current=[c for c in current.cases if c not in base.cases],
         status_changes=status_changes,
+        unknown_metrics=sorted(unknown),
     )
 
 

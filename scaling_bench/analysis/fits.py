@@ -17,12 +17,15 @@ from dataclasses import dataclass
 
 from scipy import stats
 
+import scaling_bench.workloads  # noqa: F401  (registers every workload and its metric specs)
+from scaling_bench.config.case import Case
+from scaling_bench.core.metrics import LOWER, MetricSpec, find, spec
 from scaling_bench.core.stats import is_finite
-from scaling_bench.store.records import TRAIN_PEAK_NAMES
+from scaling_bench.workloads.base import Needs, Workload, ordered, with_step
+from scaling_bench.workloads.convergence import LOSS_UNIT
 
 CONFIDENCE = 0.95
 MEASURED_STATUSES = ("ok", "diverged")
-WORKLOADS = ("forward", "train")
 
 
 @dataclass(frozen=True)
@@ -74,13 +77,16 @@ def _reciprocal(value: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class Quantity:
-    """A figure worth fitting against N, and a figure proportional to what theory predicts."""
+    """A figure worth fitting against N (named, labelled and in the unit of its metric spec),
+    and a figure proportional to what theory predicts. ``plotted`` is False for a quantity that
+    another plot shows already (throughput: time per sample upside down)."""
 
     name: str
     label: str
     unit: str
     measured: Callable[[dict], float | None]
     theory: Callable[[dict], float | None] | None = None
+    plotted: bool = True
 
 
 def _measured(name: str) -> Callable[[dict], float | None]:
@@ -91,9 +97,26 @@ def _predicted(name: str) -> Callable[[dict], float | None]:
     return lambda r: positive_value(r["predicted"], name)
 
 
+def _label(s: MetricSpec) -> str:
+    return s.label or s.name
+
+
+def timed_workloads() -> list[str]:
+    """The workloads that time one step per call, whose time the fits hold against FLOPs."""
+    return [w.name for w in with_step()]
+
+
+def throughput_metric(workload: str) -> str:
+    return f"{workload}_samples_per_s"
+
+
+def sample_time_metric(workload: str) -> str:
+    return f"{workload}_sample_s"
+
+
 def s_per_sample(record: dict, workload: str) -> float | None:
     """Seconds per sample, measured: the reciprocal of the workload's throughput."""
-    return _reciprocal(positive_value(record["metrics"], f"{workload}_samples_per_s"))
+    return _reciprocal(positive_value(record["metrics"], throughput_metric(workload)))
 
 
 def flops_per_sample(record: dict, workload: str) -> float | None:
@@ -102,46 +125,80 @@ def flops_per_sample(record: dict, workload: str) -> float | None:
 
 
 def _time_quantity(w: str) -> Quantity:
+    s = spec(sample_time_metric(w))
     return Quantity(
-        f"{w}_s_per_sample",
-        f"{w} time per sample",
-        "s",
+        s.name,
+        _label(s),
+        s.unit,
         lambda r: s_per_sample(r, w),
         lambda r: flops_per_sample(r, w),
     )
 
 
 def _throughput_quantity(w: str) -> Quantity:
+    s = spec(throughput_metric(w))
     return Quantity(
-        f"{w}_samples_per_s",
-        f"{w} throughput",
-        "samples/s",
-        _measured(f"{w}_samples_per_s"),
+        s.name,
+        _label(s),
+        s.unit,
+        _measured(s.name),
         lambda r: _reciprocal(flops_per_sample(r, w)),
+        plotted=False,
     )
 
 
-def _paired_quantity(name: str, label: str, unit: str) -> Quantity:
-    """A metric that ``predicted`` holds under its own name (memory peaks, checkpoint bytes)."""
-    return Quantity(name, label, unit, _measured(name), _predicted(name))
+def paired_metrics(record: dict) -> list[MetricSpec]:
+    """The specs of the bytes a record both measured and predicted (memory peaks, checkpoint
+    sizes, a rank's share of the training state), in the record's order."""
+    specs = (find(n) for n in record["metrics"] if n in record["predicted"])
+    return [s for s in specs if s is not None and s.unit == "bytes"]
 
 
-QUANTITIES: tuple[Quantity, ...] = (
-    *(_time_quantity(w) for w in WORKLOADS),
-    *(_throughput_quantity(w) for w in WORKLOADS),
-    _paired_quantity(TRAIN_PEAK_NAMES["cuda"], "train peak GPU allocated", "bytes"),
-    _paired_quantity(TRAIN_PEAK_NAMES["cpu"], "train peak RSS", "bytes"),
-    _paired_quantity("checkpoint_bytes", "checkpoint size", "bytes"),
-    _paired_quantity("checkpoint_bytes_with_optimizer", "checkpoint with optimizer", "bytes"),
-    Quantity("final_loss_mean", "final loss", "", _measured("final_loss_mean")),
-    Quantity("heldout_loss", "held-out loss", "", _measured("heldout_loss")),
-)
+def _paired_quantity(s: MetricSpec) -> Quantity:
+    """A metric that ``predicted`` holds under its own name."""
+    return Quantity(s.name, _label(s), s.unit, _measured(s.name), _predicted(s.name))
+
+
+def own_model_workloads() -> list[Workload]:
+    """Workloads that train models of their own (convergence studies): what the report shows
+    as behaviour rather than cost."""
+    return [w for w in ordered() if w.needs is Needs.OWN_MODELS]
+
+
+def behaviour_specs() -> list[MetricSpec]:
+    """Measured figures of those workloads that have a better direction (losses, errors,
+    spikes, divergence, LR sensitivity)."""
+    return [
+        s for w in own_model_workloads() for s in w.specs if s.kind == "measured" and s.compared
+    ]
+
+
+def loss_specs() -> list[MetricSpec]:
+    """The losses among them, lower is better: what is fitted against N."""
+    return [s for s in behaviour_specs() if s.unit == LOSS_UNIT and s.better == LOWER]
+
+
+def quantities(records: Iterable[dict]) -> list[Quantity]:
+    """What is fitted, from the registry and the records: time per sample and throughput of
+    every workload that times a step, every bytes metric the records both measured and
+    predicted, and the losses of workloads that train their own models."""
+    timed = timed_workloads()
+    paired = {s.name: s for r in records for s in paired_metrics(r)}
+    return [
+        *(_time_quantity(w) for w in timed),
+        *(_throughput_quantity(w) for w in timed),
+        *(_paired_quantity(s) for s in paired.values()),
+        *(Quantity(s.name, _label(s), s.unit, _measured(s.name)) for s in loss_specs()),
+    ]
 
 
 def series_of(record: dict) -> str:
-    """The case id without its size: every axis but N, so a series is one line on a plot."""
-    family, _, rest = record["case_id"].partition("-")
-    return f"{family}-{rest.partition('-')[2]}"
+    """Every axis but N, so a series is one line on a plot: the case's ``series_id``, or the
+    whole case id where the record's case lacks an axis a case needs (nothing is cut from it)."""
+    try:
+        return Case.from_dict(record.get("case") or {}).series_id
+    except (TypeError, ValueError):
+        return record["case_id"]
 
 
 def by_series(records: Iterable[dict]) -> dict[str, list[dict]]:
@@ -173,8 +230,10 @@ class ScalingFit:
 def scaling_fits(records: Iterable[dict], confidence: float = CONFIDENCE) -> list[ScalingFit]:
     """Every quantity that has two sizes or more in a series, fitted as ``c·N^k``."""
     fits = []
-    for series, group in by_series(records).items():
-        for q in QUANTITIES:
+    groups = by_series(records)
+    fitted = quantities(r for g in groups.values() for r in g)
+    for series, group in groups.items():
+        for q in fitted:
             rows = [(r["params"], q.measured(r), r) for r in group]
             rows = [(n, y, r) for n, y, r in rows if y is not None]
             fit = fit_power_law([n for n, _, _ in rows], [y for _, y, _ in rows], confidence)

@@ -1,6 +1,7 @@
 """Each measurement beside its prediction, flagged where the two are more than 25% apart.
 
-Memory and checkpoint bytes are held to the predictions the record carries. Time has no absolute
+Bytes the record both measured and predicted (memory peaks, checkpoint sizes; their specs say
+bytes) are held to the predictions the record carries. Time has no absolute
 prediction (it depends on the machine), so time per sample is held to FLOPs per sample at the
 FLOP/s of the series' largest case: a smaller case that flags spends the excess on overhead that
 FLOPs do not count.
@@ -12,12 +13,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from scaling_bench.analysis.fits import (
-    WORKLOADS,
     by_series,
     flops_per_sample,
+    paired_metrics,
     positive_value,
     s_per_sample,
+    sample_time_metric,
+    timed_workloads,
 )
+from scaling_bench.core.metrics import spec
 
 THEORY_TOLERANCE = 0.25
 
@@ -62,22 +66,24 @@ def theory_checks(records: Iterable[dict]) -> list[TheoryCheck]:
     sample at the rate of the series' largest case, so a case flags where overhead, not FLOPs,
     sets its time."""
     checks = []
+    timed = timed_workloads()
     for series, group in by_series(records).items():
-        rates = {w: flops_rate(group, w) for w in WORKLOADS}
+        rates = {w: flops_rate(group, w) for w in timed}
         for r in group:
             pairs = [
                 (
-                    name,
-                    m.get("unit", ""),
-                    positive_value(r["metrics"], name),
-                    positive_value(r["predicted"], name),
+                    s.name,
+                    s.unit,
+                    positive_value(r["metrics"], s.name),
+                    positive_value(r["predicted"], s.name),
                 )
-                for name, m in r["predicted"].items()
+                for s in paired_metrics(r)
             ]
             for w, rate in rates.items():
                 flops = flops_per_sample(r, w)
                 predicted = flops / rate if flops and rate else None
-                pairs.append((f"{w}_s_per_sample", "s", s_per_sample(r, w), predicted))
+                time = spec(sample_time_metric(w))
+                pairs.append((time.name, time.unit, s_per_sample(r, w), predicted))
             checks.extend(
                 TheoryCheck(r["case_id"], series, r["params"], *pair)
                 for pair in pairs

@@ -135,9 +135,15 @@ def _adapter(kind: Any, strict: bool) -> TypeAdapter:
 
 
 def _reason(exc: ValidationError) -> str:
-    """pydantic's first complaint, in one line, lower-cased like our own messages."""
-    msg = exc.errors()[0]["msg"]
-    return msg[:1].lower() + msg[1:]
+    """pydantic's first complaint, in one line, lower-cased like our own messages; in a list,
+    with the item it is about (``layers = 1,1,1`` for four layers: item 4 is missing)."""
+    error = exc.errors()[0]
+    msg = error["msg"][:1].lower() + error["msg"][1:]
+    loc = error["loc"]
+    if loc and isinstance(loc[-1], int):
+        item = f"item {loc[-1] + 1}"
+        return f"{item} is missing" if error["type"] == "missing" else f"{item}: {msg}"
+    return msg
 
 
 def typed_value(kind: Any, raw: Any, what: str, strict: bool) -> Any:

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 SCHEDULES = ("constant", "cosine")
 #: Convergence settings that come from the case's own axes, not from ``--steps`` and the like.
 CASE_AXES_IN_CONVERGENCE = ("batch_size", "optimizer")
+#: A data set is built whole in memory: more samples than this on either side is a typo. The
+#: campaign also holds each case's data set against the host's memory before building it.
+MAX_SAMPLES = 10**9
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,12 @@ class ConvergenceSettings:
         for name in ("steps", "seeds", "train_size", "heldout_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"convergence {name}={getattr(self, name)} must be at least 1")
+        for name in ("train_size", "heldout_size"):
+            if getattr(self, name) > MAX_SAMPLES:
+                raise UserError(
+                    f"convergence {name}={getattr(self, name)} is more than {MAX_SAMPLES:,} "
+                    "samples, all of which would be held in memory"
+                )
         if self.batch_size is not None and self.batch_size < 1:
             raise UserError(f"batch_size={self.batch_size} must be at least 1")
         optimizer_slots(self.optimizer)

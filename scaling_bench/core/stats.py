@@ -75,15 +75,21 @@ def scaled(metric: dict, factor: float, unit: str, invert: bool = False) -> dict
     holds exactly. With raw samples the spread (p10, p90, IQR) is that of the transformed samples,
     which the metric keeps. Without them, ``factor * x`` scales the summary; ``factor / x`` maps
     the quantiles (p10 and p90 swap) and the IQR by the local slope at the median,
-    ``factor / median**2``.
+    ``factor / median**2``. Whether the source settled carries over: a derived figure is exactly
+    as settled as the measurement it comes from.
     """
+    settled = {"settled": metric["settled"]} if "settled" in metric else {}
     if "samples" in metric:
         fn = (lambda x: factor / x) if invert else (lambda x: factor * x)
         value = fn(metric["value"])
-        return summarize([fn(s) for s in metric["samples"]], unit) | {
-            "value": value,
-            "median": value,
-        }
+        return (
+            summarize([fn(s) for s in metric["samples"]], unit)
+            | {
+                "value": value,
+                "median": value,
+            }
+            | settled
+        )
     if invert:
         out = {"value": factor / metric["value"], "unit": unit, "n": metric["n"]}
         if "median" in metric:
@@ -93,9 +99,9 @@ def scaled(metric: dict, factor: float, unit: str, invert: bool = False) -> dict
                 "p90": factor / metric["p10"],
                 "iqr": factor * metric["iqr"] / metric["median"] ** 2,
             }
-        return out
+        return out | settled
     out = {"value": factor * metric["value"], "unit": unit, "n": metric["n"]}
     for key in ("median", "p10", "p90", "iqr"):
         if key in metric:
             out[key] = abs(factor) * metric[key] if key == "iqr" else factor * metric[key]
-    return out
+    return out | settled

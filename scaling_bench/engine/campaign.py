@@ -9,6 +9,7 @@ case (its family or strategy), named in the record.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,7 @@ from scaling_bench.config import grid
 from scaling_bench.config.case import Case
 from scaling_bench.config.convergence import settings_for
 from scaling_bench.config.grid import GridSpec
+from scaling_bench.config.shard import Shard
 from scaling_bench.core.dtypes import DTYPES
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.units import fmt_bytes
@@ -43,16 +45,40 @@ def predicted_peak_bytes(case: Case, p: Plan) -> int:
     return need * (case.nproc_per_node if case.device == "cpu" else 1)
 
 
-def check_convergence_data(case: Case, config: object) -> None:
+def dataset_bytes(family: str, config: object, samples: int) -> int:
+    """What ``samples`` samples of a convergence data set hold for ``family``'s ``config``:
+    float32 inputs of the family's input shape and an int64 class each, or for gpt int64 token
+    windows of ``seq_len + 1`` (inputs and next-token targets share them)."""
+    from scaling_bench.models.datasets import input_shape
+
+    if family == "gpt":
+        return samples * 8 * (config.seq_len + 1)
+    return samples * (4 * math.prod(input_shape(family, config)) + 8)
+
+
+def check_convergence_data(case: Case, config: object, free_host_bytes: int | None = None) -> None:
     """The user's data mistakes (a dataset that does not fit the family or the model's config,
-    sizes it cannot supply, CIFAR-10 not on disk) as one-line errors before any worker starts.
+    sizes it cannot supply, CIFAR-10 not on disk, more samples than the host's memory holds) as
+    one-line errors before any worker starts.
 
     Offline datasets are small, so they are built here and thrown away: whatever would fail in
-    the worker fails now. CIFAR-10 is only looked for."""
+    the worker fails now; but first their bytes are held against ``MEMORY_HEADROOM`` of the
+    host's available memory (``free_host_bytes``, measured when None), so that a typo in
+    ``train_size`` is an error, not an allocation that takes the runner down. CIFAR-10 is only
+    looked for."""
     from scaling_bench.models.datasets import check_dataset, load_dataset
 
     s = settings_for(case)
     check_dataset(s.dataset, case.family, s.data_root, s.download)
+    free = free_memory_bytes("cpu") if free_host_bytes is None else free_host_bytes
+    need = dataset_bytes(case.family, config, s.train_size + s.heldout_size)
+    if need > grid.MEMORY_HEADROOM * free:
+        raise UserError(
+            f"convergence train_size={s.train_size}, heldout_size={s.heldout_size}: the data set "
+            f"of {case.case_id} would need {fmt_bytes(need)}, more than "
+            f"{grid.MEMORY_HEADROOM:.0%} of the {fmt_bytes(free)} of host memory available; "
+            "lower train_size or heldout_size"
+        )
     if s.dataset != "cifar10":
         load_dataset(
             s.dataset,
@@ -120,8 +146,13 @@ def prepare(
     resume: bool = False,
     settings: Settings | None = None,
     max_cases: int = grid.MAX_CASES,
+    shard: Shard | None = None,
 ) -> Campaign:
-    """Everything that can fail on bad input fails here, before the first worker starts."""
+    """Everything that can fail on bad input fails here, before the first worker starts.
+
+    ``max_cases`` bounds the whole grid, sharded or not. With ``shard``, the campaign holds only
+    that shard's cases (``config.shard``), taken after the whole grid is built and checked and
+    before any case is planned: a shard plans, skips and records only its own cases."""
     from scaling_bench.engine.distributed.launch import check_launch, launch_env
     from scaling_bench.hardware.peaks import fingerprint, measured_gemm_peak, peak_flops
 
@@ -137,11 +168,17 @@ def prepare(
     skipped = {c.case_id: reason for c in cases if (reason := unsupported(c))}
     if len(skipped) == len(cases):
         raise UserError(next(iter(skipped.values())))  # nothing of the grid could run
+    if shard is not None:
+        cases = shard.select(cases)
+        skipped = {c.case_id: skipped[c.case_id] for c in cases if c.case_id in skipped}
     free = free_memory_bytes(device)
+    free_host = free if device == "cpu" else None  # measured once, when a case needs it
     for case in (c for c in cases if c.case_id not in skipped):
         p = plan_for(case)  # once per case: it traces the model on the meta device
         if any(w.needs is Needs.OWN_MODELS for w in ordered(case.workloads)):
-            check_convergence_data(case, p.config)
+            if free_host is None:
+                free_host = free_memory_bytes("cpu")
+            check_convergence_data(case, p.config, free_host)
         if reason := skip_reason(case, p, free):
             skipped[case.case_id] = reason
     if device == "cpu" and settings.peak_flops is None:

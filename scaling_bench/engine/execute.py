@@ -11,6 +11,7 @@ before each workload starts, so a timeout or a killed worker keeps them too.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from traceback import format_exc
@@ -69,11 +70,13 @@ def run_workload(
 ) -> dict[str, dict]:
     """One workload's figures, with the state it needs made first (its derived figures too,
     unless the ranks must combine the raw ones before)."""
+    started = time.perf_counter()
     if w.needs is Needs.OWN_MODELS:
         _free(setup)
     elif w.needs is Needs.TRAINING:
         setup.ensure_training_state()
     raw = w.measure(setup, ctx)
+    raw[f"{w.name}_wall_s"] = single(time.perf_counter() - started, "s")
     return raw | w.derive(raw, setup, ctx) if derive else raw
 
 

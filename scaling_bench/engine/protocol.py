@@ -26,6 +26,8 @@ class Settings:
     node_rank: int = 0
     rdzv_endpoint: str | None = None
     threads: int | None = None
+    #: Start each worker as a fresh interpreter instead of forking it from the warm server.
+    fresh_workers: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Run cases, each in its own worker process, and append one record per case as it ends.
 
-A worker is a fresh interpreter in a session of its own: an OOM, a segfault, ``os._exit`` or the
-kernel's OOM killer ends that case's worker, never the grid. Each record is fsync'd before the next
-case starts, so a run stopped at any point, resumed with ``resume=True``, runs each case once.
+A worker is a process in a session of its own (forked from a warm server, or a fresh
+interpreter): an OOM, a segfault, ``os._exit`` or the kernel's OOM killer ends that case's worker,
+never the grid. Each record is fsync'd before the next case starts, so a run stopped at any
+point, resumed with ``resume=True``, runs each case once.
 
 Running a case id that the results file already holds, without ``resume``, is refused: two records
 for one case would leave every reader to choose between them, and the file is never rewritten.
@@ -13,12 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,13 +34,20 @@ from rich.progress import (
 )
 
 from scaling_bench.core.errors import UserError
+from scaling_bench.engine.launchers import ForkServer, FreshInterpreter, Launcher, ServerDied
 from scaling_bench.engine.protocol import Job, Settings, read_json, read_partial, write_job
 from scaling_bench.engine.worker import ERROR_CHARS, clip
+from scaling_bench.store.lock import (
+    TEMP_DIR_PREFIX,
+    ResultsLock,
+    remove_stale_temp_dirs,
+    write_runner_pid,
+)
 from scaling_bench.store.records import (
     RESULTS_FILE,
     append_record,
-    done_case_ids,
     ensure_writable_dir,
+    load_records,
     make_record,
     problem_with,
 )
@@ -87,13 +94,14 @@ def run_cases(
     """Run each case not yet recorded in ``out_dir/results.jsonl``; return the records written.
 
     ``execute`` ("module:function") runs inside the worker on ``case.to_dict()`` and
-    ``settings``. ``timeout_s`` is
-    each case's wall time, the worker's start and imports included. The records come back in case
-    order; with ``resume``, earlier records stay in the file, not in the return value. Ctrl-C kills
-    the running worker and raises ``RunInterrupted``. Cases in ``skipped`` (case id -> reason) are
-    recorded as ``skipped`` with the reason, without a worker. ``derive`` maps a case and its
-    worker's fields to the fields recorded, for figures that need more than the worker knows
-    (a distributed case's scaling efficiency against an earlier record).
+    ``settings``. ``timeout_s`` is each case's wall time, the worker's start included. Workers
+    fork from a warm server (``launchers.ForkServer``) unless ``settings.fresh_workers``. The
+    folder is locked for the run, and scratch folders of dead runners are removed first. The
+    records come back in case order; with ``resume``, earlier records stay in the file, not in
+    the return value. Ctrl-C kills the running worker and raises ``RunInterrupted``. Cases in
+    ``skipped`` (case id -> reason) are recorded as ``skipped`` with the reason, without a
+    worker. ``derive`` maps a case and its worker's fields to the fields recorded, for figures
+    that need more than the worker knows (a distributed case's scaling efficiency).
     """
     if ":" not in execute:
         raise ValueError(f"execute={execute!r} is not 'module:function'")
@@ -105,8 +113,30 @@ def run_cases(
         raise UserError(f"the grid holds case {repeated[0]} more than once")
     out_dir = Path(out_dir)
     ensure_writable_dir(out_dir)
+    remove_stale_temp_dirs()
+    with ResultsLock(out_dir):
+        return _run_locked(
+            cases, execute, out_dir, timeout_s, env, resume, progress, skipped or {}, derive,
+            settings or Settings(),
+        )  # fmt: skip
+
+
+def _run_locked(
+    cases: Sequence[RunnableCase],
+    execute: str,
+    out_dir: Path,
+    timeout_s: float,
+    env: dict[str, Any],
+    resume: bool,
+    progress: bool,
+    skipped: Mapping[str, str],
+    derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None,
+    settings: Settings,
+) -> list[dict[str, Any]]:
+    """``run_cases`` while this process holds the results folder's lock."""
     results_path = out_dir / RESULTS_FILE
-    recorded = done_case_ids(results_path)
+    recorded = {r["case_id"]: r for r in load_records(results_path)}
+    ids = [case.case_id for case in cases]
     already = [case_id for case_id in ids if case_id in recorded]
     if already and not resume:
         more = f" (and {len(already) - 1} more of this grid)" if len(already) > 1 else ""
@@ -114,25 +144,68 @@ def run_cases(
             f"{results_path} already holds case {already[0]}{more}; pass --resume to run only the "
             "cases it lacks, or use a new --out"
         )
+    _check_same_workloads(cases, recorded, results_path)
     if already:
         print(f"resuming: {len(already)} of {len(ids)} cases already recorded", file=sys.stderr)
     pending = [case for case in cases if case.case_id not in recorded]
 
     records: list[dict[str, Any]] = []
+    runs = [case for case in pending if case.case_id not in skipped]
+    launcher = None
     with _Progress(len(pending), live=progress and sys.stderr.isatty()) as shown:
         try:
+            launcher = _launcher(settings) if runs else None
             for case in pending:
                 shown.start(case.case_id)
-                if case.case_id in (skipped or {}):
+                if case.case_id in skipped:
                     record = _skipped(case, skipped[case.case_id], env)
                 else:
-                    record = _run_case(case, execute, timeout_s, env, derive, settings)
-                append_record(results_path, record)
-                records.append(record)
+                    record = _run_case(case, execute, timeout_s, env, derive, settings, launcher)
+                with _signals_held():  # a record on disk is a record counted
+                    append_record(results_path, record)
+                    records.append(record)
                 shown.finish(record, len(records))
         except KeyboardInterrupt:
             raise RunInterrupted(len(records), len(pending), results_path) from None
+        finally:
+            if launcher is not None:
+                launcher.close()
     return records
+
+
+def _check_same_workloads(
+    cases: Sequence[RunnableCase], recorded: Mapping[str, dict[str, Any]], results_path: Path
+) -> None:
+    """``--resume`` never runs a recorded case again, so a case recorded with other workloads
+    would silently lack the new ones: refused with the reason instead (the case id leaves the
+    workloads out, as it leaves out every setting that is not an axis of the grid)."""
+    for case in cases:
+        record = recorded.get(case.case_id)
+        wanted = case.to_dict().get("workloads")
+        if record is None or wanted is None or not isinstance(record.get("case"), dict):
+            continue
+        held = record["case"].get("workloads")
+        if held is not None and list(held) != list(wanted):
+            raise UserError(
+                f"{results_path} holds case {case.case_id} run with workloads "
+                f"{','.join(held)}, and this run asks for {','.join(wanted)}; resume with "
+                f"--workloads {','.join(held)}, or use a new --out for the others"
+            )
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (then raise as usual)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _launcher(settings: Settings) -> Launcher:
+    return FreshInterpreter() if settings.fresh_workers else ForkServer(settings.plugins)
 
 
 def _run_case(
@@ -140,26 +213,28 @@ def _run_case(
     execute: str,
     timeout_s: float,
     env: dict[str, Any],
-    derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None = None,
-    settings: Settings | None = None,
+    derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None,
+    settings: Settings,
+    launcher: Launcher,
 ) -> dict[str, Any]:
     """One case, one worker, one record."""
     case_dict = case.to_dict()
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="scaling-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=TEMP_DIR_PREFIX) as tmp:
+        write_runner_pid(Path(tmp))
         job = Job(
             execute,
             case_dict,
-            os.getpid(),
-            settings or Settings(),
+            launcher.parent_pid,
+            settings,
             dump_stacks_at=time.time() + timeout_s - STACK_DUMP_BEFORE_S,
             partial_path=str(_partial(Path(tmp))),
         )
         job_path = Path(tmp, "job.json")
         write_job(job_path, job)
         fields = _run_worker(
-            job_path, Path(tmp, "result.json"), Path(tmp, "output.log"), timeout_s, Path(tmp)
+            launcher, job_path, Path(tmp, "result.json"), Path(tmp, "output.log"), timeout_s
         )
     if derive is not None:
         fields = derive(case, fields)
@@ -189,30 +264,33 @@ def _skipped(case: RunnableCase, reason: str, env: dict[str, Any]) -> dict[str, 
 
 
 def _run_worker(
-    job_path: Path, result_path: Path, log_path: Path, timeout_s: float, scratch: Path
+    launcher: Launcher, job_path: Path, result_path: Path, log_path: Path, timeout_s: float
 ) -> dict[str, Any]:
     """The worker's result fields, or a ``timeout`` / ``crashed`` status if it gave none."""
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "scaling_bench.engine.worker", str(job_path), str(result_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=_worker_env(scratch),
-            start_new_session=True,  # own process group: one kill takes its children too
-        )
+    deadline = time.monotonic() + timeout_s
+    pid = None
     try:
-        returncode = proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        summary = f"ran past the {timeout_s:g}s timeout; killed the worker's process group"
+        pid = launcher.start(job_path, result_path, log_path, job_path.parent)
+        returncode = launcher.wait(pid, deadline - time.monotonic())
+        if returncode is None:
+            launcher.kill(pid)
+            pid = None
+            summary = f"ran past the {timeout_s:g}s timeout; killed the worker's process group"
+            return _measured_so_far(result_path) | {
+                "status": "timeout",
+                "error": _with_output(summary, log_path),
+            }
+        pid = None
+    except ServerDied as exc:
+        pid = None
         return _measured_so_far(result_path) | {
-            "status": "timeout",
-            "error": _with_output(summary, log_path),
+            "status": "crashed",
+            "error": _with_output(f"{exc}; the case's worker ended with it", log_path),
         }
     finally:
-        if proc.poll() is None:  # Ctrl-C or another error: the worker must not outlive the run
-            _kill_group(proc)
+        if pid is not None:  # Ctrl-C or another error: the worker must not outlive the run
+            with contextlib.suppress(ServerDied):
+                launcher.kill(pid)
     if returncode == 0 and result_path.exists():
         return read_json(result_path)
     return _measured_so_far(result_path) | {
@@ -226,21 +304,8 @@ def _measured_so_far(result_path: Path) -> dict[str, Any]:
     return read_partial(_partial(result_path.parent))
 
 
-def _worker_env(scratch: Path) -> dict[str, str]:
-    """The environment, with ``sys.path`` as PYTHONPATH (what the parent imports, the worker can)
-    and ``TMPDIR`` in the case's own folder, which the runner removes even after a SIGKILL."""
-    path = dict.fromkeys(os.path.abspath(entry) for entry in sys.path)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "TMPDIR": str(scratch)}
-
-
 def _partial(scratch: Path) -> Path:
     return scratch / "partial.json"
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def _death(returncode: int) -> str:

@@ -121,11 +121,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="results folder (default: results/run-YYYYmmdd-HHMMSS)")
     p.add_argument("--resume", action="store_true", help="skip cases already in --out")
     p.add_argument("--max-cases", type=int, default=MAX_CASES,
-                   help=f"refuse a grid of more cases (default {MAX_CASES})")  # fmt: skip
+                   help=f"refuse a grid of more cases (default {MAX_CASES}); with --shard, "
+                   "it bounds the whole grid")  # fmt: skip
+    p.add_argument("--shard", metavar="K/N",
+                   help="run only the K-th of N parts of the grid, K from 1 to N (as "
+                   "SLURM_ARRAY_TASK_ID in --array=1-N); every host splits a grid alike; join the "
+                   "parts' folders with scaling-bench merge")  # fmt: skip
     p.add_argument("--peak-flops", help="device peak FLOP/s for MFU, e.g. 989.4e12 or 989.4T")
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                   help="import MODULE to register more workloads (repeatable)")  # fmt: skip
+    _add_plugin(p)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--fresh-workers", action="store_true",
+                   help="start each case in a fresh interpreter instead of forking it from a "
+                   "warm, pre-imported server (seconds slower per case)")  # fmt: skip
     p.add_argument("--report", action="store_true", help="also write DIR/report.html at the end")
     conv = p.add_argument_group(
         "convergence workload", "train for --steps steps over --seeds seeds and the --lrs grid"
@@ -155,27 +162,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from datetime import datetime
     from pathlib import Path
 
+    from scaling_bench.config.shard import parse_shard
     from scaling_bench.engine.campaign import prepare
     from scaling_bench.engine.runner import RunInterrupted
     from scaling_bench.report.summary import summarize_run
+    from scaling_bench.store.records import RESULTS_FILE
     from scaling_bench.workloads import load_plugins
 
+    shard = None if args.shard is None else parse_shard(args.shard)
     plugins = load_plugins(args.plugin)
     settings = _settings(args, plugins)
     out = Path(args.out or f"results/run-{datetime.now():%Y%m%d-%H%M%S}")
     if args.max_cases < 1:
         raise UserError(f"--max-cases {args.max_cases}: must be at least 1")
     campaign = prepare(
-        _spec_from_args(args), out, resume=args.resume, settings=settings, max_cases=args.max_cases
+        _spec_from_args(args),
+        out,
+        resume=args.resume,
+        settings=settings,
+        max_cases=args.max_cases,
+        shard=shard,
     )
     try:
         ran = campaign.run(progress=not args.no_progress)
-    except RunInterrupted as exc:
-        print(f"scaling-bench: {exc}", file=sys.stderr)
-        return 130
-    summarize_run(out, campaign.started, ran)
-    if args.report:
-        _report(out, out / "report.html", markdown=None, echo_markdown=False)
+    except RunInterrupted as exc:  # the runner's line: how many cases are recorded, how to resume
+        raise _Stopped(str(exc)) from None
+    try:
+        summarize_run(out, campaign.started, ran)
+        if args.report:
+            _report(out, out / "report.html", markdown=None, echo_markdown=False)
+    except KeyboardInterrupt:
+        raise _Stopped(
+            f"interrupted after the run: its {len(ran)} cases are recorded in "
+            f"{out / RESULTS_FILE}; scaling-bench report {out} shows them"
+        ) from None
     return 0
 
 
@@ -196,6 +216,7 @@ def _settings(args: argparse.Namespace, plugins: tuple[str, ...]) -> Settings:
         plugins=plugins,
         node_rank=args.node_rank,
         rdzv_endpoint=args.rdzv_endpoint,
+        fresh_workers=args.fresh_workers,
     )
 
 
@@ -262,13 +283,23 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="HTML report with plots and a markdown summary of a run")
     p.add_argument("dir", metavar="DIR", help="results folder (or its results.jsonl)")
     p.add_argument("--html", metavar="FILE", help="HTML report (default: DIR/report.html)")
+    _add_plugin(p)
     p.add_argument("--markdown", metavar="FILE", help="markdown summary (default: stdout)")
     p.set_defaults(func=_cmd_report)
+
+
+def _add_plugin(p: argparse.ArgumentParser) -> None:
+    """Plugins register workloads and their metric specs; a reader needs them as the run did."""
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE to register more workloads (repeatable)")  # fmt: skip
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from scaling_bench.workloads import load_plugins
+
+    load_plugins(args.plugin)
     source = Path(args.dir)
     folder = source if source.is_dir() else source.parent
     html_path = Path(args.html or folder / "report.html")
@@ -303,6 +334,35 @@ def _write(path: Path, data: str | bytes) -> None:
         raise UserError(f"{path}: cannot write ({exc.strerror})") from None
 
 
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="join results folders (the shards of a grid, other hosts' runs) into one",
+        description="Join results folders or files into OUT/results.jsonl. A case recorded alike "
+        "in several is kept once; a case recorded differently is refused and nothing is written. "
+        "OUT may already hold records: only those it lacks are appended, so merging again as "
+        "more shards finish is safe.",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="results folder or results.jsonl")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write results.jsonl in")
+    p.set_defaults(func=_cmd_merge)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scaling_bench.store.merge import merge_results
+
+    merged = merge_results([Path(s) for s in args.sources], Path(args.out))
+    print(
+        f"scaling-bench: {merged.path}: {merged.added} records added, "
+        f"{merged.read - merged.added} of the {merged.read} read were already there; "
+        f"it holds {merged.total}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
@@ -316,11 +376,12 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         action="extend",
         metavar="NAME",
-        help="metrics to compare, names or glob patterns (default: every metric whose name gives "
-        "its direction: *_s, *_bytes, losses lower is better, *_per_s, *_mfu higher; "
-        "throughput, FLOP/s and MFU are left to the step time they are derived from)",
+        help="metrics to compare, names or glob patterns (default: every metric its spec says "
+        "has a better direction; derived figures such as throughput and MFU are left to the "
+        "time they come from; bookkeeping only when named)",
     )
     p.add_argument("--all", action="store_true", help="list unchanged metrics too")
+    _add_plugin(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", metavar="FILE", help="PNG of the per-family ratios (hardware view)")
     p.set_defaults(func=_cmd_compare)
@@ -329,6 +390,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from scaling_bench.workloads import load_plugins
+
+    load_plugins(args.plugin)
     from scaling_bench.analysis.compare import compare_runs, parse_threshold
     from scaling_bench.store.foreign import load_run
 
@@ -360,18 +424,86 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure how a network's cost and behaviour grow with its parameter count.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_plan, _add_run, _add_report, _add_compare, _add_env, _add_asv_machine):
+    commands = (_add_plan, _add_run, _add_report, _add_merge, _add_compare, _add_env,
+                _add_asv_machine)  # fmt: skip
+    for add in commands:
         add(sub)
     return parser
+
+
+#: Exit status of a run stopped by Ctrl-C (SIGINT) or by SIGTERM: 128 + the signal's number,
+#: what a shell reports for a process the signal ended.
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+NOTHING_RAN = "interrupted before any case ran; nothing was recorded"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run, raised where the program is so that it stops as on Ctrl-C."""
+
+
+class _Stopped(KeyboardInterrupt):
+    """A run stopped once cases had started: the line says what is recorded and how to resume."""
+
+
+class _SigtermAsInterrupt:
+    """While a run is in progress, SIGTERM (``kill``, ``timeout``, systemd, batch schedulers)
+    raises ``Terminated``: the runner then stops as on Ctrl-C (the worker killed, its scratch
+    folder removed, no half record) instead of the process vanishing mid-case. Further SIGTERMs
+    are ignored from then on, so that they cannot cut that cleanup short. The previous handler
+    comes back on exit; outside the main thread, where none can be installed, nothing changes."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: object = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.received = True
+        raise Terminated
+
+    def __enter__(self) -> _SigtermAsInterrupt:
+        import signal
+
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            return self
+        self._installed = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        import signal
+
+        if self._installed:
+            previous = self._previous if self._previous is not None else signal.SIG_DFL
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``run``, with SIGTERM handled as Ctrl-C: exit 130 or 143 and one line, no traceback."""
+    with _SigtermAsInterrupt() as sigterm:
+        try:
+            return args.func(args)
+        except KeyboardInterrupt as exc:  # a _Stopped says what ran; before that, nothing did
+            print(f"scaling-bench: {exc if isinstance(exc, _Stopped) else NOTHING_RAN}",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_TERMINATED if sigterm.received else EXIT_INTERRUPTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        return _run_command(args) if args.command == "run" else args.func(args)
     except UserError as exc:
         print(f"scaling-bench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # another command: nothing of it is worth a traceback
+        print("scaling-bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -20,6 +20,16 @@ pytest process are still less clean than a fresh worker's: freed memory is not a
 **Clocks.** A CUDA step returns before the GPU finishes, so both front-ends synchronise before
 reading the clock (DESIGN §6). asv is lower-is-better and divides by calls only, so its clock
 counts seconds per *sample*: it divides the time by the batch size.
+
+**Workloads.** Both front-ends iterate the workload registry; plugin modules that register more
+(``scaling-bench run --plugin``) are named by ``--sb-plugin`` or ``$SCALING_BENCH_PLUGINS``
+(``load_plugins``), beside the installed entry points.
+
+**asv parameters.** ``AsvGrid`` lays the cases out as asv parameters, one per axis that tells
+cases of a grid apart (``ASV_AXES``: every ``multi`` axis, and the device), so asv's web UI plots
+along the size; ``asv_values`` is a case's combination, ``store.foreign.asv_case_id`` reads it
+back into the case id. ``measure_all`` is what asv's ``setup_cache`` returns: every workload of
+every case, measured once, for all of the ``track_`` benchmarks.
 """
 
 from __future__ import annotations
@@ -30,17 +40,19 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from traceback import format_exception_only
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from scaling_bench.config import grid
-from scaling_bench.config.axes import AXES
+from scaling_bench.config.axes import AXES, axis
 from scaling_bench.config.case import Case
+from scaling_bench.config.sizes import format_size, parse_size
 from scaling_bench.core.errors import UserError
-from scaling_bench.workloads.base import Needs, get
+from scaling_bench.workloads.base import Needs, Workload, get, ordered
 
 if TYPE_CHECKING:
     import torch
@@ -48,6 +60,8 @@ if TYPE_CHECKING:
     from scaling_bench.workloads.setup import CaseSetup
 
 GRID_ENV = "SCALING_BENCH_GRID"
+#: Plugin modules to import (comma-separated), where no ``--sb-plugin`` option names them.
+PLUGINS_ENV = "SCALING_BENCH_PLUGINS"
 #: What chooses the cases (option key -> the environment variable that sets it where no option
 #: does): the grid, and every axis that declares a variable.
 ENV = {"grid": GRID_ENV} | {
@@ -57,6 +71,31 @@ ENV = {"grid": GRID_ENV} | {
 AXIS_OF = {a.env.removeprefix("SCALING_BENCH_").lower(): a.name for a in AXES if a.env}
 MIN_ROUNDS = 5
 MAX_ROUNDS = 100
+
+
+def load_plugins(
+    given: Iterable[str] | None = None, environ: Mapping[str, str] = os.environ
+) -> tuple[str, ...]:
+    """Import the plugin modules ``given`` (each item may be comma-separated), else those of
+    ``$SCALING_BENCH_PLUGINS``, and the installed entry points; every plugin module loaded.
+
+    A module that cannot be imported is the user's mistake (``UserError``)."""
+    from scaling_bench.workloads import load_plugins as load
+
+    texts = list(given or ()) or [environ.get(PLUGINS_ENV) or ""]
+    return load(name.strip() for text in texts for name in text.split(",") if name.strip())
+
+
+def step_metric(workload: Workload) -> str:
+    """The metric a timed workload records its step under (``train_step_s``), as
+    ``scaling-bench run`` does: what pytest-benchmark times for it."""
+    return f"{workload.name}_step_s"
+
+
+def whole_metric(workload: Workload) -> str:
+    """A whole workload's seconds (``checkpoint_s``), declared when it registers: what
+    pytest-benchmark times for a workload without a step."""
+    return f"{workload.name}_s"
 
 
 def bench_cases(
@@ -153,11 +192,21 @@ def measure(case: Case, workload: str) -> dict[str, dict]:
     return metrics
 
 
-def extra_info(case: Case, params: int, metrics: Mapping[str, dict]) -> dict[str, object]:
-    """pytest-benchmark's ``extra_info``: the case and each metric without its raw samples."""
-    info: dict[str, object] = {"case_id": case.case_id, "family": case.family, "params": params}
-    for name, metric in metrics.items():
-        info[name] = {k: v for k, v in metric.items() if k != "samples"}
+def extra_info(
+    case: Case, params: int, metrics: Mapping[str, dict], workload: str, metric: str
+) -> dict[str, object]:
+    """pytest-benchmark's ``extra_info``: the case, the workload, the name of the metric the
+    benchmark's time is (``train_step_s``, ``checkpoint_s``: what ``compare`` files it under),
+    and each metric the workload recorded, without its raw samples."""
+    info: dict[str, object] = {
+        "case_id": case.case_id,
+        "family": case.family,
+        "params": params,
+        "workload": workload,
+        "metric": metric,
+    }
+    for name, figure in metrics.items():
+        info[name] = {k: v for k, v in figure.items() if k != "samples"}
     return info
 
 
@@ -205,40 +254,125 @@ class SampleClock:
         return time.perf_counter() / self._samples_per_call
 
 
-@cache
-def _asv_cases() -> dict[str, Case]:
-    return {case.case_id: case for case in bench_cases()}
+#: The axes that are asv parameters, in the axes' order: every grid dimension (``multi``) and
+#: the device, one value per grid, so that a combination names its case completely.
+ASV_AXES = tuple(a.name for a in AXES if a.multi or a.name == "device")
 
 
-def asv_params() -> list[str]:
-    """asv's ``params``: the ids of the cases the ``SCALING_BENCH_*`` variables choose."""
-    return list(_asv_cases())
+def asv_values(case: Case) -> tuple[Any, ...]:
+    """The case's asv parameter values, one per ``ASV_AXES``: the axis's value, but the size as
+    its token (``'1e5'``, as the case id writes it) and the family with the config fields the grid
+    sets for it (``'gpt(seq_len=128)'``), which the case id carries too."""
+    values = []
+    for name in ASV_AXES:
+        value = getattr(case, name)
+        if name == "target_params":
+            value = format_size(value)
+        elif name == "family" and (overrides := axis("overrides").token(case)):
+            value = f"{value}({overrides})"
+        values.append(value)
+    return tuple(values)
 
 
-def asv_case(case_id: str, workload: str) -> Case:
-    """The case, or asv's "skipped" where it cannot run ``workload`` here."""
-    case = _asv_cases()[case_id]
-    if reason := skip_reason(case):
-        _asv_skip(reason)
-    if workload not in case.workloads:
-        _asv_skip(f"{workload} is not among this grid's workloads")
-    return case
+class AsvGrid:
+    """The cases as asv parameters: ``param_names`` are ``ASV_AXES``, ``params`` the values of
+    each present in the grid (sizes smallest first). Their product holds combinations that are no
+    case of the grid (a size one family lacks): asv skips them (``case_for``)."""
+
+    def __init__(self, cases: Sequence[Case]) -> None:
+        self.cases = {asv_values(case): case for case in cases}
+        self.param_names = list(ASV_AXES)
+        self.params = [
+            list(dict.fromkeys(values[i] for values in self.cases)) for i in range(len(ASV_AXES))
+        ]
+        self.params[ASV_AXES.index("target_params")].sort(key=parse_size)
+
+    def runnable(self) -> list[Case]:
+        """The cases an in-process front-end can run here."""
+        return [case for case in self.cases.values() if not skip_reason(case)]
+
+    @property
+    def timeout_s(self) -> float:
+        """Time for every workload of every runnable case: their case timeouts, added up."""
+        return sum(case.timeout_s for case in self.runnable()) or 60.0
+
+    def case_for(self, values: Sequence[Any], workload: Workload | None = None) -> Case:
+        """The case of a parameter combination, or asv's "skipped": no such case in the grid, a
+        case not runnable here, or one whose workloads leave ``workload`` out or cannot run it."""
+        case = self.cases.get(tuple(values))
+        if case is None:
+            _asv_skip("not a case of this grid")
+        if reason := skip_reason(case):
+            _asv_skip(reason)
+        if workload is not None:
+            if workload.name not in case.workloads:
+                _asv_skip(f"{workload.name} is not among this grid's workloads")
+            if reason := workload.skip_reason(case):
+                _asv_skip(reason)
+        return case
 
 
-def asv_step(case_id: str, workload: str, clock: SampleClock) -> Callable[[], object]:
+def asv_step(case: Case, workload: Workload, clock: SampleClock) -> Callable[[], object]:
     """The case's timed step, built once per process, with ``clock`` set to its batch."""
-    setup = setup_for(asv_case(case_id, workload))
+    setup = setup_for(case)
     clock.use(setup)
-    return get(workload).step(setup)
+    return workload.step(setup)
 
 
-def asv_metric(case_id: str, workload: str, name: str) -> float:
-    """One figure the workload records; skipped where this machine does not record it (a GPU
-    figure on a CPU, NVML without a driver)."""
-    metrics = measure(asv_case(case_id, workload), workload)
-    if name not in metrics:
-        _asv_skip(f"{name} is not measured here")
-    return metrics[name]["value"]
+def measure_all(cases: Iterable[Case]) -> dict[str, dict[str, Any]]:
+    """Every workload of each case, measured once, in its order (asv's ``setup_cache``):
+    ``{case_id: {"metrics": {workload: metrics}, "errors": {workload: message}, "skipped":
+    reason or None}}``.
+
+    As in a worker, a workload that fails ends its case: the workloads after it are not run, and
+    say so; the next case starts afresh. As in ``scaling-bench run``, a case predicted not to fit
+    in the free memory is skipped, not attempted: in this one process, the kernel's OOM killer
+    would take every case's figures with it."""
+    global _current
+    from scaling_bench.engine.campaign import skip_reason as unfit
+    from scaling_bench.hardware.devices import free_memory_bytes
+    from scaling_bench.predict.plan import plan_for
+
+    out: dict[str, dict[str, Any]] = {}
+    for case in cases:
+        metrics: dict[str, dict] = {}
+        errors: dict[str, str] = {}
+        _current = None  # the previous case freed before the free memory is read
+        gc.collect()
+        if reason := unfit(case, plan_for(case), free_memory_bytes(case.device)):
+            out[case.case_id] = {"metrics": metrics, "errors": errors, "skipped": reason}
+            continue
+        failed = None
+        for w in ordered(case.workloads):
+            if w.skip_reason(case):
+                continue
+            if failed is not None:
+                errors[w.name] = f"not run: {failed} failed before it"
+                continue
+            try:
+                metrics[w.name] = measure(case, w.name)
+            except Exception as exc:
+                errors[w.name] = "".join(format_exception_only(exc)).strip()
+                failed = w.name
+                _current = None
+        out[case.case_id] = {"metrics": metrics, "errors": errors, "skipped": None}
+    _current = None
+    return out
+
+
+def asv_figure(figures: Mapping[str, dict], case: Case, workload: Workload, metric: str) -> float:
+    """One figure of ``measure_all``'s: a failure raises (asv shows the benchmark failed, with the
+    message); a case skipped and a figure this machine does not record (a GPU peak on a CPU) are
+    skipped."""
+    measured = figures.get(case.case_id) or {"metrics": {}, "errors": {}, "skipped": None}
+    if measured.get("skipped"):
+        _asv_skip(measured["skipped"])
+    if error := measured["errors"].get(workload.name):
+        raise RuntimeError(f"{case.case_id}: {workload.name}: {error}")
+    value = measured["metrics"].get(workload.name, {}).get(metric, {}).get("value")
+    if value is None:
+        _asv_skip(f"{metric} is not measured here")
+    return value
 
 
 def _asv_skip(reason: str) -> NoReturn:

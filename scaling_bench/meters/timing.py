@@ -1,10 +1,12 @@
 """Seconds per step: cold start apart, then repeated until the median is known well enough.
 
 The first call pays for allocator growth, autotuning and compilation, so it is reported alone as
-``cold_start_s`` and never mixed into the samples. After the warm-up, blocks of calls are timed
-until the 95% confidence half-width of the median is within ``rel_ci`` of it, the budget is spent
-or ``max_samples`` is reached. Steps shorter than ``MIN_BLOCK_S`` run several to a block so that
-the timer's own cost stays small; a sample is the block's time divided by its calls.
+``cold_start_s`` and never mixed into the samples. Warm-up then runs until the step time is stable,
+and blocks of calls are timed until the 95% confidence half-width of the median is within
+``rel_ci`` of it with at least ``MIN_SAMPLES`` samples (the figure is then ``settled``), the budget
+is spent once those samples are in, or ``max_samples`` is reached. Steps shorter than
+``MIN_BLOCK_S`` run several to a block so that the timer's own cost stays small; a sample is the
+block's time divided by its calls.
 
 On CUDA each block is bracketed by CUDA events and followed by one synchronise, so the figure is
 the device's time for the work, not the host's time to launch it.
@@ -29,6 +31,14 @@ SPECS = (
     MetricSpec("cold_start_s", "s", LOWER, label="first step (cold start)"),
     MetricSpec("timed_s", "s", NEITHER, kind="bookkeeping", reduce="max", label="time timed"),
 )
+#: Fewest samples of a settled figure, whatever the budget (DESIGN §4).
+MIN_SAMPLES = 10
+#: Warm-up is over when this many blocks agree within this share of their median.
+STABLE_WINDOW = 3
+STABLE_REL = 0.1
+MAX_WARMUP_BLOCKS = 50
+#: The minimum sample count wins over the budget, up to this many budgets.
+OVERRUN = 20
 MIN_BLOCK_S = 1e-3
 """Shortest timed block: below it, timer overhead (microseconds on CUDA) would be over 1%."""
 _TIMER_FLOOR_S = 1e-7
@@ -50,6 +60,8 @@ class Timing:
     ci_halfwidth_s: float
     converged: bool
     timed_s: float
+    warmup_calls: int = 0
+    warmup_s: float = 0.0
 
     def metrics(self, prefix: str) -> dict[str, dict]:
         """Record metrics ``{prefix}_step_s`` (median, spread, samples) and the cold start.
@@ -60,7 +72,10 @@ class Timing:
         step = summarize(self.step_s, "s") | {
             "ci95_halfwidth": self.ci_halfwidth_s if math.isfinite(self.ci_halfwidth_s) else None,
             "converged": self.converged,
+            "settled": self.converged,
             "steps_per_sample": self.steps_per_sample,
+            "warmup_calls": self.warmup_calls,
+            "warmup_s": self.warmup_s,
         }
         return {
             f"{prefix}_step_s": step,
@@ -96,39 +111,63 @@ def _block_timer(device: torch.device) -> Callable[[Callable[[], object], int], 
     raise UserError(f"timing on device type {device.type!r} is not supported (cpu or cuda)")
 
 
+def _stable(times: list[float], window: int, rel: float) -> bool:
+    """The last ``window`` warm-up times agree within ``rel`` of their median."""
+    last = sorted(times[-window:])
+    return len(last) == window and last[-1] - last[0] <= rel * last[len(last) // 2]
+
+
 def measure(
     step: Callable[[], object],
     device: torch.device | str,
     *,
     budget_s: float = 10.0,
     warmup_steps: int = 2,
-    min_samples: int = 10,
+    min_samples: int = MIN_SAMPLES,
     max_samples: int = 200,
     rel_ci: float = 0.02,
     agree: Callable[[list[float], str], list[float]] | None = None,
 ) -> Timing:
-    """Time ``step`` on ``device``; the first of the ``warmup_steps`` calls is the cold start.
+    """Time ``step`` on ``device``; the first call is the cold start.
 
-    The budget covers the whole call: the cold start and warm-up always run, then a block is only
-    started if the time spent so far plus one more block fits, and there is always one sample.
+    Warm-up runs until the step time is stable (``STABLE_WINDOW`` blocks within ``STABLE_REL``),
+    at least ``warmup_steps`` calls in all and at most ``MAX_WARMUP_BLOCKS`` blocks or half the
+    budget. Sampling then runs until the median's 95% CI half-width is within ``rel_ci`` of it
+    with at least ``min_samples`` samples (``converged``: the figure is settled). The budget ends
+    sampling only once ``min_samples`` are in: the minimum wins over the budget, up to
+    ``OVERRUN`` times the budget (the case's timeout bounds the rest). A figure that stopped
+    short of either target is unsettled, and says so.
 
     ``agree(values, "min" | "max")`` reduces this process's figures with its peers' (an all-reduce
     across ranks): a step holding collectives must run as often on every rank, so the block size
-    and the decision to stop are taken together. Alone, every value is its own agreement.
+    and the decisions to stop are taken together. Alone, every value is its own agreement.
     """
     if warmup_steps < 1:
         raise ValueError(f"warmup_steps={warmup_steps} must be at least 1 (the cold start)")
     if not 1 <= min_samples <= max_samples:
         raise ValueError(f"need 1 <= min_samples ({min_samples}) <= max_samples ({max_samples})")
     run_block = _block_timer(torch.device(device))
+    agree = agree or (lambda values, op: values)
     started = time.perf_counter()
 
     cold_start_s = run_block(step, 1)
-    warm_s = [run_block(step, 1) for _ in range(warmup_steps - 1)]
-    agree = agree or (lambda values, op: values)
-    (step_estimate_s,) = agree([max(min(warm_s, default=cold_start_s), _TIMER_FLOOR_S)], "min")
-    calls = max(1, math.ceil(MIN_BLOCK_S / step_estimate_s))
-    timed_s = cold_start_s + sum(warm_s)
+    timed_s = cold_start_s
+    (estimate_s,) = agree([max(cold_start_s, _TIMER_FLOOR_S)], "min")
+    warm_calls = max(1, math.ceil(MIN_BLOCK_S / estimate_s))
+    warm: list[float] = []
+    while True:
+        block_s = run_block(step, warm_calls)
+        timed_s += block_s
+        warm.append(block_s / warm_calls)
+        done = 1 + len(warm) * warm_calls >= warmup_steps
+        enough = done and _stable(warm, STABLE_WINDOW, STABLE_REL)
+        over = len(warm) >= MAX_WARMUP_BLOCKS or time.perf_counter() - started > budget_s / 2
+        unstable, stop = agree([float(not enough), float(over)], "max")
+        if stop or not unstable:
+            break
+    (estimate_s,) = agree([max(min(warm), _TIMER_FLOOR_S)], "min")
+    calls = max(1, math.ceil(MIN_BLOCK_S / estimate_s))
+    sampling_from = time.perf_counter()
 
     samples: list[float] = []
     while True:
@@ -138,7 +177,12 @@ def measure(
         halfwidth = median_ci_halfwidth(samples)
         median = quantile(sorted(samples), 0.5)
         converged = len(samples) >= min_samples and halfwidth <= rel_ci * median
-        spent = len(samples) >= max_samples or time.perf_counter() - started + block_s > budget_s
+        elapsed = time.perf_counter() - started + block_s
+        spent = (
+            len(samples) >= max_samples
+            or (len(samples) >= min_samples and elapsed > budget_s)
+            or elapsed > OVERRUN * budget_s
+        )
         unsettled, stop = agree([float(not converged), float(spent)], "max")
         if stop or not unsettled:
             break
@@ -149,6 +193,8 @@ def measure(
         steps_per_sample=calls,
         median_s=median,
         ci_halfwidth_s=halfwidth,
-        converged=converged,
+        converged=not unsettled,
         timed_s=timed_s,
+        warmup_calls=len(warm) * warm_calls,
+        warmup_s=sampling_from - started - cold_start_s,
     )

@@ -32,6 +32,7 @@ the largest divisor of d_model up to max(1, L // 2).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -56,11 +57,7 @@ class GPTConfig:
     qk_layernorm: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "d_model", "n_head", "vocab_size", "seq_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
-        if self.d_model % self.n_head:
-            raise ConfigError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
+        check_fields(vars(self))
 
     @property
     def head_dim(self) -> int:
@@ -68,6 +65,18 @@ class GPTConfig:
 
 
 Config = GPTConfig
+
+
+def check_fields(values: Mapping[str, object]) -> None:
+    """The config's rules on whichever of its fields ``values`` holds: all of them at birth, the
+    pinned ones before sizing. The sizing rule derives fields from the pinned ones (``d_model``
+    from ``n_head``), so a bad value must be caught, and named, as the user set it."""
+    for name in ("n_layer", "d_model", "n_head", "vocab_size", "seq_len"):
+        if name in values and values[name] < 1:
+            raise ConfigError(f"{name}={values[name]} must be at least 1")
+    if "d_model" in values and "n_head" in values and values["d_model"] % values["n_head"]:
+        raise ConfigError(f"d_model={values['d_model']} is not divisible by "
+                          f"n_head={values['n_head']}")  # fmt: skip
 
 
 def param_count(cfg: GPTConfig) -> int:
@@ -195,6 +204,8 @@ def _default_n_head(n_layer: int) -> int:
 
 
 def config_for(target_params: float, **overrides: object) -> GPTConfig:
+    check_fields(overrides)
+
     def heads(n_layer: int) -> int:
         if "n_head" in overrides:
             return overrides["n_head"]

@@ -15,6 +15,7 @@ change the count); ``n_head`` pinned alone makes the width rungs multiples of it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import torch
@@ -39,19 +40,28 @@ class ViTConfig:
     n_classes: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "d_model", "n_head", "mlp_ratio", "patch_size", "n_classes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
-        if self.d_model % self.n_head:
-            raise ConfigError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
-        if self.image_size < 1 or self.image_size % self.patch_size:
-            raise ConfigError(
-                f"image_size={self.image_size} is not a positive multiple of "
-                f"patch_size={self.patch_size}"
-            )
+        check_fields(vars(self))
 
 
 Config = ViTConfig
+
+
+def check_fields(values: Mapping[str, object]) -> None:
+    """The config's rules on whichever of its fields ``values`` holds: all of them at birth, the
+    pinned ones before sizing. The sizing rule derives fields from the pinned ones (``d_model``
+    from ``n_head``), so a bad value must be caught, and named, as the user set it."""
+    for name in ("n_layer", "d_model", "n_head", "mlp_ratio", "patch_size", "n_classes"):
+        if name in values and values[name] < 1:
+            raise ConfigError(f"{name}={values[name]} must be at least 1")
+    if "d_model" in values and "n_head" in values and values["d_model"] % values["n_head"]:
+        raise ConfigError(f"d_model={values['d_model']} is not divisible by "
+                          f"n_head={values['n_head']}")  # fmt: skip
+    if "image_size" in values and "patch_size" in values:
+        image, patch = values["image_size"], values["patch_size"]
+        if image < 1 or image % patch:
+            raise ConfigError(
+                f"image_size={image} is not a positive multiple of patch_size={patch}"
+            )
 
 
 def _n_patches(cfg: ViTConfig) -> int:
@@ -126,7 +136,14 @@ def _n_head(n_layer: int, d_model: int | None = None) -> int:
     return heads
 
 
+#: The fields the sizing rule sets; it leaves the others at their defaults or the overrides.
+SIZED = ("n_layer", "d_model", "n_head")
+
+
 def config_for(target_params: float, **overrides: object) -> ViTConfig:
+    unsized = {k: v for k, v in vars(ViTConfig()).items() if k not in SIZED}
+    check_fields(unsized | overrides)
+
     def heads(depth: int) -> int:
         if "n_head" in overrides:
             return overrides["n_head"]

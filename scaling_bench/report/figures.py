@@ -18,20 +18,37 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from scaling_bench.analysis.compare import STABILITY_METRICS, Comparison
-from scaling_bench.analysis.fits import WORKLOADS, ScalingFit, flops_per_sample
+from scaling_bench.analysis.compare import Comparison
+from scaling_bench.analysis.fits import (
+    ScalingFit,
+    behaviour_specs,
+    flops_per_sample,
+    own_model_workloads,
+    paired_metrics,
+    throughput_metric,
+    timed_workloads,
+)
 from scaling_bench.analysis.theory import THEORY_TOLERANCE, flops_rate
 from scaling_bench.core.errors import UserError
-from scaling_bench.report.tables import machine_line
-from scaling_bench.store.records import TRAIN_PEAK_NAMES
+from scaling_bench.core.metrics import spec
+from scaling_bench.report.tables import machine_line, metric_label
+from scaling_bench.workloads.base import ordered
+from scaling_bench.workloads.convergence import LOSS_UNIT
 
 MARKERS = "osD^v<>ph*"
-LINESTYLES = ("-", "--", "-.")
-LINESTYLE_NAMES = ("solid", "dashed", "dash-dot")
-PEAK_METRICS = tuple(TRAIN_PEAK_NAMES.values())
-CHECKPOINT_METRICS = ("checkpoint_bytes", "checkpoint_bytes_with_optimizer")
+LINESTYLES = ("-", "--", "-.", (0, (3, 1, 1, 1, 1, 1)))
+LINESTYLE_NAMES = ("solid", "dashed", "dash-dot", "dash-dot-dot")
 NOTHING_MEASURED = "Nothing measured for this plot."
-NO_CONVERGENCE = "run with --workloads convergence."
+
+
+def _no_behaviour() -> str:
+    """How to get the plots of workloads that train their own models (the convergence study)."""
+    names = ",".join(w.name for w in own_model_workloads())
+    return f"run with --workloads {names}."
+
+
+def _unit_label(unit: str) -> str:
+    return {"s": "seconds", "fraction": "", "1": ""}.get(unit, unit)
 
 
 def png_bytes(fig: Figure) -> bytes:
@@ -112,13 +129,14 @@ def _plot_metric(ax, group: list[dict], name: str, style: dict, label: str) -> N
 
 def _throughput_figure(groups: dict, styles: dict) -> Figure | None:
     """Samples/s against N, with time ∝ FLOPs drawn at the FLOP/s of the series' largest case."""
-    present = [w for w in WORKLOADS if _present(groups, [f"{w}_samples_per_s"])]
+    present = [w for w in timed_workloads() if _present(groups, [throughput_metric(w)])]
     if not present:
         return None
     fig, axes = _figure(len(present))
     for ax, w in zip(axes, present, strict=True):
+        metric = spec(throughput_metric(w))
         for series, group in groups.items():
-            _plot_metric(ax, group, f"{w}_samples_per_s", styles[series], series)
+            _plot_metric(ax, group, metric.name, styles[series], series)
             rate = flops_rate(group, w)
             xs, flops = _points(group, lambda r, w=w: flops_per_sample(r, w))
             if rate and xs:
@@ -127,24 +145,23 @@ def _throughput_figure(groups: dict, styles: dict) -> Figure | None:
             xscale="log",
             yscale="log",
             xlabel="parameters",
-            ylabel="samples / s",
-            title=f"{w} throughput (dotted: time ∝ FLOPs)",
+            ylabel=metric.unit,
+            title=f"{metric_label(metric.name)} (dotted: time ∝ FLOPs)",
         )
         ax.legend(fontsize="small")
     return fig
 
 
 def _mfu_figure(groups: dict, styles: dict) -> Figure | None:
-    present = [w for w in WORKLOADS if _present(groups, [f"{w}_mfu"])]
+    present = [w for w in timed_workloads() if _present(groups, [f"{w}_mfu"])]
     if not present:
         return None
     fig, axes = _figure(len(present))
     for ax, w in zip(axes, present, strict=True):
+        metric = spec(f"{w}_mfu")
         for series, group in groups.items():
-            _plot_metric(ax, group, f"{w}_mfu", styles[series], series)
-        ax.set(
-            xscale="log", xlabel="parameters", ylabel="MFU", title=f"{w} model FLOPs utilisation"
-        )
+            _plot_metric(ax, group, metric.name, styles[series], series)
+        ax.set(xscale="log", xlabel="parameters", ylabel="MFU", title=metric_label(metric.name))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
         ax.set_ylim(bottom=0)
         ax.legend(fontsize="small")
@@ -167,7 +184,7 @@ def _measured_vs_predicted_figure(
     absolute, ratio = axes
     for series, group in groups.items():
         for i, name in enumerate(present):
-            style = dict(styles[series], linestyle=LINESTYLES[i])
+            style = dict(styles[series], linestyle=LINESTYLES[i % len(LINESTYLES)])
             label = series if i == 0 else None
             _plot_metric(absolute, group, name, style, label)
             pairs = [
@@ -178,7 +195,9 @@ def _measured_vs_predicted_figure(
             xs = [p[0] for p in pairs]
             absolute.plot(xs, [p[2] for p in pairs], ":", color=style["color"])
             ratio.plot(xs, [p[1] / p[2] for p in pairs], **style, label=label)
-    styles_note = ", ".join(f"{LINESTYLE_NAMES[i]}: {n}" for i, n in enumerate(present))
+    styles_note = ", ".join(
+        f"{LINESTYLE_NAMES[i % len(LINESTYLES)]}: {metric_label(n)}" for i, n in enumerate(present)
+    )
     absolute.set(xscale="log", yscale="log", xlabel="parameters", ylabel="bytes")
     absolute.set_title(f"{title}\n({styles_note}; dotted: predicted)", fontsize="medium")
     _bytes_axis(absolute)
@@ -191,8 +210,20 @@ def _measured_vs_predicted_figure(
     return fig
 
 
-#: Where the convergence workload keeps its curves, and how each is drawn.
-CURVES = (("final_loss_mean", "train", "-"), ("heldout_loss", "held-out", "--"))
+#: How the curves of each metric that keeps them are drawn, in the order the metrics come.
+CURVE_STYLES = ("-", "--", "-.", ":")
+
+
+def curve_metrics(groups: dict) -> list[str]:
+    """The metrics whose records keep loss curves (``metric["curves"]``), in spec order."""
+    present = {
+        name
+        for g in groups.values()
+        for r in g
+        for name, m in r["metrics"].items()
+        if isinstance(m, dict) and m.get("curves")
+    }
+    return [s.name for s in behaviour_specs() if s.name in present]
 
 
 def loss_curves(record: dict, metric: str) -> list[tuple[list[float], list[float]]]:
@@ -211,8 +242,10 @@ def loss_curves(record: dict, metric: str) -> list[tuple[list[float], list[float
 
 def _loss_curve_figure(groups: dict) -> Figure | None:
     """One panel per series: every size's seeds at its best LR, coloured from small to large."""
+    metrics = curve_metrics(groups)
+    curves = tuple(zip(metrics, CURVE_STYLES, strict=False))
     panels = {
-        series: [r for r in group if any(loss_curves(r, m) for m, _, _ in CURVES)]
+        series: [r for r in group if any(loss_curves(r, m) for m, _ in curves)]
         for series, group in groups.items()
     }
     panels = {series: group for series, group in panels.items() if group}
@@ -222,27 +255,34 @@ def _loss_curve_figure(groups: dict) -> Figure | None:
     for ax, (series, group) in zip(axes, panels.items(), strict=True):
         for i, r in enumerate(group):
             color = colormaps["viridis"](i / max(len(group) - 1, 1))
-            for metric, _, linestyle in CURVES:
+            for k, (metric, linestyle) in enumerate(curves):
                 for j, (steps, losses) in enumerate(loss_curves(r, metric)):
-                    label = f"{r['params']:,}" if j == 0 and linestyle == "-" else None
+                    label = f"{r['params']:,}" if j == 0 and k == 0 else None
                     ax.plot(steps, losses, linestyle, color=color, linewidth=1, label=label)
-        what = ", ".join(f"{name} {style}" for _, name, style in CURVES)
-        ax.set(yscale="log", xlabel="step", ylabel="loss", title=f"{series} ({what})")
+        what = ", ".join(f"{metric_label(m)} {style}" for m, style in curves)
+        ylabel = _unit_label(spec(curves[0][0]).unit) or "loss"
+        ax.set(yscale="log", xlabel="step", ylabel=ylabel, title=f"{series} ({what})")
         _plain_ticks(ax)
         ax.legend(title="parameters", fontsize="small")
     return fig
 
 
 def _convergence_figure(groups: dict, styles: dict) -> Figure | None:
-    names = _present(groups, ("final_loss_mean", "heldout_loss", *STABILITY_METRICS))
+    """Every behaviour figure some case measured, one panel each; losses that vary on a log
+    axis."""
+    specs = {s.name: s for s in behaviour_specs()}
+    names = _present(groups, list(specs))
     if not names:
         return None
     fig, axes = _figure(len(names))
     for ax, name in zip(axes, names, strict=True):
         for series, group in groups.items():
             _plot_metric(ax, group, name, styles[series], series)
-        ax.set(xscale="log", xlabel="parameters", title=name)
-        if name in ("final_loss_mean", "heldout_loss"):
+        s = specs[name]
+        ax.set(xscale="log", xlabel="parameters", ylabel=_unit_label(s.unit))
+        ax.set_title(metric_label(s.name))
+        values = [m["value"] for g in groups.values() for r in g if (m := _metric(r, name))]
+        if s.unit == LOSS_UNIT and all(v > 0 for v in values) and len(set(values)) > 1:
             ax.set_yscale("log")
             _plain_ticks(ax)
         ax.legend(fontsize="small")
@@ -251,9 +291,7 @@ def _convergence_figure(groups: dict, styles: dict) -> Figure | None:
 
 def _fit_figure(fits: list[ScalingFit], styles: dict) -> Figure | None:
     """Each fitted quantity's points and its power law, one panel per quantity."""
-    quantities = [
-        q for q in dict.fromkeys(f.quantity for f in fits) if not q.name.endswith("_samples_per_s")
-    ]  # throughput is time per sample upside down, and has its own plot
+    quantities = [q for q in dict.fromkeys(f.quantity for f in fits) if q.plotted]
     if not quantities:
         return None
     fig, axes = _figure(len(quantities), width=4.4, height=3.4)
@@ -270,7 +308,7 @@ def _fit_figure(fits: list[ScalingFit], styles: dict) -> Figure | None:
                 color=style["color"],
                 label=f"{f.series}: k={f.fit.exponent:.2f}",
             )
-        ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel=quantity.unit)
+        ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel=_unit_label(quantity.unit))
         ax.set_title(quantity.label)
         if quantity.unit == "bytes":
             _bytes_axis(ax)
@@ -288,9 +326,31 @@ class Plot:
     missing: str
 
 
+def paired_by_workload(groups: dict) -> list[tuple[str, list[str]]]:
+    """Per workload (in run order), the bytes metrics of its specs that some case both measured
+    and predicted: one measured-against-predicted plot each."""
+    paired = {s.name for g in groups.values() for r in g for s in paired_metrics(r)}
+    out = []
+    for w in ordered():
+        names = [s.name for s in w.specs if s.name in paired]
+        if names:
+            out.append((w.name, names))
+    return out
+
+
 def report_plots(groups: dict[str, list[dict]], fits: list[ScalingFit]) -> list[Plot]:
     """Every plot of the report, in order; one colour and marker per series across all of them."""
     styles = _styles(list(groups))
+    bytes_plots = [
+        (
+            f"{workload}-bytes",
+            f"{workload}: bytes, measured and predicted",
+            _measured_vs_predicted_figure(groups, styles, names, f"{workload} bytes"),
+            NOTHING_MEASURED,
+        )
+        for workload, names in paired_by_workload(groups)
+    ]
+    no_behaviour = _no_behaviour()
     drawn = (
         (
             "throughput",
@@ -299,30 +359,19 @@ def report_plots(groups: dict[str, list[dict]], fits: list[ScalingFit]) -> list[
             NOTHING_MEASURED,
         ),
         ("mfu", "Model FLOPs utilisation", _mfu_figure(groups, styles), NOTHING_MEASURED),
-        (
-            "memory",
-            "Peak training memory, measured and predicted",
-            _measured_vs_predicted_figure(groups, styles, PEAK_METRICS, "train peak memory"),
-            NOTHING_MEASURED,
-        ),
-        (
-            "checkpoint",
-            "Checkpoint size, measured and predicted",
-            _measured_vs_predicted_figure(groups, styles, CHECKPOINT_METRICS, "checkpoint"),
-            NOTHING_MEASURED,
-        ),
+        *bytes_plots,
         ("fits", "Fitted power laws", _fit_figure(fits, styles), NOTHING_MEASURED),
         (
             "loss-curves",
             "Loss curves per size",
             _loss_curve_figure(groups),
-            f"No loss curves: {NO_CONVERGENCE}",
+            f"No loss curves: {no_behaviour}",
         ),
         (
             "stability",
             "Convergence and stability against parameters",
             _convergence_figure(groups, styles),
-            f"No convergence metrics: {NO_CONVERGENCE}",
+            f"No convergence metrics: {no_behaviour}",
         ),
     )
     return [

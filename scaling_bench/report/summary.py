@@ -1,7 +1,8 @@
 """The table a person reads at the end of a run: one row per case, columns from the workloads.
 
 Each workload declares its summary columns (``Workload.columns``); a column that is empty for
-every record (a workload the grid did not run) is left out.
+every record (a workload the grid did not run) is left out. Where the table is wider than the
+console (80 columns in a CI log), each case is printed as a block instead, so no figure is cut.
 """
 
 from __future__ import annotations
@@ -9,10 +10,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scaling_bench.core.units import fmt_bytes
+from scaling_bench.report.terminal import FittedTable, TextColumn
 from scaling_bench.store.records import RESULTS_FILE, load_records
 from scaling_bench.workloads.base import Column, ordered
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _cell(column: Column) -> Callable[[dict], str]:
@@ -22,9 +28,26 @@ def _cell(column: Column) -> Callable[[dict], str]:
         value = metric.get("value") if isinstance(metric, dict) else None
         if not isinstance(value, int | float):
             return ""
-        return fmt_bytes(value) if column.fmt == "bytes" else column.fmt.format(value)
+        text = fmt_bytes(value) if column.fmt == "bytes" else column.fmt.format(value)
+        return text + UNSETTLED_MARK * (metric.get("settled") is False)
 
     return cell
+
+
+#: Beside a figure that missed its sample count or confidence target (``meters.timing``).
+UNSETTLED_MARK = "~"
+UNSETTLED_NOTE = (
+    f"{UNSETTLED_MARK} unsettled: fewer than the minimum samples, or the median's 95% CI wider "
+    "than its target; raise --budget"
+)
+
+
+def unsettled(records: list[dict]) -> bool:
+    return any(
+        isinstance(m, dict) and m.get("settled") is False
+        for r in records
+        for m in r["metrics"].values()
+    )
 
 
 def summary_columns() -> list[tuple[str, Callable[[dict], str]]]:
@@ -42,25 +65,35 @@ def timed_seconds(records: list[dict]) -> float:
     return sum(r["metrics"][n]["value"] for r in records for n in names if n in r["metrics"])
 
 
-def summarize_run(out: Path, started: float, ran: list[dict]) -> None:
-    """The summary table of the results file, and what share of this run's wall time (``ran``:
-    its records) was spent inside timed regions."""
-    from rich.console import Console
-    from rich.table import Table
-
+def summary_table(records: list[dict], title: str) -> FittedTable:
+    """One row per record; a column that is empty for every record is left out. A table where
+    it fits the console, one block per case where it would not (``FittedTable``)."""
     columns = summary_columns()
-    records = load_records(out / RESULTS_FILE)
     rows = [[cell(r) for _, cell in columns] for r in records]
     shown = [i for i, _ in enumerate(columns) if any(row[i] for row in rows)]
-    table = Table(title=f"{len(records)} cases in {out / RESULTS_FILE}")
-    for i in shown:
-        header = columns[i][0]
-        left = header in ("case", "status")
-        table.add_column(header, justify="left" if left else "right", no_wrap=header == "case")
-    for row in rows:
-        table.add_row(*(row[i] for i in shown))
+    return FittedTable(
+        title,
+        [
+            TextColumn(columns[i][0], "left" if columns[i][0] in ("case", "status") else "right")
+            for i in shown
+        ],
+        [[row[i] for i in shown] for row in rows],
+    )
+
+
+def summarize_run(
+    out: Path, started: float, ran: list[dict], console: Console | None = None
+) -> None:
+    """The summary table of the results file, and what share of this run's wall time (``ran``:
+    its records) was spent inside timed regions. The console is as wide as the terminal, or
+    ``COLUMNS``, or 80 columns where there is no terminal (a CI log): every figure stays whole."""
+    from rich.console import Console
+
+    records = load_records(out / RESULTS_FILE)
+    console = console or Console()
+    console.print(summary_table(records, f"{len(records)} cases in {out / RESULTS_FILE}"))
+    if unsettled(records):
+        console.print(UNSETTLED_NOTE)
     timed = timed_seconds(ran)
-    console = Console(width=max(Console().width, 200))
-    console.print(table)
     wall = time.perf_counter() - started
     console.print(f"wall time {wall:.1f}s, of which {timed:.1f}s ({timed / wall:.0%}) timed")

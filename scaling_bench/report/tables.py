@@ -2,19 +2,25 @@
 
 ``Findings`` computes once what the HTML report and the markdown summary both show, as rows of
 formatted text, so the templates only lay them out; ``comparison_tables`` and ``gate_line`` are
-``compare``'s terminal output (rich tables).
+``compare``'s terminal output, as ``FittedTable``s: a rich table where it fits the console, one
+block per row where it would not (a CI log is 80 columns wide and no terminal), so no figure is
+ever cut off.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
-from rich.table import Table
+from rich.console import RenderableType
+from rich.text import Text
 
 from scaling_bench.analysis.compare import FAILED_STATUSES, Comparison
 from scaling_bench.analysis.fits import CONFIDENCE, ScalingFit, by_series, scaling_fits
 from scaling_bench.analysis.theory import THEORY_TOLERANCE, theory_checks
+from scaling_bench.core.metrics import find
 from scaling_bench.core.units import fmt_bytes
+from scaling_bench.report.terminal import FittedTable, TextColumn
 
 #: Fingerprint keys shown first; the rest follow in their own order.
 MACHINE_KEYS = ("gpu_name", "cpu_model", "hostname", "torch_version", "git_commit")
@@ -32,6 +38,12 @@ def fmt_value(value: float, unit: str) -> str:
     if unit == "fraction":
         return f"{value:.1%}"
     return f"{value:,.0f} {unit}".rstrip() if value >= 1000 else f"{value:.3g} {unit}".rstrip()
+
+
+def metric_label(metric: str) -> str:
+    """What a person reads for ``metric``: its spec's label, else its name."""
+    s = find(metric)
+    return (s.label if s else "") or metric
 
 
 def fmt_exponent(fit: ScalingFit) -> str:
@@ -120,11 +132,12 @@ class Findings:
 
     @property
     def flag_rows(self) -> list[tuple[str, ...]]:
-        """(case, quantity, measured, predicted, ratio) for each check beyond the tolerance."""
+        """(case, quantity, measured, predicted, ratio) for each check beyond the tolerance; the
+        quantity by its spec's label."""
         return [
             (
                 c.case_id,
-                c.quantity,
+                metric_label(c.quantity),
                 fmt_value(c.measured, c.unit),
                 fmt_value(c.predicted, c.unit),
                 f"{c.ratio:.2f}",
@@ -160,23 +173,26 @@ VERDICT_STYLES = {
 }
 
 
-def comparison_tables(comparison: Comparison, show_all: bool = False) -> list[Table]:
+def comparison_tables(comparison: Comparison, show_all: bool = False) -> list[RenderableType]:
     """What a person reads after ``compare``: the moved metrics (all with ``show_all``), cases
-    that could not be paired, and the geometric-mean ratio per family."""
+    that could not be paired, the geometric-mean ratio per family, and a line naming the
+    metrics that have no spec (not compared unless named)."""
     rows = sorted(
         (r for r in comparison.rows if show_all or r.verdict != "unchanged"),
         key=lambda r: (list(VERDICT_STYLES).index(r.verdict), r.case_id, r.metric),
     )
-    moved = Table(
-        title=f"{comparison.current.source} against {comparison.base.source} "
-        f"(threshold {comparison.threshold:.0%}, α {comparison.alpha:g})"
+    moved = FittedTable(
+        f"{comparison.current.source} against {comparison.base.source} "
+        f"(threshold {comparison.threshold:.0%}, α {comparison.alpha:g})",
+        [
+            TextColumn("case"),
+            TextColumn("metric"),
+            *(TextColumn(name, "right") for name in ("base", "current", "ratio", "p")),
+            TextColumn("verdict"),
+            TextColumn("why", style="dim"),
+        ],
+        key_columns=2,
     )
-    for name in ("case", "metric"):
-        moved.add_column(name, no_wrap=True)
-    for name in ("base", "current", "ratio", "p"):
-        moved.add_column(name, justify="right")
-    moved.add_column("verdict", no_wrap=True)
-    moved.add_column("why", style="dim")
     for r in rows:
         moved.add_row(
             r.case_id,
@@ -185,14 +201,14 @@ def comparison_tables(comparison: Comparison, show_all: bool = False) -> list[Ta
             fmt_value(r.current, r.unit),
             f"{r.ratio:.3f}" if r.ratio is not None else "",
             f"{r.p_value:.2g}" if r.p_value is not None else "",
-            f"[{VERDICT_STYLES[r.verdict]}]{r.verdict}[/]",
+            Text(r.verdict, style=VERDICT_STYLES[r.verdict]),
             r.note,
         )
     counts = {v: sum(r.verdict == v for r in comparison.rows) for v in VERDICT_STYLES}
     moved.caption = ", ".join(f"{n} {v}" for v, n in counts.items()) + (
         "" if show_all else " (--all lists the unchanged)"
     )
-    tables = [moved]
+    tables: list[RenderableType] = [moved]
     unpaired = [
         *((c, "only in BASE", "") for c in comparison.only_base),
         *((c, "only in CURRENT", "") for c in comparison.only_current),
@@ -202,27 +218,37 @@ def comparison_tables(comparison: Comparison, show_all: bool = False) -> list[Ta
         ),
     ]
     if unpaired:
-        table = Table(title="Cases not compared")
-        for name in ("case", "why", "gate"):
-            table.add_column(name)
-        for row in unpaired:
-            table.add_row(*row)
-        tables.append(table)
+        tables.append(
+            FittedTable(
+                "Cases not compared",
+                [TextColumn("case"), TextColumn("why"), TextColumn("gate")],
+                list(unpaired),
+            )
+        )
     families = comparison.by_family()
     if families:
-        table = Table(
-            title=f"Geometric-mean ratio CURRENT/BASE per family: "
-            f"{machine_line(comparison.current.env)} vs {machine_line(comparison.base.env)}"
+        table = FittedTable(
+            f"Geometric-mean ratio CURRENT/BASE per family: "
+            f"{machine_line(comparison.current.env)} vs {machine_line(comparison.base.env)}",
+            [TextColumn("metric"), *(TextColumn(f, "right") for f in families)],
         )
-        table.add_column("metric")
-        for family in families:
-            table.add_column(family, justify="right")
         metrics = sorted({m for f in families.values() for m in f})
         for metric in metrics:
             cells = [families[f].get(metric) for f in families]
             table.add_row(metric, *(f"{c[0]:.3g}×" if c else "" for c in cells))
         tables.append(table)
+    if comparison.unknown_metrics:
+        tables.append(Text(unknown_line(comparison.unknown_metrics), style="yellow"))
     return tables
+
+
+def unknown_line(names: Sequence[str]) -> str:
+    """The note under ``compare``'s tables for metrics that no workload declared."""
+    n = len(names)
+    return (
+        f"no spec: {n} metric{'s' * (n != 1)} not compared ({', '.join(names)}); "
+        "name them with --metric to compare them as lower-is-better"
+    )
 
 
 def gate_line(comparison: Comparison) -> str:

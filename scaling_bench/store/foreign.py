@@ -7,14 +7,18 @@ each holding metrics in the record's shape (``{value, unit, n, median?, iqr?, sa
 
 Foreign results are matched to our cases and metric names where they say enough:
 
-- case id: pytest-benchmark's ``extra_info["case_id"]``, else a test parameter or asv parameter
-  that is one of our case ids (``gpt-1e6-fp32-cpu``), else the test's full name or the asv
+- case id: pytest-benchmark's ``extra_info["case_id"]``; for asv, the case that a combination of
+  our suites' parameters names (one per axis: ``family``, ``target_params``, ``dtype``,
+  ``device``, …, their names in ``benchmarks.json`` beside the machine folders; see
+  ``asv_case_id``); else a test parameter or asv parameter that is one of our case ids
+  (``gpt-1e6-fp32-cpu``, as older suites wrote them), else the test's full name or the asv
   benchmark's class with its parameters;
-- metric: the timed function's name without its front-end prefix, with the unit appended, as our
-  names carry it (``test_train_step`` and asv's ``time_train_step`` both give ``train_step_s``;
-  asv ``peakmem_train`` gives ``train_bytes``, ``track_checkpoint_bytes`` gives
-  ``checkpoint_bytes``); pytest-benchmark's ``extra_info`` entries that are numbers or metrics
-  are metrics under their own names.
+- metric: pytest-benchmark's ``extra_info["metric"]`` (``train_step_s``, ``checkpoint_s``: our
+  suites name the metric their time is); else the timed function's name without its front-end
+  prefix, with the unit appended, as our names carry it (``test_train_step`` and asv's
+  ``time_train_step`` both give ``train_step_s``; asv ``peakmem_train`` gives ``train_bytes``,
+  ``track_checkpoint_bytes`` gives ``checkpoint_bytes``); pytest-benchmark's ``extra_info``
+  entries that are numbers or metrics are metrics under their own names.
 
 asv counts seconds per sample (``time_train_sample`` gives ``train_sample_s``) where our records
 carry samples per second, so a results file's ``*_samples_per_s`` also appear inverted as
@@ -23,6 +27,7 @@ carry samples per second, so a results file's ``*_samples_per_s`` also appear in
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -34,6 +39,9 @@ from typing import Annotated, Any, NotRequired
 from pydantic import ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
+from scaling_bench.config.axes import BY_NAME
+from scaling_bench.config.case import Case
+from scaling_bench.config.sizes import parse_size
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.stats import scaled, summarize
 from scaling_bench.models import FAMILY_NAMES
@@ -52,7 +60,10 @@ _PREFIX_UNITS = {
 }
 _ASV_UNITS = {"seconds": "s", "bytes": "bytes", "unit": ""}
 #: What the pytest suites put in ``extra_info`` besides metrics.
-_EXTRA_INFO_KEYS = ("case_id", "family", "params")
+_EXTRA_INFO_KEYS = ("case_id", "family", "params", "workload", "metric")
+#: The config fields a family's asv parameter value carries: ``gpt(seq_len=128-n_layer=2)``.
+_FAMILY_OVERRIDES = re.compile(r"^(?P<family>[^()]+)(?:\((?P<overrides>.*)\))?$")
+_OVERRIDE_SPLIT = re.compile(r"-(?=[A-Za-z_]\w*=)")
 
 
 # The shapes of the fields read below, and only those: a file of another shape is the user's to
@@ -73,6 +84,8 @@ class _PytestStats(TypedDict):
 class _ExtraInfo(TypedDict, total=False):
     case_id: str
     family: str
+    workload: str
+    metric: str
 
 
 @with_config(_STRICT)
@@ -270,7 +283,10 @@ def _from_pytest_benchmark(data: dict, path: Path) -> Run:
         }
         stats = bench.get("stats")
         if stats:
-            metric, unit = _metric_name(name.split("[")[0])
+            if extra.get("metric"):  # pytest-benchmark times seconds
+                metric, unit = extra["metric"], "s"
+            else:
+                metric, unit = _metric_name(name.split("[")[0])
             metrics[metric] = _pytest_benchmark_metric(stats, unit)
         family = extra.get("family") or _family_of(case_id, [], fullname.split("::")[0])
         _add(cases, case_id, family, metrics)
@@ -315,11 +331,13 @@ def _from_asv(data: dict, path: Path) -> Run:
         name: dict(zip(columns, row, strict=False))
         for name, row in (data.get("results") or {}).items()
     }
-    units = _asv_units(path)
+    described = _asv_benchmarks(path)
     cases: dict[str, CaseResult] = {}
     for benchmark, fields in validated(_ASV_ROWS, rows, str(path), "results").items():
         owner, _, function = benchmark.rpartition(".")
-        metric, unit = _metric_name(function, units.get(benchmark))
+        about = described.get(benchmark, {})
+        metric, unit = _metric_name(function, about.get("unit"))
+        names = about.get("param_names") or []
         params = fields.get("params") or []
         for i, combo in enumerate(product(*params) if params else [()]):
             at = {
@@ -329,7 +347,9 @@ def _from_asv(data: dict, path: Path) -> Run:
             if value is None or math.isnan(value):
                 continue  # asv stores a failed or skipped benchmark as null or NaN
             plain = [_unquote(p) for p in combo]
-            case_id = next((p for p in plain if _CASE_ID.match(p)), None)
+            case_id = asv_case_id(names, combo) or next(
+                (p for p in plain if _CASE_ID.match(p)), None
+            )
             case_id = case_id or (f"{owner}({', '.join(plain)})" if plain else benchmark)
             _add(cases, case_id, _family_of(case_id, plain, owner), {metric: _asv_metric(at, unit)})
     if not cases:
@@ -357,17 +377,58 @@ def _asv_metric(at: dict[str, Any], unit: str) -> dict:
     return metric
 
 
-def _asv_units(path: Path) -> dict[str, str]:
-    """Units from ``results/benchmarks.json`` beside the machine folder, where asv keeps them."""
+def _asv_benchmarks(path: Path) -> dict[str, dict[str, Any]]:
+    """Each benchmark's ``unit`` and ``param_names`` from ``results/benchmarks.json`` beside the
+    machine folder, where asv keeps them; those of other shapes left out."""
     try:
         described = json.loads((path.parent.parent / "benchmarks.json").read_text())
     except (OSError, ValueError):
         return {}
-    return {
-        name: b["unit"]
-        for name, b in described.items()
-        if isinstance(b, dict) and isinstance(b.get("unit"), str)
-    }
+    if not isinstance(described, dict):
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, b in described.items():
+        if not isinstance(b, dict):
+            continue
+        about: dict[str, Any] = {}
+        if isinstance(b.get("unit"), str):
+            about["unit"] = b["unit"]
+        names = b.get("param_names")
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            about["param_names"] = names
+        out[name] = about
+    return out
+
+
+def asv_case_id(param_names: list[str], values: tuple[str, ...] | list[str]) -> str | None:
+    """The case id that a combination of our asv suites' parameters names, or None.
+
+    Our suites take one parameter per axis (``family``, ``target_params``, ``dtype``, ``device``,
+    ``batch_size``, ``optimizer``, … as ``suites.ASV_AXES``), written as asv writes values, their
+    ``repr`` (``"'1e5'"``, ``"None"``, ``"512"``); the family carries the config fields the grid
+    sets for it (``'gpt(seq_len=128)'``), as the case id does. Parameters that are not all axes,
+    or that lack the family, the size or the device, name no case of ours."""
+    if len(param_names) != len(values) or not {"family", "target_params", "device"} <= set(
+        param_names
+    ):
+        return None
+    if not set(param_names) <= set(BY_NAME) or "overrides" in param_names:
+        return None
+    try:
+        fields = {
+            name: ast.literal_eval(text) for name, text in zip(param_names, values, strict=True)
+        }
+        match = _FAMILY_OVERRIDES.match(str(fields["family"]))
+        if match is None:
+            return None
+        fields["family"] = match["family"]
+        pairs = _OVERRIDE_SPLIT.split(match["overrides"]) if match["overrides"] else []
+        fields["overrides"] = tuple(tuple(pair.split("=", 1)) for pair in pairs)
+        fields["target_params"] = parse_size(str(fields["target_params"]))
+        case_id = Case(**fields).case_id
+    except (ValueError, SyntaxError, TypeError, UserError):
+        return None
+    return case_id if _CASE_ID.match(case_id) else None
 
 
 def _unit_of(name: str) -> str:

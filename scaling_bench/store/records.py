@@ -30,12 +30,6 @@ from scaling_bench.core.errors import UserError
 from scaling_bench.store.schema import RECORD, STATUSES, validated
 
 SCHEMA_VERSION = 1
-#: The training peak that the plan's memory prediction is held against, by device type: the
-#: allocator's on a GPU, the worker's RSS above its baseline on a CPU.
-TRAIN_PEAK_NAMES = {
-    "cuda": "train_peak_gpu_allocated_bytes",
-    "cpu": "train_peak_cpu_rss_above_baseline_bytes",
-}
 RESULTS_FILE = "results.jsonl"
 RECORD_KEYS = (
     "schema_version",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from scaling_bench.config.axes import declare_choice
 from scaling_bench.core.errors import UserError
-from scaling_bench.core.metrics import LOWER, MetricSpec
+from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
 from scaling_bench.core.metrics import register as register_specs
 
 if TYPE_CHECKING:
@@ -131,13 +131,17 @@ def register(workload: Workload) -> Workload:
         raise ValueError(f"workload {workload.name!r} registered twice")
     _REGISTRY[workload.name] = workload
     declare_choice("workloads", workload.name, default=workload.default)
-    register_specs((*workload.specs, *workload.predicted_specs, _whole_time(workload.name)))
+    register_specs((*workload.specs, *workload.predicted_specs, *_whole_time(workload.name)))
     return workload
 
 
-def _whole_time(name: str) -> MetricSpec:
-    """A whole workload's seconds, as pytest-benchmark times a workload without a step."""
-    return MetricSpec(f"{name}_s", "s", LOWER, label=f"{name} (whole workload)")
+def _whole_time(name: str) -> tuple[MetricSpec, MetricSpec]:
+    """A whole workload's seconds: as pytest-benchmark times a workload without a step, and as
+    the engine records it (``_wall_s``, bookkeeping: what a case's duration is made of)."""
+    return (
+        MetricSpec(f"{name}_s", "s", LOWER, label=f"{name} (whole workload)"),
+        MetricSpec(f"{name}_wall_s", "s", NEITHER, "bookkeeping", label=f"{name} wall time"),
+    )
 
 
 def get(name: str) -> Workload:

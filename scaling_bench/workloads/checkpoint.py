@@ -20,6 +20,7 @@ from torch import nn
 from scaling_bench.core.durable import fsync_path
 from scaling_bench.core.metrics import HIGHER, LOWER, MetricSpec
 from scaling_bench.core.stats import scaled, single, summarize
+from scaling_bench.meters.timing import MIN_SAMPLES
 from scaling_bench.predict.plan import Plan
 from scaling_bench.workloads.base import Column, Context, Needs, Workload, register
 from scaling_bench.workloads.setup import CaseSetup
@@ -40,7 +41,7 @@ def measure_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     directory: Path,
     *,
-    repeats: int = 3,
+    repeats: int = MIN_SAMPLES,
     budget_s: float = 30.0,
 ) -> dict[str, dict]:
     """Checkpoint size on disk, save and load time of ``model``'s state dict, in record metrics.
@@ -122,10 +123,11 @@ def _round_trip_metrics(
         load_s.append(_timed_load(path, load, check, device))
     nbytes = path.stat().st_size
     path.unlink()  # free the disk before the next format is written
+    settled = {"settled": len(save_s) >= MIN_SAMPLES}
     return {
         f"{prefix}_bytes": single(nbytes, "bytes"),
-        f"{prefix}_save_s": summarize(save_s, "s"),
-        f"{prefix}_load_s": summarize(load_s, "s"),
+        f"{prefix}_save_s": summarize(save_s, "s") | settled,
+        f"{prefix}_load_s": summarize(load_s, "s") | settled,
     }
 
 
