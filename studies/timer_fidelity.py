@@ -15,6 +15,7 @@ import argparse
 import statistics
 from collections.abc import Callable
 
+import torch
 import torch.utils.benchmark as torch_benchmark
 
 import scaling_bench.workloads  # noqa: F401  (registers the workloads)
@@ -28,8 +29,10 @@ SIZES = {"mlp": 1e6, "cnn": 1e5, "resnet": 1e5, "vit": 1e5, "gpt": 1e5}
 
 
 def reference(step: Callable[[], object], budget_s: float) -> float:
-    """Seconds per step by ``torch.utils.benchmark``, given about the suite's budget."""
-    timer = torch_benchmark.Timer(stmt="step()", globals={"step": step})
+    """Seconds per step by ``torch.utils.benchmark``, given about the suite's budget, on as many
+    threads as the suite uses (its Timer defaults to one)."""
+    threads = torch.get_num_threads()
+    timer = torch_benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=threads)
     return timer.blocked_autorange(min_run_time=budget_s).median
 
 
@@ -41,8 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--budget", type=float, default=2.0)
+    parser.add_argument("--families", default=",".join(FAMILY_NAMES))
     args = parser.parse_args()
-    for family in FAMILY_NAMES:
+    for family in args.families.split(","):
         setup = CaseSetup.build(Case(family, SIZES[family]))
         step = get("train").step(setup)
         step()  # the cold start, for both

@@ -23,18 +23,21 @@ in one write, fsync'd, cut back if it fails part-way: ``out`` gets all of them o
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaling_bench.core.durable import fsync_path
 from scaling_bench.core.errors import UserError
 from scaling_bench.store.lock import ResultsLock
-from scaling_bench.store.records import RESULTS_FILE, ensure_writable_dir, load_records
+from scaling_bench.store.records import (
+    RESULTS_FILE,
+    append_text,
+    ensure_writable_dir,
+    load_records,
+    needs_separator,
+)
 
 
 @dataclass(frozen=True)
@@ -122,37 +125,7 @@ def _append(path: Path, lines: list[str]) -> None:
     """Append ``lines`` as records in one write, fsync'd; on failure the file is as it was."""
     if not lines:
         return
-    is_new = not path.exists()
     data = "\n".join(lines) + "\n"
-    if not is_new and _lacks_final_newline(path):  # a hand-edited, complete last record
+    if path.exists() and needs_separator(path):  # a hand-edited, complete last record
         data = "\n" + data
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot open for writing ({exc.strerror})") from None
-    try:
-        length = os.fstat(fd).st_size
-        view = memoryview(data.encode("utf-8"))
-        try:
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except OSError as exc:
-            os.ftruncate(fd, length)
-            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            problem = "disk full (no space left on device)" if full else f"{exc.strerror}"
-            raise UserError(
-                f"{path}: cannot write ({problem}); nothing was written, fix that and merge again"
-            ) from None
-    finally:
-        os.close(fd)
-    if is_new:
-        fsync_path(path.parent)
-
-
-def _lacks_final_newline(path: Path) -> bool:
-    with open(path, "rb") as f:
-        if f.seek(0, os.SEEK_END) == 0:
-            return False
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) != b"\n"
+    append_text(path, data, f"{len(lines)} merged records", "merge again")

@@ -127,7 +127,7 @@ def done_case_ids(path: Path) -> set[str]:
     return {record["case_id"] for record in load_records(path)}
 
 
-def _needs_separator(path: Path) -> bool:
+def needs_separator(path: Path) -> bool:
     """Whether the file ends in a complete record without its newline; raise if it ends mid-line."""
     with open(path, "rb") as f:
         if f.seek(0, os.SEEK_END) == 0:
@@ -177,10 +177,18 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
         raise UserError(
             f"{where}: {field} is NaN or infinite, which JSON cannot hold; record it as null"
         ) from None
-    is_new = not path.exists()
-    if not is_new and _needs_separator(path):
+    if path.exists() and needs_separator(path):
         line = "\n" + line
-    data = memoryview(line.encode("utf-8"))
+    append_text(path, line, f"the record of {record['case_id']}", "run again with --resume")
+
+
+def append_text(path: Path, text: str, what: str, again: str) -> None:
+    """Append ``text`` (whole records) in one write and fsync it. A write that fails part-way
+    (a full disk) is cut back to the file's previous length, so the file never ends in half a
+    record that would stop every later load; the error says what was not written (``what``) and
+    how to go on (``again``)."""
+    is_new = not path.exists()
+    data = memoryview(text.encode("utf-8"))
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as exc:
@@ -193,23 +201,20 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
             os.fsync(fd)
         except OSError as exc:
             os.ftruncate(fd, length)
-            raise UserError(_write_failure(path, record["case_id"], exc)) from None
+            raise UserError(_write_failure(path, what, exc, again)) from None
     finally:
         os.close(fd)
     if is_new:
         fsync_path(path.parent)
 
 
-def _write_failure(path: Path, case_id: str, exc: OSError) -> str:
+def _write_failure(path: Path, what: str, exc: OSError, again: str) -> str:
     """The one line for a failed append, which has left the file as it was."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         problem, fix = "disk full (no space left on device)", "free space"
     else:
         problem, fix = f"cannot write ({exc.strerror})", "fix that"
-    return (
-        f"{path}: {problem} while writing the record of {case_id}; nothing was written, "
-        f"{fix} and run again with --resume"
-    )
+    return f"{path}: {problem} while writing {what}; nothing was written, {fix} and {again}"
 
 
 def _non_finite(value: Any, field: str = "") -> str:
