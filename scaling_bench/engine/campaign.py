@@ -47,12 +47,13 @@ def predicted_peak_bytes(case: Case, p: Plan) -> int:
 
 def dataset_bytes(family: str, config: object, samples: int) -> int:
     """What ``samples`` samples of a convergence data set hold for ``family``'s ``config``:
-    float32 inputs of the family's input shape and an int64 class each, or for gpt int64 token
-    windows of ``seq_len + 1`` (inputs and next-token targets share them)."""
+    float32 inputs of the family's input shape and an int64 class each, or for a sequence family
+    int64 token windows of ``tokens + 1`` (inputs and next-token targets share them)."""
+    from scaling_bench.models import tokens_per_sample
     from scaling_bench.models.datasets import input_shape
 
-    if family == "gpt":
-        return samples * 8 * (config.seq_len + 1)
+    if tokens := tokens_per_sample(family, config):
+        return samples * 8 * (tokens + 1)
     return samples * (4 * math.prod(input_shape(family, config)) + 8)
 
 

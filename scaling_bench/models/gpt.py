@@ -43,6 +43,8 @@ from scaling_bench.core.errors import ConfigError
 from scaling_bench.models.sizing import fit_free_knobs
 
 DEFAULT_BATCH_SIZE = 16
+#: The config field that repeats identical blocks: activations grow linearly in it.
+DEPTH_FIELD = "n_layer"
 ASPECT_RATIO = 64  # widest d_model per layer in the sizing ladder
 
 

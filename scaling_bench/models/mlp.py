@@ -20,6 +20,8 @@ from scaling_bench.models.sizing import fit_width
 #: Large enough that the GEMMs, not the optimizer step, set the pace: on a 2-core CPU a
 #: 1e7-parameter step reaches 41% of the GEMM peak at batch 128 and 70% at 512.
 DEFAULT_BATCH_SIZE = 512
+#: The config field that repeats identical blocks: activations grow linearly in it.
+DEPTH_FIELD = "n_layer"
 
 
 @dataclass(frozen=True)

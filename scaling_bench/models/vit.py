@@ -27,6 +27,8 @@ from scaling_bench.models.batches import image_batch
 from scaling_bench.models.sizing import fit_free_knobs
 
 DEFAULT_BATCH_SIZE = 128
+#: The config field that repeats identical blocks: activations grow linearly in it.
+DEPTH_FIELD = "n_layer"
 
 
 @dataclass(frozen=True)

@@ -91,10 +91,6 @@ def saved_activation_bytes(model: torch.nn.Module, batch: tuple[torch.Tensor, ..
     return sum(seen.values())
 
 
-#: The config field that repeats identical blocks, per family: activations grow linearly in it.
-DEPTH_FIELDS = {"mlp": "n_layer", "resnet": "layers", "vit": "n_layer", "gpt": "n_layer"}
-
-
 def activation_bytes(family_name: str, cfg: object, batch_size: int, dtype: torch.dtype) -> int:
     """Saved activations of ``cfg``, traced at depth 1 and 2 and extrapolated linearly in depth.
 
@@ -109,7 +105,7 @@ def activation_bytes(family_name: str, cfg: object, batch_size: int, dtype: torc
         model = fam.build(c, device="meta", dtype=dtype)
         return saved_activation_bytes(model, fam.sample_batch(c, batch_size, "meta", dtype))
 
-    field = DEPTH_FIELDS.get(family_name)
+    field = getattr(fam, "DEPTH_FIELD", None)  # the family's repeated blocks, where it has them
     depth = getattr(cfg, field) if field else None
     if isinstance(depth, tuple):
         depth = depth[0] if len(set(depth)) == 1 else None
@@ -117,7 +113,8 @@ def activation_bytes(family_name: str, cfg: object, batch_size: int, dtype: torc
         return trace(cfg)
 
     def at(n: int) -> object:
-        value = tuple([n] * len(getattr(cfg, field))) if family_name == "resnet" else n
+        stages = getattr(cfg, field)
+        value = tuple([n] * len(stages)) if isinstance(stages, tuple) else n
         return replace(cfg, **{field: value})
 
     one, two = trace(at(1)), trace(at(2))
