@@ -9,19 +9,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
-
 from scaling_bench.report.figures import report_plots
 from scaling_bench.report.tables import Findings
+from scaling_bench.report.templating import environment
 
-_TEMPLATES = Environment(
-    loader=PackageLoader("scaling_bench.report"),
-    autoescape=True,
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
+_TEMPLATES = environment(autoescape=True)
 
 
 def build_html(records: list[dict], source: str) -> str:

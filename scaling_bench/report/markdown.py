@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import re
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
-
 from scaling_bench.report.tables import Findings
+from scaling_bench.report.templating import environment
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -17,14 +16,7 @@ def table_cell(text: object) -> str:
     return _LINE_BREAK.sub(" ", str(text)).replace("|", r"\|")
 
 
-_TEMPLATES = Environment(
-    loader=PackageLoader("scaling_bench.report"),
-    autoescape=False,
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
+_TEMPLATES = environment(autoescape=False)
 _TEMPLATES.filters["cell"] = table_cell
 
 

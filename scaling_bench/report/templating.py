@@ -1,0 +1,17 @@
+"""The jinja2 environment of the report's templates, one for HTML (autoescaped) and one for text."""
+
+from __future__ import annotations
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+
+def environment(autoescape: bool) -> Environment:
+    """Templates from ``report/templates``; an undefined name is an error, not an empty string."""
+    return Environment(
+        loader=PackageLoader("scaling_bench.report"),
+        autoescape=autoescape,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
