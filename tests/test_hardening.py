@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from test_runner import running, wait_until
 
 from scaling_bench.config import grid
 from scaling_bench.core.errors import ConfigError, UserError
@@ -28,22 +29,6 @@ NOTHING_RAN = "scaling-bench: interrupted before any case ran; nothing was recor
 @pytest.fixture(autouse=True)
 def _no_gemm_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCALING_BENCH_PEAK_FLOPS", "2e11")
-
-
-def running(pid: int) -> bool:
-    """Whether the process exists and is not a zombie waiting to be reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_until(condition, what: str, limit_s: float = 120.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting after {limit_s}s for {what}")
-        time.sleep(0.05)
 
 
 # A plugin workload that hangs the grid's second case (2e4) the first time it runs, leaving its
@@ -94,7 +79,9 @@ def test_sigterm_mid_run_stops_like_ctrl_c_with_143_and_resume_finishes(tmp_path
     command += ["--timeout", "300", "--no-progress", "--out", str(out)]
     run = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: marker.exists() and marker.read_text() != "", "the second case to hang")
+        wait_until(
+            lambda: marker.exists() and marker.read_text() != "", "the second case to hang", 120
+        )
         assert [r["case_id"] for r in load_records(out / RESULTS_FILE)] == ["mlp-1e4-fp32-cpu"]
         run.send_signal(signal.SIGTERM)
         _, stderr = run.communicate(timeout=60)
