@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,16 +128,19 @@ def run(case: dict, settings: object = None) -> dict:
     return globals()[case["fault"]](case)
 
 
-def run_grid(out_dir: str, marker: str, resume: bool = False) -> list[dict]:
-    """The grid the kill-and-resume tests stop in the middle: ok, hang_once, ok."""
+def run_grid(out_dir: str, marker: str, resume: bool = False, parallel: int = 1) -> list[dict]:
+    """The grid the kill-and-resume tests stop in the middle: ok, hang_once, ok (with
+    ``parallel`` 2, the third case runs beside the hanging one)."""
+    from scaling_bench.engine.protocol import Settings
     from scaling_bench.engine.runner import (
         run_cases,  # not at the top: workers need not import rich
     )
 
     cases = [Case("first"), Case("second", "hang_once", marker), Case("third")]
     return run_cases(
-        cases, EXECUTE, Path(out_dir), timeout_s=60, env={}, resume=resume, progress=False
-    )
+        cases, EXECUTE, Path(out_dir), timeout_s=60, env={}, resume=resume, progress=False,
+        settings=Settings(parallel=parallel),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -144,7 +148,24 @@ if __name__ == "__main__":
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     try:
-        run_grid(*sys.argv[1:])
+        run_grid(sys.argv[1], sys.argv[2], parallel=int(sys.argv[3]))
     except RunInterrupted as exc:
         print(exc, file=sys.stderr)
         sys.exit(130)
+
+
+def fails_after_first(case: dict) -> dict:
+    """Ok in the first process of a case, an exception in the next (``--processes``)."""
+    marker = Path(case["marker"])
+    if marker.exists():
+        raise ValueError("the second process failed")
+    marker.touch()
+    return ok(case)
+
+
+def shows_its_gpu(case: dict) -> dict:
+    """Ok, after a moment, with the GPU this worker was given and when it ran."""
+    start = time.time()
+    time.sleep(0.5)
+    seen = {"visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time()}
+    return {**ok(case), "config": seen}

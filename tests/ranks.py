@@ -42,7 +42,7 @@ class Case:
             "nproc_per_node": 2,
             "nnodes": 1,
             "device": "cpu",
-            "dtype": "fp32",
+            "precision": "fp32",
         }
 
 

@@ -13,6 +13,8 @@ from scaling_bench.store.records import RESULTS_FILE, load_records
 TINY = ["--families", "mlp,gpt", "--sizes", "1e4", "--budget", "0.3", "--no-progress"]
 TINY += ["--workloads", "forward,train,checkpoint,convergence", "--steps", "12", "--seeds", "2"]
 TINY += ["--convergence", "eval_every=4", "train_size=64", "heldout_size=32"]
+#: The data checks are convergence's, which no default grid runs: the cases that test them name it.
+CONVERGE = ["--workloads", "convergence"]
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +33,14 @@ def test_every_case_is_recorded_ok_with_measurements_beside_predictions(tiny_run
         for name in (
             "forward_step_s", "forward_samples_per_s", "forward_mfu", "forward_cold_start_s",
             "train_step_s", "train_samples_per_s", "train_flops_per_s", "train_mfu",
-            "train_peak_cpu_rss_bytes", "train_peak_cpu_rss_above_baseline_bytes",
+            "train_peak_cpu_tensor_bytes", "train_peak_cpu_rss_bytes",
+            "train_peak_cpu_rss_above_baseline_bytes",
             "checkpoint_bytes", "checkpoint_bytes_with_optimizer", "checkpoint_save_s",
         ):  # fmt: skip
             assert name in m, name
         assert 0 < m["train_mfu"]["value"] <= 1
         assert m["train_step_s"]["samples"], "raw samples are kept"
-        assert "train_peak_cpu_rss_above_baseline_bytes" in r["predicted"]
+        assert "train_peak_cpu_tensor_bytes" in r["predicted"]  # the exact meter, not RSS
         ratio = m["checkpoint_bytes"]["value"] / r["predicted"]["checkpoint_bytes"]["value"]
         assert abs(ratio - 1) < 0.01
         assert "peak_gpu_nvml_bytes" not in json.dumps(m), "no driver: absent, not zero"
@@ -91,8 +94,8 @@ def test_summary_table_names_each_case(tiny_run: Path, capsys: pytest.CaptureFix
     ("args", "needle"),
     [
         (["--sizes", "1e5,abc"], "'abc' is not a number"),
-        (["--workloads", "inference"], "unknown workload 'inference'"),
-        (["--dtype", "fp8"], "unknown dtype 'fp8'"),
+        (["--workloads", "serving"], "unknown workload 'serving'"),
+        (["--dtype", "fp9"], "unknown precision 'fp9'"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--families", "rnn"], "unknown family 'rnn'"),
         (["--grid", "huge"], "unknown grid 'huge'"),
@@ -108,7 +111,7 @@ def test_summary_table_names_each_case(tiny_run: Path, capsys: pytest.CaptureFix
         (["--sizes", ""], "--sizes '': empty item"),
         (["--families", ""], "--families '': no family given"),
         (["--workloads", ""], "--workloads '': no workload given"),
-        (["--dtype", ""], "--dtype '': no dtype given"),
+        (["--dtype", ""], "--precision '': no precision given"),
         (["--sizes", "1e4:1e5:x1.0001"], "--sizes '1e4:1e5:x1.0001': 23,028 sizes; at most 1,000"),
         (["--set", "colour=red"], "no family of this grid has"),
         (["--lrs", "0"], "learning rates must be positive"),
@@ -116,14 +119,17 @@ def test_summary_table_names_each_case(tiny_run: Path, capsys: pytest.CaptureFix
         (["--lrs", ""], "learning-rate grid is empty"),
         (["--steps", "0"], "steps=0 must be at least 1"),
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
-        (["--families", "gpt", "--dataset", "digits"], "does not fit family 'gpt'"),
-        (["--dataset", "cifar10"], "needs --data-root"),
-        (["--dataset", "cifar10", "--data-root", "."], "CIFAR-10 is not in --data-root"),
+        ([*CONVERGE, "--families", "gpt", "--dataset", "digits"], "does not fit family 'gpt'"),
+        ([*CONVERGE, "--dataset", "cifar10"], "needs --data-root"),
+        ([*CONVERGE, "--dataset", "cifar10", "--data-root", "."], "CIFAR-10 is not in --data-root"),
         (["--convergence", "schedule=wavy"], "unknown schedule 'wavy'"),
         (["--convergence", "batch_size=3"], "set it with --batch-size"),
-        (["--dataset", "digits", "--convergence", "train_size=2000"], "digits has 1797 images"),
-        (["--families", "gpt", "--dataset", "text", "--set", "vocab_size=99"], ">= 256"),
-        (["--dataset", "digits", "--set", "n_classes=5"], "has 10 classes"),
+        (
+            [*CONVERGE, "--dataset", "digits", "--convergence", "train_size=2000"],
+            "digits has 1797 images",
+        ),
+        ([*CONVERGE, "--families", "gpt", "--dataset", "text", "--set", "vocab_size=99"], ">= 256"),
+        ([*CONVERGE, "--dataset", "digits", "--set", "n_classes=5"], "has 10 classes"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_runs_nothing(

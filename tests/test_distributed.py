@@ -167,9 +167,12 @@ def test_fsdp_case_is_recorded_with_world_size_backend_and_global_throughput(
 
 
 def test_fsdp_holds_half_the_parameters_and_optimizer_state_per_rank(fsdp_record: dict) -> None:
+    """Against the state held between steps (the plan's ``train_state``), not the parts live at
+    the step's peak, which also count Adam's step counters (every rank has all of them)."""
     m, predicted = fsdp_record["metrics"], fsdp_record["predicted"]
+    state = plan_for(Case("mlp", 1e5)).train_state
     for name in ("weights", "optimizer_state"):
-        one_process = predicted[f"train_{name}_bytes"]["value"]
+        one_process = getattr(state, f"{name}_bytes")
         held = m[f"train_{name}_bytes_per_rank"]["per_rank"]
         assert sum(held) == one_process, "the shards add up to the whole"
         assert max(held) / one_process == pytest.approx(0.5, abs=0.01)
@@ -214,3 +217,11 @@ def test_a_hung_rank_times_out_and_no_rank_outlives_the_case(tmp_path: Path) -> 
     assert len(pids) == 2, "both ranks started before the timeout"
     for pid in pids:
         wait_until(lambda pid=pid: not running(pid), f"rank pid {pid} to end", limit_s=10)
+
+
+def test_a_metric_some_rank_lacks_is_left_out_not_combined_from_a_part() -> None:
+    per_rank = [
+        {"train_step_s": single(0.02, "s"), "train_energy_per_step_j": single(3.0, "J")},
+        {"train_step_s": single(0.03, "s")},
+    ]
+    assert set(combine(per_rank)) == {"train_step_s"}

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NO_CASE_SETTINGS = dict.fromkeys([*suites.ENV.values(), suites.PLUGINS_ENV], "")
 ONE_CASE = NO_CASE_SETTINGS | {"SCALING_BENCH_FAMILIES": "mlp", "SCALING_BENCH_SIZES": "1e5"}
 CASE_ID = "mlp-1e5-fp32-cpu"
+#: The default workloads and convergence (not a default, so named): one of each kind.
+FOUR_WORKLOADS = "forward,train,checkpoint,convergence"
 
 
 def _run(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -91,7 +93,11 @@ def test_a_gpu_asked_for_without_one_gives_the_gpu_grid_and_a_reason(monkeypatch
     _no_bench_env(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cases = suites.bench_cases({"device": "cuda", "families": "gpt"})
-    assert [c.case_id for c in cases][:2] == ["gpt-1e6-fp32-cuda", "gpt-1e6-bf16-cuda"]
+    assert [c.case_id for c in cases][:6] == [  # the GPU grid compiles gpt too
+        f"gpt-1e6-{precision}-cuda{compiled}"
+        for precision in ("fp32", "bf16", "amp-bf16")
+        for compiled in ("", "-compile-default")
+    ]
     assert all("no CUDA GPU is usable" in suites.skip_reason(c) for c in cases)
 
 
@@ -184,9 +190,10 @@ def test_pytest_skips_gpu_cases_with_the_reason_where_there_is_no_gpu(monkeypatc
         stash=pytest.Stash(), getoption=lambda name, default=None: options.get(name, default)
     )
     params = pytest_plugin._cases(config)
-    assert [p.id for p in params] == ["mlp-1e6-fp32-cuda", "mlp-1e6-bf16-cuda"]
+    ids = ["mlp-1e6-fp32-cuda", "mlp-1e6-bf16-cuda", "mlp-1e6-amp-bf16-cuda"]
+    assert [p.id for p in params] == ids
     reasons = [mark.kwargs["reason"] for p in params for mark in p.marks if mark.name == "skip"]
-    assert reasons == ["cuda:0 asked for, but no CUDA GPU is usable on this machine"] * 2
+    assert reasons == ["cuda:0 asked for, but no CUDA GPU is usable on this machine"] * len(ids)
 
 
 @pytest.mark.slow
@@ -203,7 +210,7 @@ def test_pytest_benchmark_json_holds_every_metric_in_extra_info(tmp_path) -> Non
         "smoke",
         f"--benchmark-json={out}",
         f"--benchmark-storage={tmp_path}",
-        env=ONE_CASE,
+        env=ONE_CASE | {"SCALING_BENCH_WORKLOADS": FOUR_WORKLOADS},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     benchmarks = {b["extra_info"]["workload"]: b for b in json.loads(out.read_text())["benchmarks"]}
@@ -226,6 +233,7 @@ def test_pytest_benchmark_json_holds_every_metric_in_extra_info(tmp_path) -> Non
     assert info["train_step_s"]["unit"] == "s"
     assert info["train_samples_per_s"]["unit"] == "samples/s"
     assert 0 < info["train_mfu"]["value"] <= 1
+    assert info["train_peak_cpu_tensor_bytes"]["unit"] == "bytes"  # what the prediction meets
     assert info["train_peak_cpu_rss_above_baseline_bytes"]["unit"] == "bytes"
     assert not any("samples" in m for m in info.values() if isinstance(m, dict))
     checkpoint = benchmarks["checkpoint"]["extra_info"]["checkpoint_bytes"]
@@ -317,7 +325,7 @@ def test_asv_takes_one_parameter_per_axis_and_each_combination_names_its_case(
     by_name = dict(zip(grid.param_names, grid.params, strict=True))
     assert by_name["family"] == ["mlp", "gpt(seq_len=128)"]  # the quick grid's gpt overrides
     assert by_name["target_params"] == ["1e4", "1e5", "1e6", "1e7"]  # along the size
-    assert (by_name["dtype"], by_name["device"]) == (["fp32"], ["cpu"])
+    assert (by_name["precision"], by_name["device"]) == (["fp32"], ["cpu"])
     assert (by_name["batch_size"], by_name["optimizer"]) == ([64, 8], ["sgd", "adamw"])
     for values, case in grid.cases.items():
         assert asv_case_id(grid.param_names, [repr(v) for v in values]) == case.case_id
@@ -345,6 +353,8 @@ def bench_cases(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     _no_bench_env(monkeypatch)
     monkeypatch.setenv("SCALING_BENCH_FAMILIES", "mlp")
     monkeypatch.setenv("SCALING_BENCH_SIZES", "1e5")
+    # convergence too, though it is no default workload: it runs after checkpoint
+    monkeypatch.setenv("SCALING_BENCH_WORKLOADS", FOUR_WORKLOADS)
     sys.modules.pop("benchmarks.bench_cases", None)
     yield importlib.import_module("benchmarks.bench_cases")
     sys.modules.pop("benchmarks.bench_cases", None)
@@ -416,7 +426,10 @@ def test_a_case_predicted_not_to_fit_is_skipped_not_measured(bench_cases, monkey
 def test_asv_results_of_per_axis_suites_are_read_back_under_case_ids(tmp_path) -> None:
     names = list(suites.ASV_AXES)
     sizes = ["'1e5'", "'1e6'"]
-    params = [["'mlp'", "'gpt(seq_len=128)'"], sizes, ["'fp32'"], ["'cpu'"], ["None"], ["'adamw'"]]
+    # every axis at its default, as asv writes values (repr); family and size varied
+    params = [[repr(v)] for v in suites.asv_values(Case("mlp", 1e5))]
+    params[names.index("family")] = ["'mlp'", "'gpt(seq_len=128)'"]
+    params[names.index("target_params")] = sizes
     (tmp_path / "box").mkdir()
     described = {"version": 2} | {
         f"bench_cases.{name}": {"unit": unit, "param_names": names, "params": params}

@@ -52,7 +52,7 @@ def test_size_names_are_short_and_stable(size: float, text: str) -> None:
 
 
 def test_case_ids_are_readable_and_leave_out_the_device_index() -> None:
-    case = Case("gpt", 1e8, dtype="bf16", device="cuda:3")
+    case = Case("gpt", 1e8, precision="bf16", device="cuda:3")
     assert case.case_id == "gpt-1e8-bf16-cuda"
     assert Case("mlp", 1e5, batch_size=64, optimizer="sgd").case_id == "mlp-1e5-fp32-cpu-bs64-sgd"
 
@@ -69,12 +69,12 @@ def test_quick_grid_on_a_cpu_covers_every_family_over_two_decades_in_fp32() -> N
     for family_sizes in spec.sizes.values():
         assert len(family_sizes) >= 3
         assert max(family_sizes) / min(family_sizes) >= 100
-    assert spec.values["dtype"] == ("fp32",)
+    assert spec.values["precision"] == ("fp32",)
 
 
 def test_quick_grid_on_a_gpu_adds_bf16_and_larger_sizes() -> None:
     spec = grid.preset("quick", "cuda:0")
-    assert "bf16" in spec.values["dtype"]
+    assert "bf16" in spec.values["precision"]
     assert max(spec.sizes["gpt"]) >= 1e8
 
 
@@ -111,8 +111,8 @@ def test_grid_file_sets_axes_and_per_family_overrides(tmp_path: Path) -> None:
         ("sizes = [", "not valid TOML"),
         ('sizes = "1e5"\ncolour = "red"', "unknown keys colour"),
         ('families = ["rnn"]\nsizes = "1e5"', "unknown family 'rnn'"),
-        ('sizes = "1e5"\nworkloads = ["inference"]', "unknown workload 'inference'"),
-        ('sizes = "1e5"\ndtypes = ["fp8"]', "unknown dtype 'fp8'"),
+        ('sizes = "1e5"\nworkloads = ["serving"]', "unknown workload 'serving'"),
+        ('sizes = "1e5"\ndtypes = ["fp9"]', "unknown precision 'fp9'"),
         ('families = ["mlp"]', "'sizes' is required"),
         ('sizes = "1e5"\n[set.mlp]\nwidth = 3', "width: unknown field"),
         ('sizes = "1e5"\noptimizer = "lion"', "unknown optimizer 'lion'"),

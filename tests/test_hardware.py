@@ -268,3 +268,20 @@ def test_refreshing_the_gemm_peak_keeps_the_higher_figure(monkeypatch):
     assert measured_gemm_peak(torch.float32, refresh=True) == 9e10
     assert measured_gemm_peak(torch.float32, refresh=True) == 9e10
     assert measured_gemm_peak(torch.float32) == 9e10
+
+
+@pytest.mark.parametrize(
+    ("flags", "dtype", "warns"),
+    [
+        ({"avx512f", "avx512_bf16"}, "bf16", False),
+        ({"amx_bf16"}, "bf16", False),
+        ({"avx512f"}, "bf16", True),
+        ({"avx512_bf16"}, "fp16", True),
+        (set(), "fp32", False),
+    ],
+)
+def test_a_cpu_dtype_warns_only_without_native_units(monkeypatch, flags, dtype, warns) -> None:
+    from scaling_bench.hardware import devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset(flags))
+    assert (devices.dtype_warning("cpu", dtype) is not None) == warns

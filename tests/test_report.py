@@ -99,8 +99,9 @@ def test_an_error_with_pipes_and_line_breaks_stays_in_its_markdown_line(results:
     assert failure.startswith("- `mlp-1e7-fp32-cpu`: crashed RuntimeError: a \\| b ## Traceback")
     assert failure.endswith(r"\| x \| <script>alert(1)</script> &")
     assert not any(line.startswith(("## Traceback", "| x")) for line in lines)
-    table_lines = [line for line in lines if line.startswith("|")]
-    assert {len(re.findall(r"(?<!\\)\|", line)) for line in table_lines} == {6}  # 5 columns
+    tables = "\n".join(line if line.startswith("|") else "" for line in lines).split("\n\n")
+    for table in filter(None, (t.strip() for t in tables)):  # every row as many cells as its header
+        assert len({len(re.findall(r"(?<!\\)\|", line)) for line in table.splitlines()}) == 1
 
 
 def test_the_html_shows_error_texts_as_text_not_markup(results: Path) -> None:
@@ -192,3 +193,18 @@ def test_the_html_renders_in_a_browser_with_its_plots(results: Path, tmp_path: P
     # The series' colours (matplotlib C0 blue, C1 orange) appear only where the plots are drawn.
     orange = (pixels[..., 0] > 0.9) & (abs(pixels[..., 1] - 0.5) < 0.08) & (pixels[..., 2] < 0.15)
     assert orange.sum() > 200
+
+
+def test_an_unsettled_figure_is_marked_in_both_documents(tmp_path: Path) -> None:
+    records = synthetic.run()
+    for name in ("train_step_s", "train_samples_per_s"):
+        records[0]["metrics"][name]["settled"] = False
+    results = synthetic.write(tmp_path / "run", records)
+    html, markdown = tmp_path / "r.html", tmp_path / "r.md"
+    assert main(["report", str(results), "--html", str(html), "--markdown", str(markdown)]) == 0
+    for text in (html.read_text().replace("<tr>", "\n"), markdown.read_text()):
+        rows = [line for line in text.splitlines() if records[0]["case_id"] in line]
+        assert any("~" in row for row in rows), rows
+        assert "~ unsettled: fewer than the minimum samples" in text
+        settled_rows = [line for line in text.splitlines() if records[1]["case_id"] in line]
+        assert settled_rows and not any("~" in row for row in settled_rows)

@@ -177,7 +177,7 @@ def test_run_stopped_mid_grid_then_resumed_holds_each_case_once(tmp_path, stop):
     out_dir, marker = tmp_path / "out", tmp_path / "worker.pid"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     grid = subprocess.Popen(
-        [sys.executable, str(FAULTS_PATH), str(out_dir), str(marker)],
+        [sys.executable, str(FAULTS_PATH), str(out_dir), str(marker), "1"],
         env=env,
         stderr=subprocess.PIPE,
         text=True,

@@ -37,22 +37,21 @@ def _ids(cases: list) -> list[str]:
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 60])
 def test_the_shards_partition_the_grid_the_same_way_every_time(count: int) -> None:
-    cases = _cases(dtype="fp32,bf16", optimizer="adamw,sgd")  # 5 families x 3 sizes x 2 x 2
+    cases = _cases(precision="fp32,bf16", optimizer="adamw,sgd")  # 5 families x 3 sizes x 2 x 2
     assert len(cases) == 60
     shards = split(cases, count)
     every = [case_id for shard in shards for case_id in _ids(shard)]
     assert Counter(every) == Counter(_ids(cases)), "each case in exactly one shard"
     assert max(map(len, shards)) - min(map(len, shards)) <= 1, "sizes differ by one at most"
-    assert [_ids(s) for s in split(_cases(dtype="fp32,bf16", optimizer="adamw,sgd"), count)] == [
-        _ids(s) for s in shards
-    ], "a second build of the grid splits alike"
+    again = split(_cases(precision="fp32,bf16", optimizer="adamw,sgd"), count)
+    assert [_ids(s) for s in again] == [_ids(s) for s in shards], "a second build splits alike"
     for shard in shards:  # each keeps the grid's run order
         assert _ids(shard) == [i for i in _ids(cases) if i in set(_ids(shard))]
 
 
 def test_the_split_does_not_depend_on_the_order_the_grid_lists_its_cases() -> None:
-    cases = _cases(dtype="fp32,bf16")
-    listed = _cases(family="vit,gpt,mlp,resnet,cnn", dtype="bf16,fp32")  # the same cases
+    cases = _cases(precision="fp32,bf16")
+    listed = _cases(family="vit,gpt,mlp,resnet,cnn", precision="bf16,fp32")  # the same cases
     assert set(_ids(listed)) == set(_ids(cases)) and _ids(listed) != _ids(cases)
     shuffled = list(cases)
     random.Random(1).shuffle(shuffled)
@@ -67,7 +66,7 @@ def test_each_shard_gets_its_share_of_every_size() -> None:
 
 
 def test_a_grid_and_the_same_grid_under_a_strategy_split_alike() -> None:
-    cases = _cases(family="mlp", optimizer="adamw,sgd", dtype="fp32,bf16")
+    cases = _cases(family="mlp", optimizer="adamw,sgd", precision="fp32,bf16")
     ddp = [c.__class__(**{**vars(c), "strategy": "ddp", "nproc_per_node": 2}) for c in cases]
     assert all(d.case_id == f"{c.case_id}-ddp2" for c, d in zip(cases, ddp, strict=True))
     for one, two in zip(split(cases, 3), split(ddp, 3), strict=True):

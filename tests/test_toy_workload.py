@@ -109,7 +109,10 @@ def test_the_report_fits_the_toy_bytes_it_predicted(runs, tmp_path, capsys) -> N
     html = tmp_path / "report.html"
     assert main(["report", str(runs[0]), "--markdown", str(summary), "--html", str(html)]) == 0
     assert CASE_ID in html.read_text(encoding="utf-8")
-    rows = [line for line in summary.read_text(encoding="utf-8").splitlines() if "toy" in line]
+    figures, fits = summary.read_text(encoding="utf-8").split("### Fitted exponents")
+    header = next(line for line in figures.splitlines() if line.startswith("| case |"))
+    assert "toy bytes" in header  # the toy workload's column in the figures per case
+    rows = [line for line in fits.split("###")[0].splitlines() if "toy" in line]
     assert rows and all("parameter bytes" in row for row in rows), rows
 
 
@@ -131,7 +134,8 @@ def test_the_pytest_front_end_collects_a_toy_test_with_the_plugin_option() -> No
     ids = [line for line in done.stdout.splitlines() if "::" in line]
     assert f"benchmarks/test_benchmarks.py::test_workload[{CASE_ID}-toy]" in ids
     order = [i.rsplit("-", 1)[1].rstrip("]") for i in ids]
-    assert order == ["forward", "train", "toy", "checkpoint", "convergence"]  # registry order
+    # registry order
+    assert order == ["forward", "inference", "train", "toy", "checkpoint", "convergence"]
 
 
 @pytest.mark.slow
@@ -188,11 +192,11 @@ def test_asv_setup_cache_measures_the_toy_workload_once_for_its_tracks(bench_cas
     suite = bench_cases.Toy()
     figures = suite.setup_cache()
     assert set(figures) == {CASE_ID, "cnn-1e4-fp32-cpu"}
-    mlp = ("mlp", "1e4", "fp32", "cpu", None, "adamw")
+    mlp = next(v for v, case in bench_cases.GRID.cases.items() if case.case_id == CASE_ID)
     params = figures[CASE_ID]["metrics"]["toy"]["toy_bytes"]["value"] // 4
     assert suite.track_toy_bytes(figures, *mlp) == 4 * params
     assert 0 < suite.track_toy_answer_s(figures, *mlp) < 1
     with pytest.raises(SkipNotImplemented, match="not a case of this grid"):
-        suite.track_toy_bytes(figures, "mlp", "1e9", "fp32", "cpu", None, "adamw")
+        suite.track_toy_bytes(figures, mlp[0], "1e9", *mlp[2:])
     with pytest.raises(SkipNotImplemented, match="train is not among"):
         bench_cases.Train().track_train_step_s(figures, *mlp)

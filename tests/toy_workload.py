@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from scaling_bench.core.dtypes import parse_dtype
+from scaling_bench.core import precision as precisions
 from scaling_bench.core.metrics import LOWER, MetricSpec
 from scaling_bench.core.stats import single, summarize
 from scaling_bench.predict.plan import Plan
@@ -52,7 +52,7 @@ class Toy(Workload):
 
     def predict(self, plan: Plan, device: torch.device, ctx: Context) -> dict[str, dict]:
         """The parameter bytes, under the measured figure's name: exact, from the plan."""
-        nbytes = plan.params * parse_dtype(plan.dtype).itemsize
+        nbytes = plan.params * precisions.get(plan.precision).param_dtype.itemsize
         return {"toy_bytes": single(nbytes, "bytes")}
 
 

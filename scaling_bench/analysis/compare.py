@@ -30,6 +30,7 @@ import scaling_bench.workloads  # noqa: F401  (registers every workload's metric
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec, find
 from scaling_bench.core.stats import is_finite
+from scaling_bench.meters.device_state import clock_states_differ
 from scaling_bench.store.foreign import Run
 
 #: Many metrics are tested at once, so a 1-in-100 chance of a false alarm each is already plenty.
@@ -63,8 +64,27 @@ def _summary_p(base: dict, current: dict) -> float | None:
     return float(2 * stats.norm.sf(abs(diff) / math.sqrt(se2)))
 
 
+def _process_values(metric: dict) -> list[float]:
+    return [x for x in metric.get("process_values") or () if is_finite(x)]
+
+
+def per_process(base: dict, current: dict) -> bool:
+    """Whether both sides ran in several processes (``run --processes``): the test is then over
+    the per-process values, which carry the run-to-run variation that samples of one process
+    do not."""
+    return len(_process_values(base)) >= 2 and len(_process_values(current)) >= 2
+
+
+def smallest_p(n_base: int, n_current: int) -> float:
+    """The smallest two-sided p the exact Mann–Whitney test can give for these counts: with 3
+    processes a side it is 0.1, so such a gate can never flag at ``ALPHA``."""
+    return min(1.0, 2 / math.comb(n_base + n_current, n_base))
+
+
 def significance(base: dict, current: dict) -> float | None:
     """p-value that the two metrics differ; ``None`` where there is nothing to test."""
+    if per_process(base, current):
+        return mann_whitney_p(_process_values(base), _process_values(current))
     a = [x for x in base.get("samples") or () if is_finite(x)]
     b = [x for x in current.get("samples") or () if is_finite(x)]
     if a and b and len(a) + len(b) > 2:
@@ -95,8 +115,11 @@ def _verdict(
     """(ratio, p, verdict, note) for one metric; ``sign`` is ``HIGHER``, ``LOWER`` or ``NEITHER``
     (a setting such as the best LR: a move is shown, never judged), and ``counted`` says the
     figure is exact (bytes on disk), so a move needs no test. A figure that did not settle on
-    either side says so in the note."""
+    either side says so in the note; a move between two different clock states (the GPU's SM
+    clock, or throttling, as the device-state meter annotates a metric) is inconclusive."""
     ratio, p, verdict, note = _judged(base, current, sign, threshold, alpha, counted)
+    if verdict in ("improved", "regressed") and (clocks := clock_states_differ(base, current)):
+        verdict, note = "inconclusive", "; ".join(n for n in (note, clocks) if n)
     if base.get("settled") is False or current.get("settled") is False:
         note = "; ".join(n for n in (note, "unsettled") if n)
     return ratio, p, verdict, note
@@ -125,6 +148,11 @@ def _judged(
         return ratio, None, moved, "exact count"
     if p is None:
         return ratio, None, "inconclusive", "single measurement"
+    if per_process(base, current):
+        counts = len(_process_values(base)), len(_process_values(current))
+        if smallest_p(*counts) >= alpha:
+            note = f"{counts[0]} vs {counts[1]} processes cannot reach p < {alpha:g}"
+            return ratio, p, "inconclusive", note
     if p < alpha:
         return ratio, p, moved, ""
     return ratio, p, "inconclusive", "within noise"
@@ -144,6 +172,11 @@ class Comparison:
     status_changes: list[tuple[str, str, str]]
     #: Metrics of the common cases that no workload declared: not compared unless named.
     unknown_metrics: list[str] = field(default_factory=list)
+    #: Machine settings that differ between the runs and move timings (``torch_threads 2 → 1``).
+    machine_differences: list[str] = field(default_factory=list)
+    #: Whether some measured figure was tested over one process's samples a side, which
+    #: leaves run-to-run variation untested (``run --processes``).
+    within_process: bool = False
 
     @property
     def regressions(self) -> list[MetricComparison]:
@@ -185,6 +218,8 @@ class Comparison:
             "only_base": self.only_base,
             "only_current": self.only_current,
             "unknown_metrics": self.unknown_metrics,
+            "machine_differences": self.machine_differences,
+            "within_process": self.within_process,
             "status_changes": [
                 {"case_id": c, "base": b, "current": s} for c, b, s in self.status_changes
             ],
@@ -230,6 +265,7 @@ def compare_runs(
         raise UserError(f"{base.source} and {current.source} have no case in common")
     rows = []
     unknown: set[str] = set()
+    within_process = False
     for case_id in common:
         b, c = base.cases[case_id], current.cases[case_id]
         unknown.update(n for n in (*b.metrics, *c.metrics) if find(n) is None)
@@ -241,6 +277,7 @@ def compare_runs(
             spec = known or _UNSPECIFIED
             bm, cm = b.metrics[name], c.metrics[name]
             ratio, p, verdict, note = _verdict(bm, cm, spec.better, threshold, alpha, spec.counted)
+            within_process |= p is not None and not per_process(bm, cm)
             if known is None:
                 note = "; ".join(filter(None, ("no spec: lower taken as better", note)))
             rows.append(
@@ -281,7 +318,26 @@ def compare_runs(
         only_current=[c for c in current.cases if c not in base.cases],
         status_changes=status_changes,
         unknown_metrics=sorted(unknown),
+        machine_differences=machine_differences(base.env, current.env),
+        within_process=within_process,
     )
+
+
+#: Fingerprint keys (``hardware.peaks.fingerprint``) whose difference moves timings by itself:
+#: a run under ``OMP_NUM_THREADS=1`` against a 2-thread base is slower for that reason alone.
+MACHINE_KEYS = (
+    "torch_threads", "cpu_model", "cpu_logical_cores", "gpu_name", "gpu_count",
+    "gpu_driver_version", "torch_version", "python_version",
+)  # fmt: skip
+
+
+def machine_differences(base_env: dict, current_env: dict) -> list[str]:
+    """``key base → current`` for each timing-relevant key both runs recorded and differ in."""
+    return [
+        f"{key} {base_env[key]} → {current_env[key]}"
+        for key in MACHINE_KEYS
+        if key in base_env and key in current_env and base_env[key] != current_env[key]
+    ]
 
 
 def parse_threshold(text: str) -> float:

@@ -219,6 +219,8 @@ class ScalingFit:
     fit: PowerLaw
     theory_exponent: float | None
     points: tuple[tuple[float, float], ...]
+    #: How many of the points are figures that did not settle (``meters.timing``).
+    unsettled: int = 0
 
     @property
     def agrees_with_theory(self) -> bool | None:
@@ -246,5 +248,6 @@ def scaling_fits(records: Iterable[dict], confidence: float = CONFIDENCE) -> lis
                     theory_fit = fit_power_law([n for n, _ in pred], [p for _, p in pred])
                     theory = theory_fit.exponent if theory_fit else None
             points = tuple((float(n), y) for n, y, _ in rows)
-            fits.append(ScalingFit(series, q, fit, theory, points))
+            loose = sum((r["metrics"].get(q.name) or {}).get("settled") is False for *_, r in rows)
+            fits.append(ScalingFit(series, q, fit, theory, points, loose))
     return fits

@@ -17,16 +17,17 @@ registers (workloads) are declared into ``declare_choice`` by that layer when it
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from scaling_bench.config.sizes import format_size, parse_sizes
-from scaling_bench.core.dtypes import DTYPES
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.optimizers import DEFAULT_OPTIMIZER, OPTIMIZERS
+from scaling_bench.core.precision import PRECISIONS
 from scaling_bench.models import FAMILY_NAMES
 
 #: A case's or a workload's seconds: finite and positive; a week at most, which keeps every
@@ -34,22 +35,45 @@ from scaling_bench.models import FAMILY_NAMES
 MAX_SECONDS = 7 * 24 * 3600.0
 Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=1)]
+_BYTE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def _bytes(raw: Any) -> Any:
+    """``2GiB``, ``512M`` or ``1e9`` as a number of bytes (binary units); other values as given."""
+    if not isinstance(raw, str):
+        return raw
+    match = re.fullmatch(r"\s*([0-9.e+]+)\s*([kmgt]?)(i?b)?\s*", raw.lower())
+    if match is None:
+        raise ValueError("not a number of bytes (e.g. 2GiB, 512MiB, 1e9)")
+    return int(float(match[1]) * _BYTE_UNITS[match[2]])
+
+
+Bytes = Annotated[int, BeforeValidator(_bytes), Field(ge=1)]
 STRATEGIES = ("ddp", "fsdp")
+#: ``torch.compile`` modes; ``eager`` is no compilation (``reduce-overhead`` uses CUDA graphs).
+COMPILE_MODES = ("eager", "default", "max-autotune", "reduce-overhead")
+#: ``full``: every repeated block of the family recomputed in backward.
+CHECKPOINTING = ("none", "full")
 
-_declared: dict[str, dict[str, bool]] = {}
+_declared: dict[str, dict[str, tuple[bool, bool]]] = {}
 
 
-def declare_choice(axis: str, value: str, default: bool = False) -> None:
-    """A name a higher layer provides (a workload), and whether grids include it by default."""
-    _declared.setdefault(axis, {})[value] = default
+def declare_choice(axis: str, value: str, default: bool = False, quick: bool = True) -> None:
+    """A name a higher layer provides (a workload): whether grids include it when none is named
+    (``default``), and whether a CPU's quick grid does (``quick``)."""
+    _declared.setdefault(axis, {})[value] = (default, quick)
 
 
 def declared(axis: str) -> tuple[str, ...]:
     return tuple(_declared.get(axis, {}))
 
 
+def declared_quick(axis: str) -> tuple[str, ...]:
+    return tuple(name for name, (_, quick) in _declared.get(axis, {}).items() if quick)
+
+
 def declared_defaults(axis: str) -> tuple[str, ...]:
-    return tuple(name for name, default in _declared.get(axis, {}).items() if default)
+    return tuple(name for name, (default, _) in _declared.get(axis, {}).items() if default)
 
 
 @dataclass(frozen=True)
@@ -72,6 +96,9 @@ class Axis:
     parse_text: Callable[[str, str], tuple] | None = None
     #: What one value is called in messages (``unknown workload 'x'``).
     noun: str = ""
+    #: Former flags and grid-file keys that still name this axis (``--dtype``, ``dtypes``).
+    aliases: tuple[str, ...] = ()
+    key_aliases: tuple[str, ...] = ()
 
     def check_choice(self, value: Any, what: str) -> Any:
         if self.choices is not None and value is not None:
@@ -166,6 +193,12 @@ def _overrides_token(case: Any) -> str | None:
     return "-".join(f"{k}={v}" for k, v in case.overrides) or None
 
 
+def _tokens_token(case: Any) -> str | None:
+    """A token budget is part of what a run is: one size at two budgets is two cases."""
+    tokens = dict(case.convergence).get("tokens")
+    return None if tokens is None else f"tokens{tokens}"
+
+
 AXES: tuple[Axis, ...] = (
     Axis(
         "family", str, None, "model families: " + ",".join(FAMILY_NAMES),
@@ -178,9 +211,10 @@ AXES: tuple[Axis, ...] = (
         token=lambda c: format_size(c.target_params), parse_text=parse_sizes, noun="size",
     ),
     Axis(
-        "dtype", str, "fp32", "parameter dtypes: " + ",".join(DTYPES),
-        flag="--dtype", key="dtypes", env="SCALING_BENCH_DTYPE", multi=True,
-        token=lambda c: c.dtype, choices=lambda: tuple(DTYPES),
+        "precision", str, "fp32", "precisions: " + ",".join(PRECISIONS),
+        flag="--precision", key="precisions", env="SCALING_BENCH_PRECISION", multi=True,
+        token=lambda c: c.precision, choices=lambda: tuple(PRECISIONS),
+        aliases=("--dtype",), key_aliases=("dtypes",),
     ),
     Axis(
         "device", str, "cpu", "auto, cpu, cuda or cuda:N",
@@ -193,15 +227,37 @@ AXES: tuple[Axis, ...] = (
         choices=lambda: declared("workloads"), noun="workload",
     ),
     Axis(
-        "batch_size", Count | None, None, "samples per step (default: the family's)",
-        flag="--batch-size", key="batch_size", env="SCALING_BENCH_BATCH_SIZE", multi=True,
+        "batch_size", Count | Literal["max"] | None, None,
+        "samples per step (default: the family's); max: the largest that fits the device",
+        flag="--batch-sizes", key="batch_sizes", env="SCALING_BENCH_BATCH_SIZE", multi=True,
         token=lambda c: None if c.batch_size is None else f"bs{c.batch_size}",
+        aliases=("--batch-size",), key_aliases=("batch_size",), noun="batch size",
+    ),
+    Axis(
+        "memory_limit_bytes", Bytes | None, None,
+        "bytes a max batch may use, e.g. 2GiB (default: the device's free memory; 256MiB on a CPU)",
+        flag="--memory-limit", key="memory_limit",
     ),
     Axis(
         "optimizer", str, DEFAULT_OPTIMIZER, "optimizers: " + ",".join(OPTIMIZERS),
         flag="--optimizer", key="optimizer", env="SCALING_BENCH_OPTIMIZER", multi=True,
         token=lambda c: None if c.optimizer == DEFAULT_OPTIMIZER else c.optimizer,
         choices=lambda: OPTIMIZERS,
+    ),
+    Axis(
+        "compile", str, "eager", "torch.compile modes: " + ",".join(COMPILE_MODES),
+        flag="--compile", key="compile", env="SCALING_BENCH_COMPILE", multi=True,
+        token=lambda c: None if c.compile == "eager" else f"compile-{c.compile}",
+        choices=lambda: COMPILE_MODES, noun="compile mode",
+    ),
+    Axis(
+        "activation_checkpointing", str, "none",
+        "activation checkpointing: " + ",".join(CHECKPOINTING),
+        flag="--activation-checkpointing", key="activation_checkpointing",
+        env="SCALING_BENCH_ACTIVATION_CHECKPOINTING", multi=True,
+        token=lambda c: None if c.activation_checkpointing == "none"
+        else f"ac-{c.activation_checkpointing}",
+        choices=lambda: CHECKPOINTING, noun="activation checkpointing",
     ),
     Axis("overrides", tuple, (), "config fields set per family", token=_overrides_token),
     Axis(
@@ -224,7 +280,23 @@ AXES: tuple[Axis, ...] = (
         "strategy", str | None, None, "ddp or fsdp: run each case under torchrun",
         flag="--strategy", key="strategy", token=_strategy_token, choices=lambda: STRATEGIES,
     ),
-    Axis("convergence", tuple, (), "the convergence workload's settings"),
+    Axis("convergence", tuple, (), "the convergence workload's settings", token=_tokens_token),
+    Axis(
+        "isolation", str, "warn", "warn or error: keep, or record as skipped, a case whose GPU "
+        "had other compute processes", flag="--isolation", key="isolation",
+        choices=lambda: ("warn", "error"),
+    ),
+    Axis(
+        "prompt_len", Count | None, None, "inference: prompt tokens (default: half the context)",
+        flag="--prompt-len", key="prompt_lens", env="SCALING_BENCH_PROMPT_LEN", multi=True,
+        token=lambda c: None if c.prompt_len is None else f"p{c.prompt_len}", noun="prompt length",
+    ),
+    Axis(
+        "gen_len", Count | None, None,
+        "inference: tokens decoded after the prompt (default: a quarter of the context)",
+        flag="--gen-len", key="gen_lens", env="SCALING_BENCH_GEN_LEN", multi=True,
+        token=lambda c: None if c.gen_len is None else f"g{c.gen_len}", noun="generation length",
+    ),
 )  # fmt: skip
 
 BY_NAME = {axis.name: axis for axis in AXES}

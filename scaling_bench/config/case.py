@@ -1,7 +1,7 @@
 """A case is a value: one point of a grid, every axis set, with a stable readable id.
 
 ``Case`` is generated from ``axes.AXES``: one field per axis, in that order, so ``Case("gpt",
-1e8, "bf16")`` reads as family, size, dtype. Its ``case_id`` joins the axes' tokens
+1e8, "bf16")`` reads as family, size, precision. Its ``case_id`` joins the axes' tokens
 (``gpt-1e8-bf16-cuda``), so results join across runs, machines and front-ends; axes without a
 token (the workloads, the timing budget, the convergence settings) are left out of the id, and
 the record's ``case`` holds them in full. A case does no work: planning it is the planner's job.
@@ -15,9 +15,11 @@ from typing import Any
 
 from scaling_bench.config.axes import AXES, declared_defaults
 from scaling_bench.config.sizes import format_size
-from scaling_bench.core.dtypes import DTYPES
+from scaling_bench.core.precision import PRECISIONS
 from scaling_bench.models import FAMILY_NAMES
 
+#: Axes under their former names in older records: a ``dtype`` was the precision of today.
+_RENAMED = {"dtype": "precision"}
 #: Axes whose value is a mapping, kept in the case as sorted ``(key, value)`` pairs (hashable).
 _MAPPINGS = ("overrides", "convergence")
 
@@ -55,6 +57,7 @@ class _CaseBase:
     def from_dict(cls, data: dict[str, Any]) -> Any:
         """The case a record's ``case`` describes; keys of axes it lacks take their defaults."""
         known = {f.name for f in fields(cls)}
+        data = {_RENAMED.get(k, k): v for k, v in data.items()}
         kwargs = {k: v for k, v in data.items() if k in known}
         if "workloads" in kwargs:
             kwargs["workloads"] = tuple(kwargs["workloads"])
@@ -85,12 +88,13 @@ Case.__doc__ = "One case of a grid: a value per axis (``axes.AXES``)."
 
 _ID = re.compile(
     rf"^(?P<family>{'|'.join(FAMILY_NAMES)})-(?P<size>\d+(\.\d+)?e\d+)"
-    rf"-(?P<dtype>{'|'.join(DTYPES)})-(?P<device>[a-z]+)(?:-(?P<rest>.+))?$"
+    rf"-(?P<precision>{'|'.join(sorted(PRECISIONS, key=len, reverse=True))})"
+    r"-(?P<device>[a-z]+)(?:-(?P<rest>.+))?$"
 )
 
 
 def parse_case_id(text: str) -> dict[str, str] | None:
-    """A case id's leading axes (family, size, dtype, device) and the rest of its tokens as one
+    """A case id's leading axes (family, size, precision, device) and the rest of its tokens as one
     string; None where ``text`` is not a case id. The one place an id is read back."""
     match = _ID.match(text)
     return match.groupdict() if match else None

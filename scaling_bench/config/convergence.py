@@ -29,9 +29,15 @@ MAX_SAMPLES = 10**9
 
 @dataclass(frozen=True)
 class ConvergenceSettings:
-    """What a convergence case trains; ``batch_size=None`` takes the family's default."""
+    """What a convergence case trains; ``batch_size=None`` takes the family's default.
+
+    ``tokens`` is a token budget for sequence families: when given, a run trains
+    ``ceil(tokens / tokens per step)`` steps (``steps`` is then unused) and its cosine schedule
+    spans them, as a compute-optimal study trains each size for the tokens its budget allows.
+    """
 
     steps: int = 200
+    tokens: int | None = None
     seeds: int = 3
     lrs: tuple[float, ...] = (1e-3,)
     batch_size: int | None = None
@@ -65,6 +71,8 @@ class ConvergenceSettings:
                     f"convergence {name}={getattr(self, name)} is more than {MAX_SAMPLES:,} "
                     "samples, all of which would be held in memory"
                 )
+        if self.tokens is not None and self.tokens < 1:
+            raise UserError(f"convergence tokens={self.tokens} must be at least 1 (or absent)")
         if self.batch_size is not None and self.batch_size < 1:
             raise UserError(f"batch_size={self.batch_size} must be at least 1")
         optimizer_slots(self.optimizer)
@@ -84,7 +92,9 @@ class ConvergenceSettings:
 
 
 def settings_for(case: Case) -> ConvergenceSettings:
-    """The convergence workload's settings: the grid's, with the case's batch and optimizer."""
+    """The convergence workload's settings: the grid's, with the case's batch and optimizer (a
+    ``max`` batch is the timed workloads' own: convergence trains at the family's batch)."""
+    batch_size = case.batch_size if isinstance(case.batch_size, int) else None
     return ConvergenceSettings(
-        **dict(case.convergence), batch_size=case.batch_size, optimizer=case.optimizer
+        **dict(case.convergence), batch_size=batch_size, optimizer=case.optimizer
     )

@@ -1,7 +1,7 @@
 """Grid specs: the presets, grid files and flags that choose a grid's cases.
 
 A ``GridSpec`` holds, for every axis of ``axes.AXES``, the grid's alternatives: several for the
-multi axes (dtypes, batch sizes, optimizers), one for the others; sizes and config overrides per
+multi axes (precisions, batch sizes, optimizers), one for the others; sizes and config overrides per
 family. ``build_cases`` takes the product. ``select`` is the one reading of
 ``--grid`` and the axis flags that the CLI and the pytest and asv front-ends share, so they run
 the same cases for the same words. Grid files are TOML with the axes' keys, checked by a schema
@@ -20,7 +20,15 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from scaling_bench.config.axes import AXES, BY_NAME, Axis, declared, declared_defaults, typed_value
+from scaling_bench.config.axes import (
+    AXES,
+    BY_NAME,
+    Axis,
+    declared,
+    declared_defaults,
+    declared_quick,
+    typed_value,
+)
 from scaling_bench.config.case import Case
 from scaling_bench.config.convergence import CASE_AXES_IN_CONVERGENCE, ConvergenceSettings
 from scaling_bench.core.errors import UserError
@@ -41,6 +49,8 @@ QUICK_CONVERGENCE = {
 MEMORY_HEADROOM = 0.8
 #: A grid of more cases than this is refused before anything is planned, unless raised.
 MAX_CASES = 1000
+#: Former grid-file keys of axes, still read (``dtypes`` for ``precisions``).
+_FORMER_KEYS = {old: a for a in AXES for old in a.key_aliases}
 #: Keys of a grid file besides the axes' own.
 _TABLES = ("set", "convergence")
 
@@ -54,6 +64,8 @@ class GridSpec:
     values: Mapping[str, tuple] = field(default_factory=dict)
     overrides: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     convergence: Mapping[str, object] = field(default_factory=dict)
+    #: A family's own alternatives of a multi axis (the quick GPU grid compiles only gpt).
+    family_values: Mapping[str, Mapping[str, tuple]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         values = {a.name: (_axis_default(a),) for a in AXES if a.name not in _SPECIAL}
@@ -64,7 +76,20 @@ class GridSpec:
         return one
 
     def with_values(self, **alternatives: tuple) -> GridSpec:
-        return replace(self, values=dict(self.values) | alternatives)
+        """The grid with these axes' alternatives, for every family (a family's own go)."""
+        family_values = {
+            fam: {k: v for k, v in own.items() if k not in alternatives}
+            for fam, own in self.family_values.items()
+        }
+        return replace(self, values=dict(self.values) | alternatives, family_values=family_values)
+
+    def with_family_values(self, fam: str, **alternatives: tuple) -> GridSpec:
+        own = dict(self.family_values.get(fam, {})) | alternatives
+        return replace(self, family_values=dict(self.family_values) | {fam: own})
+
+    def alternatives(self, fam: str, name: str) -> tuple:
+        """A multi axis's alternatives for ``fam``: its own where it has them, else the grid's."""
+        return self.family_values.get(fam, {}).get(name, self.values[name])
 
     def with_families(self, families: tuple[str, ...]) -> GridSpec:
         """Restrict or extend to ``families``, keeping each family's sizes where it has them."""
@@ -89,8 +114,10 @@ def _axis_default(a: Axis) -> Any:
 
 def count_cases(spec: GridSpec) -> int:
     """How many cases ``build_cases`` would make, without making them."""
-    per_size = math.prod(len(spec.values[a.name]) for a in _dimensions())
-    return per_size * sum(len(sizes) for sizes in spec.sizes.values())
+    return sum(
+        len(sizes) * math.prod(len(spec.alternatives(fam, a.name)) for a in _dimensions())
+        for fam, sizes in spec.sizes.items()
+    )
 
 
 def _dimensions() -> list[Axis]:
@@ -123,7 +150,7 @@ def build_cases(spec: GridSpec, device: str) -> list[Case]:
         )
         for fam, sizes in spec.sizes.items()
         for size in sorted(sizes)
-        for combo in product(*(spec.values[a.name] for a in dims))
+        for combo in product(*(spec.alternatives(fam, a.name) for a in dims))
     ]
 
 
@@ -144,25 +171,30 @@ def preset(name: str, device: str) -> GridSpec:
                 sizes=dict.fromkeys(FAMILY_NAMES, (1e6, 1e7, 1e8)),
                 values={
                     "workloads": (every,),
-                    "dtype": ("fp32", "bf16"),
+                    "precision": ("fp32", "bf16", "amp-bf16"),
                     "timeout_s": (180.0,),
                     "budget_s": (3.0,),
                 },
                 convergence=QUICK_CONVERGENCE,
-            )
+            ).with_family_values("gpt", compile=("eager", "default"))
         small = (1e4, 1e5, 1e6)
         return GridSpec(
             sizes=dict.fromkeys(FAMILY_NAMES, small) | {"mlp": (1e5, 1e6, 1e7)},
-            values={"workloads": (every,), "timeout_s": (120.0,), "budget_s": (1.5,)},
+            # the workloads that fit a CPU's minute and a half (``Workload.quick``)
+            values={
+                "workloads": (declared_quick("workloads"),),
+                "timeout_s": (120.0,),
+                "budget_s": (1.5,),
+            },
             overrides={"gpt": {"seq_len": 128}},
             convergence=QUICK_CONVERGENCE,
         )
     top = 1e10 if name == "auto" else (1e9 if on_gpu else 1e8)
     sizes = tuple(10.0**k for k in range(4, round(math.log10(top)) + 1))
-    dtypes = ("fp32", "bf16") if on_gpu else ("fp32",)
+    precisions = ("fp32", "bf16") if on_gpu else ("fp32",)
     return GridSpec(
         sizes=dict.fromkeys(FAMILY_NAMES, sizes),
-        values={"dtype": dtypes, "timeout_s": (900.0,), "budget_s": (10.0,)},
+        values={"precision": precisions, "timeout_s": (900.0,), "budget_s": (10.0,)},
     )
 
 
@@ -182,7 +214,7 @@ def load_grid_file(path: Path) -> GridSpec:
         raise UserError(f"{where}: cannot read it ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{where}: not valid TOML ({exc})") from None
-    by_key = {a.key: a for a in AXES if a.key}
+    by_key = {a.key: a for a in AXES if a.key} | _FORMER_KEYS
     unknown = sorted(set(data) - set(by_key) - set(_TABLES))
     if unknown:
         raise UserError(

@@ -20,13 +20,17 @@ from scaling_bench.config.case import Case
 from scaling_bench.config.convergence import settings_for
 from scaling_bench.config.grid import GridSpec
 from scaling_bench.config.shard import Shard
-from scaling_bench.core.dtypes import DTYPES
+from scaling_bench.core import precision as precisions
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.units import fmt_bytes
+from scaling_bench.engine.processes import check_parallel
 from scaling_bench.engine.protocol import Settings
 from scaling_bench.hardware.devices import dtype_warning, free_memory_bytes
+from scaling_bench.models import checkpointing
+from scaling_bench.predict.batch import max_batch, memory_limit
 from scaling_bench.predict.plan import Plan, plan_for, rank_memory
 from scaling_bench.store.records import RESULTS_FILE, ensure_writable_dir, load_records
+from scaling_bench.workloads import compiled
 from scaling_bench.workloads.base import Needs, ordered
 
 EXECUTE = "scaling_bench.engine.execute:run_case"
@@ -103,8 +107,27 @@ def skip_reason(case: Case, p: Plan, free_bytes: int) -> str | None:
 
 
 def unsupported(case: Case) -> str | None:
-    """Why one of the case's workloads cannot run on it (its family, its strategy), or None."""
+    """Why the case cannot run: its recipe on this device or family (a precision the device
+    lacks, CUDA graphs on a CPU, checkpointing without blocks), or one of its workloads (its
+    family, its strategy); None where it can."""
+    prec = precisions.get(case.precision)
+    if reason := prec.skip_reason(case.device):
+        return f"--precision {prec.name}: {reason}"
+    if not prec.trains and any(w.trains for w in ordered(case.workloads)):
+        return f"--precision {prec.name} is for inference; leave the training workloads out"
+    if reason := compiled.skip_reason(case.compile, case.device):
+        return reason
+    if reason := checkpointing.skip_reason(case.family, case.activation_checkpointing):
+        return reason
+    if case.strategy and (case.batch_size == "max" or case.compile != compiled.EAGER):
+        return "--batch-sizes max and --compile run on one process; leave them out with --strategy"
     return next((r for w in ordered(case.workloads) if (r := w.skip_reason(case))), None)
+
+
+def precisions_of(spec: GridSpec) -> tuple[precisions.Precision, ...]:
+    """The precisions any family of the grid runs in."""
+    names = {n for fam in spec.sizes for n in spec.alternatives(fam, "precision")}
+    return tuple(precisions.get(n) for n in sorted(names))
 
 
 @dataclass
@@ -161,10 +184,15 @@ def prepare(
     grid.check_size(spec, max_cases)
     device = grid.resolve_device(spec.value("device"))
     check_launch(spec, device, settings)
+    check_parallel(settings.parallel, device, spec.value("strategy"))
     ensure_writable_dir(out)
-    for dtype in spec.values["dtype"]:
-        if warning := dtype_warning(device, dtype):
+    for prec in precisions_of(spec):
+        if warning := dtype_warning(device, prec.peak_name):
             print(f"scaling-bench: warning: {warning}", file=sys.stderr)
+    if device == "cpu" and "max-autotune" in {
+        m for fam in spec.sizes for m in spec.alternatives(fam, "compile")
+    }:
+        print(f"scaling-bench: warning: {compiled.CPU_AUTOTUNE_WARNING}", file=sys.stderr)
     cases = grid.build_cases(spec, device)
     skipped = {c.case_id: reason for c in cases if (reason := unsupported(c))}
     if len(skipped) == len(cases):
@@ -175,19 +203,28 @@ def prepare(
     free = free_memory_bytes(device)
     free_host = free if device == "cpu" else None  # measured once, when a case needs it
     for case in (c for c in cases if c.case_id not in skipped):
-        p = plan_for(case)  # once per case: it traces the model on the meta device
+        if case.batch_size == "max":  # predicted here, confirmed by a step in the worker
+            try:
+                fit = max_batch(case, memory_limit(case, free))
+            except UserError as exc:
+                skipped[case.case_id] = str(exc)
+                continue
+            p = plan_for(case, fit.batch_size)
+        else:
+            p = plan_for(case)  # once per case: it traces the model on the meta device
         if any(w.needs is Needs.OWN_MODELS for w in ordered(case.workloads)):
             if free_host is None:
                 free_host = free_memory_bytes("cpu")
             check_convergence_data(case, p.config, free_host)
         if reason := skip_reason(case, p, free):
             skipped[case.case_id] = reason
+    runnable = [p for p in precisions_of(spec) if p.skip_reason(device) is None]
     if device == "cpu" and settings.peak_flops is None:
-        for dtype in spec.values["dtype"]:  # here, once per run, not in every worker
-            measured_gemm_peak(DTYPES[dtype], refresh=True)
+        for dtype in {p.compute_dtype for p in runnable}:  # once per run, not in every worker
+            measured_gemm_peak(dtype, refresh=True)
     else:
-        for dtype in spec.values["dtype"]:  # an unknown GPU fails before any case runs
-            peak_flops(device, DTYPES[dtype], settings.peak_flops)
+        for prec in runnable:  # an unknown GPU fails before any case runs
+            peak_flops(device, prec.compute_dtype, settings.peak_flops, tf32=prec.tf32)
     env = fingerprint() | (launch_env(spec, device) if spec.value("strategy") else {})
     spec = spec.with_values(device=(device,))
     return Campaign(spec, cases, skipped, out, resume, replace(settings), env=env)

@@ -21,27 +21,33 @@ import torch
 from torch import nn
 
 from scaling_bench.config.case import Case
-from scaling_bench.core.dtypes import parse_dtype
+from scaling_bench.core import precision as precisions
 from scaling_bench.core.optimizers import make_optimizer
 from scaling_bench.core.stats import single
+from scaling_bench.engine.isolation import foreign_processes, refusal, with_isolation
 from scaling_bench.engine.protocol import Settings, save_partial
 from scaling_bench.engine.worker import clip, is_oom
-from scaling_bench.hardware.peaks import peak_flops
+from scaling_bench.hardware.peaks import measured_gemm_peak, peak_flops
 from scaling_bench.meters.memory import baseline_rss
-from scaling_bench.models import family
 from scaling_bench.workloads.base import Context, Needs, Workload, ordered
 from scaling_bench.workloads.setup import CaseSetup
-from scaling_bench.workloads.timed import PEAK_FLOPS
+from scaling_bench.workloads.timed import ACHIEVABLE_FLOPS, PEAK_FLOPS
 
 #: How ranks combine their metrics: ``gather(metrics)`` returns the combined ones.
 Gather = Callable[[dict[str, dict]], dict[str, dict]]
 
 
 def case_peak_flops(case: Case, override: float | None = None) -> tuple[float, str]:
-    """The device's peak FLOP/s for the case's dtype and the source of the figure."""
-    convolutional = getattr(family(case.family), "CONVOLUTIONAL", False)
-    tf32 = torch.backends.cudnn.allow_tf32 if convolutional else None
-    return peak_flops(torch.device(case.device), parse_dtype(case.dtype), override, tf32=tf32)
+    """The device's peak FLOP/s for the case's compute dtype (``precision.peak_name``: bf16
+    for ``amp-bf16``, TF32 for ``tf32``) and the source of the figure."""
+    prec = precisions.get(case.precision)
+    return peak_flops(torch.device(case.device), prec.compute_dtype, override, tf32=prec.tf32)
+
+
+def case_achievable_flops(case: Case) -> float:
+    """The best GEMM measured on the case's device for its dtype, under the matmul TF32
+    setting (cached per device)."""
+    return measured_gemm_peak(precisions.get(case.precision).compute_dtype, device=case.device)
 
 
 def warm_up_runtime(device: torch.device) -> None:
@@ -106,8 +112,12 @@ def execute(
         "config": asdict(setup.plan.config),
         "predicted": predicted(workloads, setup, ctx),
     }
-    peak = single(ctx.peak_flops, PEAK_FLOPS.unit) | {"source": peak_source}
-    metrics: dict[str, dict] = {PEAK_FLOPS.name: peak}
+    peak_name = precisions.get(case.precision).peak_name
+    peak = single(ctx.peak_flops, PEAK_FLOPS.unit) | {"source": peak_source, "dtype": peak_name}
+    metrics: dict[str, dict] = {PEAK_FLOPS.name: peak} | setup.found
+    if ctx.achievable_flops:
+        achievable = single(ctx.achievable_flops, ACHIEVABLE_FLOPS.unit) | {"source": "measured"}
+        metrics[ACHIEVABLE_FLOPS.name] = achievable
     outcome: dict[str, Any] = {"status": "ok", "error": None}
     for w in workloads:
         save_partial(known | {"metrics": metrics})
@@ -131,12 +141,18 @@ def execute(
 
 
 def run_case(case_dict: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The worker's entry point for a case on one process."""
+    """The worker's entry point for a case on one process; other compute processes on its
+    device are looked for at its start and end (``engine.isolation``)."""
     case = Case.from_dict(case_dict)
     device = torch.device(case.device)
+    start = foreign_processes(device)
+    if reason := refusal(case.isolation, start):
+        return with_isolation({"status": "skipped", "error": reason}, case.isolation, start, None)
     warm_up_runtime(device)
     baseline = baseline_rss()
     setup = CaseSetup.build(case)
     peak, source = case_peak_flops(case, settings.peak_flops)
-    ctx = Context(peak_flops=peak, baseline_rss_bytes=baseline)
-    return execute(case, setup, ctx, source)
+    achievable = case_achievable_flops(case) if source == "table" else None
+    ctx = Context(peak_flops=peak, baseline_rss_bytes=baseline, achievable_flops=achievable)
+    fields = execute(case, setup, ctx, source)
+    return with_isolation(fields, case.isolation, start, foreign_processes(device, start))

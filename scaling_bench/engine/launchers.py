@@ -26,11 +26,12 @@ class ServerDied(RuntimeError):
     """The fork server ended: the case it was running is lost, the next one gets a new server."""
 
 
-def worker_env(scratch: Path | None) -> dict[str, str]:
-    """The environment, with ``sys.path`` as PYTHONPATH (what the parent imports, the worker can)
-    and ``TMPDIR`` in the case's own folder, which the runner removes even after a SIGKILL."""
+def worker_env(scratch: Path | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment, with ``sys.path`` as PYTHONPATH (what the parent imports, the worker can),
+    ``TMPDIR`` in the case's own folder, which the runner removes even after a SIGKILL, and
+    ``extra`` (the one GPU a parallel slot's workers see)."""
     path = dict.fromkeys(os.path.abspath(entry) for entry in sys.path)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)} | (extra or {})
     return env | ({"TMPDIR": str(scratch)} if scratch else {})
 
 
@@ -55,8 +56,9 @@ def _kill_group(pid: int) -> None:
 class FreshInterpreter:
     """``python -m scaling_bench.engine.worker JOB RESULT``, a new process per case."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
         self._procs: dict[int, subprocess.Popen] = {}
+        self._extra_env = extra_env
 
     @property
     def parent_pid(self) -> int:
@@ -69,7 +71,7 @@ class FreshInterpreter:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                env=worker_env(scratch),
+                env=worker_env(scratch, self._extra_env),
                 start_new_session=True,
             )
         self._procs[proc.pid] = proc
@@ -96,8 +98,9 @@ class FreshInterpreter:
 class ForkServer:
     """A warm ``engine.server`` process; cases run one at a time, each in a forked child."""
 
-    def __init__(self, plugins: tuple[str, ...] = ()) -> None:
+    def __init__(self, plugins: tuple[str, ...] = (), extra_env: dict[str, str] | None = None):
         self._plugins = plugins
+        self._extra_env = extra_env
         self._spawn()
 
     def _spawn(self) -> None:
@@ -108,7 +111,7 @@ class ForkServer:
             [*command, json.dumps(list(self._plugins))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=worker_env(None),
+            env=worker_env(None, self._extra_env),
             start_new_session=True,  # terminal signals go to the runner, which decides
         )
         self._read(None)

@@ -28,6 +28,10 @@ class Settings:
     threads: int | None = None
     #: Start each worker as a fresh interpreter instead of forking it from the warm server.
     fresh_workers: bool = False
+    #: Workers per case, one after another: ``compare`` tests their per-process values.
+    processes: int = 1
+    #: Cases at once, each slot's workers pinned to one GPU (``CUDA_VISIBLE_DEVICES``).
+    parallel: int = 1
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,6 +36,7 @@ from rich.progress import (
 
 from scaling_bench.core.errors import UserError
 from scaling_bench.engine.launchers import ForkServer, FreshInterpreter, Launcher, ServerDied
+from scaling_bench.engine.processes import combine_processes
 from scaling_bench.engine.protocol import Job, Settings, read_json, read_partial, write_job
 from scaling_bench.engine.worker import ERROR_CHARS, clip
 from scaling_bench.store.lock import (
@@ -150,27 +152,142 @@ def _run_locked(
     pending = [case for case in cases if case.case_id not in recorded]
 
     records: list[dict[str, Any]] = []
-    runs = [case for case in pending if case.case_id not in skipped]
-    launcher = None
     with _Progress(len(pending), live=progress and sys.stderr.isatty()) as shown:
+
+        def measure(case: RunnableCase, launcher: Launcher) -> dict[str, Any]:
+            shown.start(case.case_id)
+            return _run_case(case, execute, timeout_s, env, derive, settings, launcher)
+
+        def keep(record: dict[str, Any]) -> None:
+            with _signals_held():  # a record on disk is a record counted
+                append_record(results_path, record)
+                records.append(record)
+            shown.finish(record, len(records))
+
         try:
-            launcher = _launcher(settings) if runs else None
             for case in pending:
-                shown.start(case.case_id)
                 if case.case_id in skipped:
-                    record = _skipped(case, skipped[case.case_id], env)
-                else:
-                    record = _run_case(case, execute, timeout_s, env, derive, settings, launcher)
-                with _signals_held():  # a record on disk is a record counted
-                    append_record(results_path, record)
-                    records.append(record)
-                shown.finish(record, len(records))
+                    keep(_skipped(case, skipped[case.case_id], env))
+            runs = [case for case in pending if case.case_id not in skipped]
+            _Slots(settings).run(runs, measure, keep)
         except KeyboardInterrupt:
             raise RunInterrupted(len(records), len(pending), results_path) from None
+    order = {case.case_id: i for i, case in enumerate(pending)}
+    return sorted(records, key=lambda r: order[r["case_id"]])
+
+
+class _Slots:
+    """Where cases run: one slot in this thread; or, with ``settings.parallel`` N, N threads, each
+    with a launcher of its own whose workers see one GPU (``CUDA_VISIBLE_DEVICES``), each taking
+    the next case as its last one ends. On Ctrl-C the running workers are killed and their cases
+    left unrecorded (they run again on ``--resume``), as with one slot; a record being written is
+    finished first."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.running: dict[int, int] = {}
+        self.errors: list[BaseException] = []
+
+    def run(
+        self,
+        cases: Sequence[RunnableCase],
+        measure: Callable[[RunnableCase, Launcher], dict[str, Any]],
+        keep: Callable[[dict[str, Any]], None],
+    ) -> None:
+        queue = list(cases)
+        if not queue:
+            return
+        if self.settings.parallel == 1:
+            return self._serve(0, queue, measure, keep)
+        n = min(self.settings.parallel, len(queue))
+        self.ready = threading.Barrier(n)
+        threads = [
+            threading.Thread(target=self._guarded, args=(i, queue, measure, keep), daemon=True)
+            for i in range(n)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:
+            self.stopping.set()
+            self.ready.abort()
+            with self.lock:
+                for pid in list(self.running.values()):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)
+            for thread in threads:
+                thread.join()
+            raise
+        if self.errors:
+            raise self.errors[0]
+
+    def _guarded(self, *args: Any) -> None:
+        """A slot in its own thread: an error (a bug) stops every slot and is raised by ``run``."""
+        try:
+            self._serve(*args)
+        except BaseException as exc:
+            self.errors.append(exc)
+            self.stopping.set()
+            self.ready.abort()
+
+    def _serve(
+        self,
+        slot: int,
+        queue: list[RunnableCase],
+        measure: Callable[[RunnableCase, Launcher], dict[str, Any]],
+        keep: Callable[[dict[str, Any]], None],
+    ) -> None:
+        parallel = self.settings.parallel > 1
+        extra = {"CUDA_VISIBLE_DEVICES": str(slot)} if parallel else None
+        launcher = _Tracked(_launcher(self.settings, extra), self.running, slot)
+        try:
+            if parallel:  # every slot's server started first: the cases spread over all GPUs
+                self.ready.wait()
+            while not self.stopping.is_set():
+                with self.lock:
+                    if not queue:
+                        return
+                    case = queue.pop(0)
+                record = measure(case, launcher)
+                with self.lock:
+                    if not self.stopping.is_set():
+                        keep(record)
         finally:
-            if launcher is not None:
-                launcher.close()
-    return records
+            launcher.close()
+
+
+class _Tracked:
+    """A launcher that tells its slot which worker is running, so Ctrl-C can kill it."""
+
+    def __init__(self, launcher: Launcher, running: dict[int, int], slot: int) -> None:
+        self._launcher = launcher
+        self._running = running
+        self._slot = slot
+
+    @property
+    def parent_pid(self) -> int:
+        return self._launcher.parent_pid
+
+    def start(self, job: Path, result: Path, log: Path, scratch: Path) -> int:
+        pid = self._running[self._slot] = self._launcher.start(job, result, log, scratch)
+        return pid
+
+    def wait(self, pid: int, timeout_s: float) -> int | None:
+        code = self._launcher.wait(pid, timeout_s)
+        if code is not None:
+            self._running.pop(self._slot, None)
+        return code
+
+    def kill(self, pid: int) -> int:
+        self._running.pop(self._slot, None)
+        return self._launcher.kill(pid)
+
+    def close(self) -> None:
+        self._launcher.close()
 
 
 def _check_same_workloads(
@@ -204,8 +321,10 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _launcher(settings: Settings) -> Launcher:
-    return FreshInterpreter() if settings.fresh_workers else ForkServer(settings.plugins)
+def _launcher(settings: Settings, extra_env: dict[str, str] | None) -> Launcher:
+    if settings.fresh_workers:
+        return FreshInterpreter(extra_env)
+    return ForkServer(settings.plugins, extra_env)
 
 
 def _run_case(
@@ -217,25 +336,17 @@ def _run_case(
     settings: Settings,
     launcher: Launcher,
 ) -> dict[str, Any]:
-    """One case, one worker, one record."""
+    """One case, one record: from one worker, or ``settings.processes`` workers in turn (the
+    timeout is each one's)."""
     case_dict = case.to_dict()
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=TEMP_DIR_PREFIX) as tmp:
-        write_runner_pid(Path(tmp))
-        job = Job(
-            execute,
-            case_dict,
-            launcher.parent_pid,
-            settings,
-            dump_stacks_at=time.time() + timeout_s - STACK_DUMP_BEFORE_S,
-            partial_path=str(_partial(Path(tmp))),
-        )
-        job_path = Path(tmp, "job.json")
-        write_job(job_path, job)
-        fields = _run_worker(
-            launcher, job_path, Path(tmp, "result.json"), Path(tmp, "output.log"), timeout_s
-        )
+    per_process = []
+    for _ in range(settings.processes):
+        per_process.append(_run_process(case_dict, execute, timeout_s, settings, launcher))
+        if per_process[-1].get("status", "ok") != "ok":
+            break
+    fields = combine_processes(per_process, settings.processes)
     if derive is not None:
         fields = derive(case, fields)
     duration_s = round(time.perf_counter() - t0, 3)
@@ -253,6 +364,31 @@ def _run_case(
         case.case_id, case_dict, "crashed", env=env, started_at=started_at,
         duration_s=duration_s, error=clip(error),
     )  # fmt: skip
+
+
+def _run_process(
+    case_dict: dict[str, Any],
+    execute: str,
+    timeout_s: float,
+    settings: Settings,
+    launcher: Launcher,
+) -> dict[str, Any]:
+    """One worker process of a case, in a scratch folder of its own: its result fields."""
+    with tempfile.TemporaryDirectory(prefix=TEMP_DIR_PREFIX) as tmp:
+        write_runner_pid(Path(tmp))
+        job = Job(
+            execute,
+            case_dict,
+            launcher.parent_pid,
+            settings,
+            dump_stacks_at=time.time() + timeout_s - STACK_DUMP_BEFORE_S,
+            partial_path=str(_partial(Path(tmp))),
+        )
+        job_path = Path(tmp, "job.json")
+        write_job(job_path, job)
+        return _run_worker(
+            launcher, job_path, Path(tmp, "result.json"), Path(tmp, "output.log"), timeout_s
+        )
 
 
 def _skipped(case: RunnableCase, reason: str, env: dict[str, Any]) -> dict[str, Any]:

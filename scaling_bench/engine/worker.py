@@ -114,6 +114,10 @@ def start(job: Job) -> None:
     if job.dump_stacks_at is not None and job.dump_stacks_at - time.time() > 0:
         faulthandler.dump_traceback_later(job.dump_stacks_at - time.time())
     keep_partials_at(job.partial_path)
+    if job.settings.threads:  # a CPU shared with other jobs runs better on fewer threads
+        import torch
+
+        torch.set_num_threads(job.settings.threads)
     for module in job.settings.plugins:
         importlib.import_module(module)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.units import fmt_bytes, fmt_count
+from scaling_bench.frontends import check, frontier
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -32,7 +33,8 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--params", required=True, help="target parameter count: 1e6, 125M, 1.3B")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seq-len", type=int, help="gpt: tokens per sample (sets seq_len)")
-    p.add_argument("--dtype", default="fp32")
+    p.add_argument("--precision", "--dtype", default="fp32")
+    p.add_argument("--activation-checkpointing", default="none")
     p.add_argument("--optimizer", default="adamw")
     _add_set(p, "KEY=VALUE")
     p.add_argument("--json", action="store_true")
@@ -62,8 +64,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         args.family,
         target,
         batch_size=args.batch_size,
-        dtype=args.dtype,
+        precision=args.precision,
         optimizer=args.optimizer,
+        activation_checkpointing=args.activation_checkpointing,
         overrides=config_values(fam.Config, pairs, "--set", strict=False),
     )
     if args.json:
@@ -92,7 +95,7 @@ def _print_plan(d: dict) -> None:
         table.add_row("  6N for comparison", fmt_count(6 * d["params"]))
     memory = d["predicted"]["train_memory_bytes"]
     table.add_row(
-        f"train memory ({d['dtype']}, {d['optimizer']}, batch {d['batch_size']})",
+        f"train memory ({d['precision']}, {d['optimizer']}, batch {d['batch_size']})",
         fmt_bytes(memory["total_bytes"]),
     )
     for key in ("weights_bytes", "gradients_bytes", "optimizer_state_bytes", "activations_bytes"):
@@ -115,7 +118,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="measure a grid of cases, each in its own worker process")
     p.add_argument("--grid", default="quick", help="quick, full, auto, smoke or a grid FILE.toml")
     for axis in (a for a in AXES if a.flag):
-        p.add_argument(axis.flag, dest=_axis_dest(axis.name), help=axis.help)
+        p.add_argument(axis.flag, *axis.aliases, dest=_axis_dest(axis.name), help=axis.help)
     p.add_argument("--seq-len", type=int, help="gpt: tokens per sample (sets seq_len)")
     _add_set(p, "[FAMILY.]KEY=VALUE")
     p.add_argument("--out", help="results folder (default: results/run-YYYYmmdd-HHMMSS)")
@@ -133,6 +136,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh-workers", action="store_true",
                    help="start each case in a fresh interpreter instead of forking it from a "
                    "warm, pre-imported server (seconds slower per case)")  # fmt: skip
+    p.add_argument("--processes", type=int, default=1, metavar="K",
+                   help="run each case in K worker processes, one after another (as asv's "
+                   "processes): compare then tests the per-process figures, which is what holds "
+                   "against run-to-run noise; 5 for a CI gate")  # fmt: skip
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="on a node with N GPUs or more, run N cases at once, each worker "
+                   "pinned to its own GPU (--device cuda)")  # fmt: skip
     p.add_argument("--report", action="store_true", help="also write DIR/report.html at the end")
     conv = p.add_argument_group(
         "convergence workload", "train for --steps steps over --seeds seeds and the --lrs grid"
@@ -203,6 +213,7 @@ def _settings(args: argparse.Namespace, plugins: tuple[str, ...]) -> Settings:
     """The run's settings for every worker; the peak from ``--peak-flops`` or its variable."""
     import os
 
+    from scaling_bench.engine.processes import MAX_PROCESSES
     from scaling_bench.engine.protocol import Settings
     from scaling_bench.hardware.peaks import PEAK_FLOPS_ENV, parse_flops
 
@@ -211,7 +222,13 @@ def _settings(args: argparse.Namespace, plugins: tuple[str, ...]) -> Settings:
         peak = parse_flops(args.peak_flops, "--peak-flops")
     elif text := os.environ.get(PEAK_FLOPS_ENV):
         peak = parse_flops(text, PEAK_FLOPS_ENV)
+    if not 1 <= args.processes <= MAX_PROCESSES:
+        raise UserError(f"--processes {args.processes}: give 1 to {MAX_PROCESSES}")
+    if not 1 <= args.parallel <= MAX_PROCESSES:
+        raise UserError(f"--parallel {args.parallel}: give 1 to {MAX_PROCESSES}")
     return Settings(
+        processes=args.processes,
+        parallel=args.parallel,
         peak_flops=peak,
         plugins=plugins,
         node_rank=args.node_rank,
@@ -425,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     commands = (_add_plan, _add_run, _add_report, _add_merge, _add_compare, _add_env,
-                _add_asv_machine)  # fmt: skip
+                _add_asv_machine, check.add_check, frontier.add_frontier)  # fmt: skip
     for add in commands:
         add(sub)
     return parser

@@ -6,7 +6,7 @@ a case), and it parametrizes only tests that request the ``sb_case`` fixture, th
 ``benchmarks/``. Options (each defaults to its ``SCALING_BENCH_*`` variable, shared with asv):
 ``--sb-grid`` (``quick``; ``smoke`` under ``--benchmark-disable``, so the smoke run stays short)
 and one ``--sb-*`` per axis that declares a variable (``--sb-families``, ``--sb-sizes``,
-``--sb-dtype``, ``--sb-device``, ``--sb-workloads``, …), generated from ``axes.AXES``; and
+``--sb-precision``, ``--sb-device``, ``--sb-workloads``, …), generated from ``axes.AXES``; and
 ``--sb-plugin MODULE`` (repeatable, or ``$SCALING_BENCH_PLUGINS``, comma-separated): modules that
 register more workloads, as ``scaling-bench run --plugin`` imports them.
 

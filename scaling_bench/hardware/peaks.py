@@ -2,7 +2,9 @@
 
 GPU peaks come from a table of vendor data-sheet figures, always the dense ones (the sheets print
 the 2:4 sparsity figures, twice as high, in the headline). A CPU has no such sheet that plain
-PyTorch reaches, so its peak is the best square GEMM measured once per machine and cached.
+PyTorch reaches, so its peak is the best square GEMM measured once per machine and cached. A GPU
+gets such a measured peak too, beside its table figure: the best of a short search over large
+square and rectangular GEMMs per dtype, cached per device, which is what MFU can reach there.
 """
 
 from __future__ import annotations
@@ -42,25 +44,31 @@ PEAK_FLOPS_TABLE_VERSION = 1
 # L4, A10, V100) and architecture whitepapers (Ada for the RTX 4090, GA102 for the RTX 3090). Where
 # a sheet prints only the 2:4 sparsity figure (marked * there), it is halved here. GeForce fp16 and
 # bf16 figures are with fp32 accumulation, which is what cuBLAS uses under PyTorch.
-_PEAK_TABLE_TFLOPS: tuple[tuple[str, float, float | None, float | None, float], ...] = (
-    # pattern                fp32   tf32   bf16   fp16
-    (r"\bH100\b.*\bPCIe\b", 51.2, 378.0, 756.0, 756.0),
-    (r"\bH100\b.*\bNVL\b", 60.0, 417.5, 835.5, 835.5),
-    (r"\bH100\b", 67.0, 494.7, 989.4, 989.4),
-    (r"\bH200\b.*\bNVL\b", 60.0, 417.5, 835.5, 835.5),
-    (r"\bG?H200\b", 67.0, 494.7, 989.4, 989.4),
-    (r"\bA100\b", 19.5, 156.0, 312.0, 312.0),
-    (r"\bL4\b", 30.3, 60.0, 121.0, 121.0),
-    (r"\bA10\b", 31.2, 62.5, 125.0, 125.0),
-    (r"\bV100S\b", 16.4, None, None, 130.0),
-    (r"\bV100-PCIE\b", 14.0, None, None, 112.0),
-    (r"\bV100\b", 15.7, None, None, 125.0),
-    (r"\bRTX 4090\s*$", 82.6, 82.6, 165.2, 165.2),
-    (r"\bRTX 3090\s*$", 35.6, 35.6, 71.0, 71.0),
+_Row = tuple[str, float, float | None, float | None, float, float | None]
+_PEAK_TABLE_TFLOPS: tuple[_Row, ...] = (
+    # pattern                fp32   tf32   bf16   fp16   fp8 (e4m3, dense, fp32 accumulate)
+    (r"\bH100\b.*\bPCIe\b", 51.2, 378.0, 756.0, 756.0, 1513.0),
+    (r"\bH100\b.*\bNVL\b", 60.0, 417.5, 835.5, 835.5, 1670.5),
+    (r"\bH100\b", 67.0, 494.7, 989.4, 989.4, 1978.9),
+    (r"\bH200\b.*\bNVL\b", 60.0, 417.5, 835.5, 835.5, 1670.5),
+    (r"\bG?H200\b", 67.0, 494.7, 989.4, 989.4, 1978.9),
+    (r"\bA100\b", 19.5, 156.0, 312.0, 312.0, None),
+    (r"\bL4\b", 30.3, 60.0, 121.0, 121.0, 242.5),
+    (r"\bA10\b", 31.2, 62.5, 125.0, 125.0, None),
+    (r"\bV100S\b", 16.4, None, None, 130.0, None),
+    (r"\bV100-PCIE\b", 14.0, None, None, 112.0, None),
+    (r"\bV100\b", 15.7, None, None, 125.0, None),
+    (r"\bRTX 4090\s*$", 82.6, 82.6, 165.2, 165.2, 165.2),
+    (r"\bRTX 3090\s*$", 35.6, 35.6, 71.0, 71.0, None),
 )
-_TABLE_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+_TABLE_PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8")
 
-_PRECISION = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+_PRECISION = {
+    torch.float32: "fp32",
+    torch.bfloat16: "bf16",
+    torch.float16: "fp16",
+    torch.float8_e4m3fn: "fp8",
+}
 _SI_PREFIX = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
 
 _GEMM_SIZES = (256, 512, 1024, 2048, 4096)
@@ -150,7 +158,7 @@ def fingerprint(repo_dir: Path | None = None) -> dict:
 
 
 def table_peak_flops(device_name: str, precision: str) -> float | None:
-    """Dense peak FLOP/s of a GPU by name and ``fp32|tf32|bf16|fp16``; None if not in the table."""
+    """Dense peak FLOP/s of a GPU by name and ``fp32|tf32|bf16|fp16|fp8``; None if not listed."""
     if precision not in _TABLE_PRECISIONS:
         return None
     for pattern, *tflops in _PEAK_TABLE_TFLOPS:
@@ -244,6 +252,52 @@ def _measure_gemm_flops(dtype: torch.dtype) -> float:
     return best
 
 
+#: (m, k, n) of the GPU search: square and rectangular, large enough to fill an H200's SMs.
+_GPU_GEMM_SHAPES = (
+    (4096, 4096, 4096),
+    (8192, 8192, 8192),
+    (16384, 16384, 16384),
+    (16384, 8192, 16384),
+    (8192, 16384, 8192),
+    (32768, 4096, 8192),
+)
+_GPU_GEMM_SHAPE_S = 0.25
+_GPU_GEMM_REPEATS = 5
+
+
+def _measure_gpu_gemm_flops(dtype: torch.dtype, device: torch.device) -> float:
+    """Best FLOP/s of ``a @ b`` over ``_GPU_GEMM_SHAPES``, each timed with CUDA events over
+    blocks of products (the fastest block counts) for about ``_GPU_GEMM_SHAPE_S``."""
+    best = 0.0
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for m, k, n in _GPU_GEMM_SHAPES:
+        a = torch.randn(m, k, dtype=dtype, device=device)
+        b = torch.randn(k, n, dtype=dtype, device=device)
+        a @ b  # cuBLAS picks its kernel on the first product of a shape
+        torch.cuda.synchronize(device)
+        started, fastest_s = time.perf_counter(), math.inf
+        while fastest_s == math.inf or time.perf_counter() - started < _GPU_GEMM_SHAPE_S:
+            start.record()
+            for _ in range(_GPU_GEMM_REPEATS):
+                a @ b
+            end.record()
+            end.synchronize()
+            fastest_s = min(fastest_s, start.elapsed_time(end) / 1e3 / _GPU_GEMM_REPEATS)
+        best = max(best, 2 * m * k * n / fastest_s)
+        del a, b
+    torch.cuda.empty_cache()
+    return best
+
+
+def measure_gemm_flops(dtype: torch.dtype, device: torch.device | str = "cpu") -> float:
+    """The best GEMM FLOP/s measured now (not cached): square sizes on a CPU, the shape search
+    on a GPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return _measure_gpu_gemm_flops(dtype, device)
+    return _measure_gemm_flops(dtype)
+
+
 def _cache_path() -> Path:
     root = os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "scaling-bench"
     return Path(root) / "gemm_peak.json"
@@ -264,29 +318,31 @@ def _read_cache(path: Path) -> dict[str, float]:
     }
 
 
-def measured_gemm_peak(dtype: torch.dtype, refresh: bool = False) -> float:
-    """CPU peak FLOP/s for ``dtype``: the best square GEMM, measured once per machine and cached.
+def measured_gemm_peak(
+    dtype: torch.dtype, refresh: bool = False, *, device: torch.device | str = "cpu"
+) -> float:
+    """Achievable peak FLOP/s for ``dtype``: the best GEMM, measured once per machine (a CPU)
+    or device (a GPU: the shape search, under the matmul TF32 setting for fp32) and cached.
 
     The cache key is what changes the figure: CPU model, logical cores, torch threads, torch
-    version and dtype. The file is replaced atomically; an unreadable one is measured over.
+    version and dtype; on a GPU its name, CUDA version and the TF32 setting instead of the
+    threads. The file is replaced atomically; an unreadable one is measured over.
     A measurement taken while other processes load the CPU comes out low (up to 3.5x here), so
     ``refresh`` measures again and keeps the higher figure: the cache only ever moves towards
     the machine's real peak, and MFU never passes 1 because of a busy moment.
     """
-    key = "|".join(
-        (
-            _cpu_model(),
-            f"{os.cpu_count()} cpus",
-            f"{torch.get_num_threads()} threads",
-            f"torch {torch.__version__}",
-            str(dtype),
-        )
-    )
+    device = torch.device(device)
+    if device.type == "cuda":
+        tf32 = dtype == torch.float32 and matmul_tf32_enabled()
+        where = (torch.cuda.get_device_name(device), f"cuda {torch.version.cuda}", f"tf32 {tf32}")
+    else:
+        where = (_cpu_model(), f"{os.cpu_count()} cpus", f"{torch.get_num_threads()} threads")
+    key = "|".join((*where, f"torch {torch.__version__}", str(dtype)))
     path = _cache_path()
     cached = _read_cache(path)
     if key in cached and not refresh:
         return cached[key]
-    cached[key] = max(cached.get(key, 0.0), _measure_gemm_flops(dtype))
+    cached[key] = max(cached.get(key, 0.0), measure_gemm_flops(dtype, device))
     _write_cache(path, cached)
     return cached[key]
 

@@ -5,6 +5,8 @@ the kernel's RSS high-water mark, reset at region entry through ``/proc/self/cle
 that is not permitted (not Linux, a locked-down container) a thread polls RSS instead, which can
 miss a peak shorter than its interval. NVML's device figure sees what the caching allocator cannot
 (CUDA context, other libraries); without a driver it is absent from the metrics, never zero.
+RSS carries the allocator's and oneDNN's overhead, so on a CPU the memory prediction is held
+against the live tensor bytes of ``tensor_memory`` instead, RSS beside it.
 """
 
 from __future__ import annotations

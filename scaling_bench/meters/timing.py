@@ -10,6 +10,9 @@ block's time divided by its calls.
 
 On CUDA each block is bracketed by CUDA events and followed by one synchronise, so the figure is
 the device's time for the work, not the host's time to launch it.
+
+``BlockMeter``s (energy, device state) are read at the edges of each sampling block, outside the
+timed interval; the timer knows nothing of what they read.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -85,15 +88,35 @@ class Timing:
         }
 
 
-def _block_timer(device: torch.device) -> Callable[[Callable[[], object], int], float]:
-    """A function that runs ``step`` ``calls`` times and returns the seconds the block took."""
+class BlockMeter:
+    """Something read at the edges of each sampling block. ``block_in_flight`` comes while the
+    block's work is still running where the device queues it (CUDA: after the launches, before
+    the synchronise), else right after the block; ``block_ended`` after it has finished."""
+
+    def block_started(self) -> None:
+        """Before the block's first call."""
+
+    def block_in_flight(self) -> None:
+        """While the block's work runs, where the device allows."""
+
+    def block_ended(self, block_s: float, calls: int) -> None:
+        """After the block: it took ``block_s`` seconds for ``calls`` calls."""
+
+
+def _block_timer(
+    device: torch.device, in_flight: Callable[[], object] = lambda: None
+) -> Callable[[Callable[[], object], int], float]:
+    """A function that runs ``step`` ``calls`` times and returns the seconds the block took;
+    ``in_flight`` is called once the work is queued, before waiting for it."""
     if device.type == "cpu":
 
         def run_cpu(step: Callable[[], object], calls: int) -> float:
             start = time.perf_counter()
             for _ in range(calls):
                 step()
-            return time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            in_flight()
+            return elapsed
 
         return run_cpu
     if device.type == "cuda":
@@ -106,6 +129,7 @@ def _block_timer(device: torch.device) -> Callable[[Callable[[], object], int], 
             for _ in range(calls):
                 step()
             end.record(stream)
+            in_flight()
             torch.cuda.synchronize(device)
             return start.elapsed_time(end) / 1e3
 
@@ -129,6 +153,7 @@ def measure(
     max_samples: int = 200,
     rel_ci: float = 0.02,
     agree: Callable[[list[float], str], list[float]] | None = None,
+    meters: Sequence[BlockMeter] = (),
 ) -> Timing:
     """Time ``step`` on ``device``; the first call is the cold start.
 
@@ -143,16 +168,27 @@ def measure(
     ``agree(values, "min" | "max")`` reduces this process's figures with its peers' (an all-reduce
     across ranks): a step holding collectives must run as often on every rank, so the block size
     and the decisions to stop are taken together. Alone, every value is its own agreement.
+    ``meters`` are read at the edges of every sampling block (not the warm-up's).
     """
     if warmup_steps < 1:
         raise ValueError(f"warmup_steps={warmup_steps} must be at least 1 (the cold start)")
     if not 1 <= min_samples <= max_samples:
         raise ValueError(f"need 1 <= min_samples ({min_samples}) <= max_samples ({max_samples})")
     run_block = _block_timer(torch.device(device))
+    metered = _block_timer(torch.device(device), lambda: [m.block_in_flight() for m in meters])
+
+    def run_sample(step: Callable[[], object], calls: int) -> float:
+        for m in meters:
+            m.block_started()
+        block_s = metered(step, calls)
+        for m in meters:
+            m.block_ended(block_s, calls)
+        return block_s
+
     agree = agree or (lambda values, op: values)
     with _gc_paused():
-        return _measure(step, run_block, agree, budget_s, warmup_steps, min_samples,
-                        max_samples, rel_ci)  # fmt: skip
+        return _measure(step, run_block, run_sample, agree, budget_s, warmup_steps,
+                        min_samples, max_samples, rel_ci)  # fmt: skip
 
 
 @contextmanager
@@ -173,6 +209,7 @@ def _gc_paused() -> Iterator[None]:
 def _measure(
     step: Callable[[], object],
     run_block: Callable[[Callable[[], object], int], float],
+    run_sample: Callable[[Callable[[], object], int], float],
     agree: Callable[[list[float], str], list[float]],
     budget_s: float,
     warmup_steps: int,
@@ -203,7 +240,7 @@ def _measure(
 
     samples: list[float] = []
     while True:
-        block_s = run_block(step, calls)
+        block_s = run_sample(step, calls)
         timed_s += block_s
         samples.append(block_s / calls)
         halfwidth = median_ci_halfwidth(samples)

@@ -28,6 +28,7 @@ from scaling_bench.models.sizing import fit_free_knobs
 DEFAULT_BATCH_SIZE = 128
 #: The config field that repeats identical blocks: activations grow linearly in it.
 DEPTH_FIELD = "layers"
+CHECKPOINT_BLOCKS = (BasicBlock,)  # what --activation-checkpointing recomputes
 #: Mostly convolutions: on CUDA its fp32 runs at cuDNN's TF32 setting, so its peak follows it.
 CONVOLUTIONAL = True
 _TORCHVISION_WIDTHS = (64, 128, 256, 512)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from torchvision.models.vision_transformer import VisionTransformer
+from torchvision.models.vision_transformer import EncoderBlock, VisionTransformer
 
 from scaling_bench.core.errors import ConfigError
 from scaling_bench.models.batches import image_batch
@@ -29,6 +29,7 @@ from scaling_bench.models.sizing import fit_free_knobs
 DEFAULT_BATCH_SIZE = 128
 #: The config field that repeats identical blocks: activations grow linearly in it.
 DEPTH_FIELD = "n_layer"
+CHECKPOINT_BLOCKS = (EncoderBlock,)  # what --activation-checkpointing recomputes
 
 
 @dataclass(frozen=True)

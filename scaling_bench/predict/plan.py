@@ -12,8 +12,8 @@ the T×T matrix), since on the meta device PyTorch would otherwise take the math
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -22,20 +22,38 @@ from torch.overrides import TorchFunctionMode
 if TYPE_CHECKING:
     from scaling_bench.config.case import Case
 
-from scaling_bench.core.dtypes import parse_dtype
+from scaling_bench.core import precision as precisions
 from scaling_bench.core.errors import UserError
-from scaling_bench.core.optimizers import OPTIMIZER_STEP_TENSORS, optimizer_slots
+from scaling_bench.core.optimizers import (
+    OPTIMIZER_STEP_TENSORS,
+    default_implementation,
+    optimizer_slots,
+)
 from scaling_bench.models import family, tokens_per_sample
+from scaling_bench.models.checkpointing import apply as apply_checkpointing
 from scaling_bench.models.loss import loss_of
 from scaling_bench.predict.checkpoint import predicted_checkpoint_bytes, storage_nbytes
+from scaling_bench.predict.memory import StepPeak, step_peak
 
 
 @dataclass(frozen=True)
 class TrainMemory:
+    """What is live at the training step's peak (``predict.memory``), part by part: the parts
+    sum to the peak. ``activations_bytes``: what autograd saved and its gradient buffers (the
+    loss's included) at a forward or backward peak; ``temporaries_bytes``: the optimizer's at an
+    optimizer-step peak. ``phases``: each phase's peak, to show where the step peaks."""
+
     weights_bytes: int
     gradients_bytes: int
     optimizer_state_bytes: int
     activations_bytes: int
+    #: Autocast's low-precision copies of the weights, kept from the forward for the backward.
+    weight_copies_bytes: int = 0
+    buffers_bytes: int = 0
+    batch_bytes: int = 0
+    temporaries_bytes: int = 0
+    peak_phase: str = ""
+    phases: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -44,7 +62,50 @@ class TrainMemory:
             + self.gradients_bytes
             + self.optimizer_state_bytes
             + self.activations_bytes
+            + self.weight_copies_bytes
+            + self.buffers_bytes
+            + self.batch_bytes
+            + self.temporaries_bytes
         )
+
+    @classmethod
+    def at_peak(cls, peak: StepPeak) -> TrainMemory:
+        parts = peak.phases[peak.peak_phase]
+        transient = parts["transient"]
+        stepping = peak.peak_phase == "optimizer"
+        return cls(
+            weights_bytes=parts["weights"],
+            gradients_bytes=parts["gradients"],
+            optimizer_state_bytes=parts["optimizer_state"],
+            activations_bytes=0 if stepping else transient,
+            weight_copies_bytes=parts["weight_copies"],
+            buffers_bytes=parts["buffers"],
+            batch_bytes=parts["batch"],
+            temporaries_bytes=transient if stepping else 0,
+            peak_phase=peak.peak_phase,
+            phases={phase: p["total"] for phase, p in peak.phases.items()},
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self) | {"total_bytes": self.total_bytes}
+
+
+_Memory = TypeVar("_Memory", "TrainMemory", "TrainState")
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """The training state at its full size, as it is held between steps: every parameter, its
+    gradient and its optimizer slots in the parameter dtype (16 B/param for fp32 AdamW). What a
+    rank is counted holding after a step, where ``TrainMemory`` is what is live at the peak."""
+
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_state_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.gradients_bytes + self.optimizer_state_bytes
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self) | {"total_bytes": self.total_bytes}
@@ -91,34 +152,47 @@ def saved_activation_bytes(model: torch.nn.Module, batch: tuple[torch.Tensor, ..
     return sum(seen.values())
 
 
-def activation_bytes(family_name: str, cfg: object, batch_size: int, dtype: torch.dtype) -> int:
-    """Saved activations of ``cfg``, traced at depth 1 and 2 and extrapolated linearly in depth.
+def _train_step_flops(model: torch.nn.Module, batch: tuple) -> int:
+    """FLOPs of one forward and backward pass, as ``FlopCounterMode`` counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    Blocks past the first of each stage are identical, so the saved bytes are exactly linear in
-    depth; tracing two shallow copies instead of a deep model keeps a plan of a 1e10-parameter
-    model well under a second (a meta-device op still costs tens of microseconds). A ResNet with
-    unequal stages is traced whole.
-    """
+    with FlopCounterMode(display=False) as counted:
+        loss_of(model, batch).backward()
+    return counted.get_total_flops()
+
+
+def recomputed_flops_per_sample(
+    family_name: str, cfg: object, batch_size: int, dtype: torch.dtype, checkpointing: str
+) -> int:
+    """FLOPs per sample that activation checkpointing adds to a training step: the blocks'
+    forward passes run again in backward, as far as backward needs them (non-reentrant
+    checkpoint stops recomputing a block after the last tensor its backward uses, so a block's
+    final matmul is not run twice). Counted on the meta device as the difference between a
+    checkpointed and a plain training step; at depth 1 and 2 and linear in depth beyond, since
+    blocks past the first of each stage are identical (a ResNet with unequal stages is whole)."""
+    if checkpointing == "none":
+        return 0
     fam = family(family_name)
 
-    def trace(c: object) -> int:
-        model = fam.build(c, device="meta", dtype=dtype)
-        return saved_activation_bytes(model, fam.sample_batch(c, batch_size, "meta", dtype))
+    def extra(c: object) -> int:
+        batch = fam.sample_batch(c, batch_size, "meta", dtype)
+        plain = _train_step_flops(fam.build(c, device="meta", dtype=dtype), batch)
+        model = apply_checkpointing(fam.build(c, device="meta", dtype=dtype), family_name)
+        return _train_step_flops(model, batch) - plain
 
-    field = getattr(fam, "DEPTH_FIELD", None)  # the family's repeated blocks, where it has them
+    field = getattr(fam, "DEPTH_FIELD", None)
     depth = getattr(cfg, field) if field else None
     if isinstance(depth, tuple):
         depth = depth[0] if len(set(depth)) == 1 else None
     if depth is None or depth <= 2:
-        return trace(cfg)
+        return extra(cfg) // batch_size
+    stages = getattr(cfg, field)
 
     def at(n: int) -> object:
-        stages = getattr(cfg, field)
-        value = tuple([n] * len(stages)) if isinstance(stages, tuple) else n
-        return replace(cfg, **{field: value})
+        return replace(cfg, **{field: tuple([n] * len(stages)) if isinstance(stages, tuple) else n})
 
-    one, two = trace(at(1)), trace(at(2))
-    return one + (depth - 1) * (two - one)
+    one, two = extra(at(1)), extra(at(2))
+    return (one + (depth - 1) * (two - one)) // batch_size
 
 
 @dataclass(frozen=True)
@@ -130,18 +204,26 @@ class Plan:
     params: int
     config: object
     batch_size: int
-    dtype: str
+    precision: str
     optimizer: str
     forward_flops_per_sample: int
     train_flops_per_sample: int
     tokens_per_sample: int | None
     train_memory: TrainMemory
+    train_state: TrainState
     checkpoint_bytes: int
     checkpoint_bytes_with_optimizer: int
+    activation_checkpointing: str = "none"
+    #: The training step's FLOPs with the checkpointed blocks' recomputed forward (HFU's count).
+    hardware_train_flops_per_sample: int = 0
+    #: How the optimizer steps (``core.optimizers.IMPLEMENTATIONS``): its temporaries differ.
+    optimizer_implementation: str = "for-loop"
 
     def to_dict(self) -> dict:
         """The ``plan --json`` object: a contract users script against (DESIGN §3)."""
         flops = {"forward": self.forward_flops_per_sample, "train": self.train_flops_per_sample}
+        if self.activation_checkpointing != "none":
+            flops["train_with_recomputation"] = self.hardware_train_flops_per_sample
         out = {
             "family": self.family,
             "target_params": self.target_params,
@@ -149,11 +231,15 @@ class Plan:
             "relative_error": self.params / self.target_params - 1,
             "config": asdict(self.config),
             "batch_size": self.batch_size,
-            "dtype": self.dtype,
+            "precision": self.precision,
+            "dtype": precisions.DTYPE_NAMES[precisions.get(self.precision).param_dtype],
+            "activation_checkpointing": self.activation_checkpointing,
             "optimizer": self.optimizer,
+            "optimizer_implementation": self.optimizer_implementation,
             "flops_per_sample": flops,
             "predicted": {
                 "train_memory_bytes": self.train_memory.to_dict(),
+                "train_state_bytes": self.train_state.to_dict(),
                 "checkpoint_bytes": self.checkpoint_bytes,
                 "checkpoint_bytes_with_optimizer": self.checkpoint_bytes_with_optimizer,
             },
@@ -169,13 +255,27 @@ def plan(
     target_params: float,
     *,
     batch_size: int | None = None,
-    dtype: str = "fp32",
+    precision: str = "fp32",
     optimizer: str = "adamw",
     overrides: dict[str, object] | None = None,
+    activation_checkpointing: str = "none",
+    optimizer_implementation: str | None = None,
+    device: str = "cpu",
 ) -> Plan:
-    """Size the model, count its FLOPs and predict its memory and checkpoint, on the meta device."""
+    """Size the model, count its FLOPs and predict its memory and checkpoint, on the meta device.
+
+    The precision sets the bytes of weights, gradients and optimizer state (its parameter dtype)
+    and of activations (its activation dtype: an autocast step keeps them in bf16 or fp16, traced
+    here on a model of that dtype, since autocast does not act on the meta device), plus autocast's
+    low-precision weight copies.
+
+    The training memory is the step's peak over its phases, replayed on fake tensors of
+    ``device`` with the optimizer's ``optimizer_implementation`` (None: the device's default),
+    under the precision's autocast and the case's activation checkpointing (``predict.memory``).
+    """
     fam = family(family_name)
-    torch_dtype = parse_dtype(dtype)
+    prec = precisions.get(precision)
+    torch_dtype = prec.param_dtype
     slots = optimizer_slots(optimizer)
     if not target_params > 0:
         raise UserError(f"target parameter count must be positive, got {target_params}")
@@ -189,13 +289,23 @@ def plan(
     cfg = fam.config_for(target_params, **overrides)
     params = fam.param_count(cfg)
     model = fam.build(cfg, device="meta", dtype=torch_dtype)
-    param_bytes = params * torch_dtype.itemsize
-    memory = TrainMemory(
-        weights_bytes=param_bytes,
-        gradients_bytes=param_bytes,
-        optimizer_state_bytes=slots * param_bytes,
-        activations_bytes=activation_bytes(family_name, cfg, batch_size, torch_dtype),
+    recomputed = recomputed_flops_per_sample(
+        family_name, cfg, batch_size, prec.activation_dtype, activation_checkpointing
     )
+    implementation = optimizer_implementation or default_implementation(device)
+    memory = TrainMemory.at_peak(
+        step_peak(
+            family_name,
+            cfg,
+            batch_size,
+            prec,
+            optimizer,
+            implementation,
+            activation_checkpointing,
+            device,
+        )
+    )
+    param_bytes = params * torch_dtype.itemsize
     tensor_bytes = storage_nbytes(model)
     optimizer_tensor_bytes = [
         size
@@ -208,12 +318,16 @@ def plan(
         params=params,
         config=cfg,
         batch_size=batch_size,
-        dtype=dtype,
+        precision=precision,
         optimizer=optimizer,
+        optimizer_implementation=implementation,
         forward_flops_per_sample=fam.forward_flops_per_sample(cfg),
         train_flops_per_sample=fam.train_flops_per_sample(cfg),
+        activation_checkpointing=activation_checkpointing,
+        hardware_train_flops_per_sample=fam.train_flops_per_sample(cfg) + recomputed,
         tokens_per_sample=tokens_per_sample(family_name, cfg),
         train_memory=memory,
+        train_state=TrainState(param_bytes, param_bytes, slots * param_bytes),
         checkpoint_bytes=predicted_checkpoint_bytes(tensor_bytes),
         checkpoint_bytes_with_optimizer=predicted_checkpoint_bytes(
             tensor_bytes + optimizer_tensor_bytes
@@ -221,19 +335,22 @@ def plan(
     )
 
 
-def plan_for(case: Case) -> Plan:
-    """The case's model, FLOPs and predicted costs, computed on the meta device."""
+def plan_for(case: Case, batch_size: int | None = None) -> Plan:
+    """The case's model, FLOPs and predicted costs, computed on the meta device; at
+    ``batch_size`` where given (a ``max`` batch resolved), else the case's."""
     return plan(
         case.family,
         case.target_params,
-        batch_size=case.batch_size,
-        dtype=case.dtype,
+        batch_size=batch_size or case.batch_size,
+        precision=case.precision,
         optimizer=case.optimizer,
         overrides=dict(case.overrides),
+        activation_checkpointing=case.activation_checkpointing,
+        device=case.device,
     )
 
 
-def rank_memory(memory: TrainMemory, strategy: str | None, world_size: int) -> TrainMemory:
+def rank_memory(memory: _Memory, strategy: str | None, world_size: int) -> _Memory:
     """One rank's share of the training memory: FSDP divides the state by the world, DDP does not.
 
     Activations stay whole: each rank runs the case's batch. FSDP's gathered units come on top.

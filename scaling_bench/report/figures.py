@@ -31,6 +31,9 @@ from scaling_bench.analysis.fits import (
 from scaling_bench.analysis.theory import THEORY_TOLERANCE, flops_rate
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.metrics import spec
+from scaling_bench.predict.memory import PHASES
+from scaling_bench.report.batches import batch_plots
+from scaling_bench.report.serving import serving_plots
 from scaling_bench.report.tables import machine_line, metric_label
 from scaling_bench.workloads.base import ordered
 from scaling_bench.workloads.convergence import LOSS_UNIT
@@ -168,11 +171,67 @@ def _mfu_figure(groups: dict, styles: dict) -> Figure | None:
     return fig
 
 
+def _tensor_and_rss(record: dict, workload: str) -> tuple[float, float] | None:
+    """The exact tensor peak and the RSS peak above baseline of one case, where it has both."""
+    tensor = _metric(record, f"{workload}_peak_cpu_tensor_bytes")
+    rss = _metric(record, f"{workload}_peak_cpu_rss_above_baseline_bytes")
+    return (tensor["value"], rss["value"]) if tensor and rss else None
+
+
+def _rss_overhead_panels(axes: list, groups: dict, styles: dict, workload: str) -> None:
+    """What RSS holds beyond the live tensors (allocator, oneDNN, runtime): bytes and share."""
+    absolute, share = axes
+    for series, group in groups.items():
+        rows = [(r["params"], *both) for r in group if (both := _tensor_and_rss(r, workload))]
+        xs = [n for n, _, _ in rows]
+        absolute.plot(xs, [max(rss - t, 1) for _, t, rss in rows], **styles[series], label=series)
+        share.plot(xs, [(rss - t) / rss for _, t, rss in rows], **styles[series], label=series)
+    absolute.set(xscale="log", yscale="log", xlabel="parameters", ylabel="bytes")
+    absolute.set_title(f"{workload}: RSS above baseline − tensor peak", fontsize="medium")
+    _bytes_axis(absolute)
+    share.set(xscale="log", xlabel="parameters", ylabel="share of RSS")
+    share.set_title(f"{workload}: RSS overhead as a share of RSS", fontsize="medium")
+    share.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
+    share.legend(fontsize="small")
+
+
+def _phase_panel(ax, groups: dict, peak_name: str) -> bool:
+    """The largest case's peak in each phase of its step, predicted and measured, with the
+    predicted parts at the step's peak stacked beside them."""
+    cases = [
+        r
+        for g in groups.values()
+        for r in g
+        if (m := _metric(r, peak_name)) and m.get("phase_peaks")
+        and r["predicted"].get(peak_name, {}).get("phases")
+    ]  # fmt: skip
+    if not cases:
+        return False
+    r = max(cases, key=lambda r: r["params"])
+    predicted = r["predicted"][peak_name]["phases"]
+    measured = r["metrics"][peak_name]["phase_peaks"]
+    phases = [p for p in PHASES if p in predicted]
+    xs = range(len(phases))
+    ax.bar([x - 0.2 for x in xs], [predicted[p] for p in phases], 0.4, label="predicted")
+    ax.bar([x + 0.2 for x in xs], [measured.get(p, 0) for p in phases], 0.4, label="measured")
+    bottom = 0
+    for part, nbytes in r["predicted"][peak_name].get("parts", {}).items():
+        if nbytes:
+            ax.bar(len(phases), nbytes, 0.4, bottom=bottom, label=part)
+            bottom += nbytes
+    ax.set_xticks([*xs, len(phases)], [*phases, "parts at peak"])
+    ax.set(ylabel="bytes", title=f"{r['case_id']}: peak by phase")
+    ax.legend(fontsize="x-small")
+    return True
+
+
 def _measured_vs_predicted_figure(
-    groups: dict, styles: dict, names: Sequence[str], title: str
+    groups: dict, styles: dict, names: Sequence[str], title: str, workload: str = ""
 ) -> Figure | None:
     """Bytes measured (markers) and predicted (dotted), and their ratio against the ±25% band;
-    one line style per metric of ``names`` that has a prediction, one colour per series."""
+    one line style per metric of ``names`` that has a prediction, one colour per series. Where
+    the prediction is held against the exact tensor peak, RSS's overhead is shown apart (bytes
+    and share), and the largest case's peak phase by phase."""
     present = [
         n
         for n in _present(groups, names)
@@ -180,8 +239,18 @@ def _measured_vs_predicted_figure(
     ]
     if not present:
         return None
-    fig, axes = _figure(2)
-    absolute, ratio = axes
+    with_rss = any(_tensor_and_rss(r, workload) for g in groups.values() for r in g)
+    with_phases = any(
+        r["predicted"].get(n, {}).get("phases") for g in groups.values() for r in g for n in present
+    )
+    fig, axes = _figure(2 + 2 * with_rss + with_phases)
+    absolute, ratio = axes[:2]
+    if with_rss:
+        _rss_overhead_panels(axes[2:4], groups, styles, workload)
+    if with_phases:
+        for name in present:
+            if _phase_panel(axes[-1], groups, name):
+                break
     for series, group in groups.items():
         for i, name in enumerate(present):
             style = dict(styles[series], linestyle=LINESTYLES[i % len(LINESTYLES)])
@@ -345,7 +414,7 @@ def report_plots(groups: dict[str, list[dict]], fits: list[ScalingFit]) -> list[
         (
             f"{workload}-bytes",
             f"{workload}: bytes, measured and predicted",
-            _measured_vs_predicted_figure(groups, styles, names, f"{workload} bytes"),
+            _measured_vs_predicted_figure(groups, styles, names, f"{workload} bytes", workload),
             NOTHING_MEASURED,
         )
         for workload, names in paired_by_workload(groups)
@@ -359,6 +428,8 @@ def report_plots(groups: dict[str, list[dict]], fits: list[ScalingFit]) -> list[
             NOTHING_MEASURED,
         ),
         ("mfu", "Model FLOPs utilisation", _mfu_figure(groups, styles), NOTHING_MEASURED),
+        *serving_plots(groups, styles),
+        *batch_plots(groups, styles),
         *bytes_plots,
         ("fits", "Fitted power laws", _fit_figure(fits, styles), NOTHING_MEASURED),
         (

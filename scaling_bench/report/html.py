@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from scaling_bench.report.figures import report_plots
+from scaling_bench.report.frontier import frontier_section
 from scaling_bench.report.tables import Findings
 from scaling_bench.report.templating import environment
 
@@ -22,5 +23,6 @@ def build_html(records: list[dict], source: str) -> str:
     return _TEMPLATES.get_template("report.html.j2").render(
         report=findings,
         plots=report_plots(findings.groups, findings.fits),
+        frontier=frontier_section(records, source),
         generated=datetime.now(UTC),
     )

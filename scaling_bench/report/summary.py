@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scaling_bench.core.units import fmt_bytes
+from scaling_bench.engine.isolation import FOREIGN_PROCESSES
 from scaling_bench.report.terminal import FittedTable, TextColumn
 from scaling_bench.store.records import RESULTS_FILE, load_records
 from scaling_bench.workloads.base import Column, ordered
@@ -29,7 +30,8 @@ def _cell(column: Column) -> Callable[[dict], str]:
         if not isinstance(value, int | float):
             return ""
         text = fmt_bytes(value) if column.fmt == "bytes" else column.fmt.format(value)
-        return text + UNSETTLED_MARK * (metric.get("settled") is False)
+        marks = UNSETTLED_MARK * (metric.get("settled") is False)
+        return text + marks + THROTTLED_MARK * (metric.get("throttled") is True)
 
     return cell
 
@@ -40,6 +42,31 @@ UNSETTLED_NOTE = (
     f"{UNSETTLED_MARK} unsettled: fewer than the minimum samples, or the median's 95% CI wider "
     "than its target; raise --budget"
 )
+
+
+#: Beside a figure timed while the GPU throttled (``meters.device_state``).
+THROTTLED_MARK = "!"
+THROTTLED_NOTE = (
+    f"{THROTTLED_MARK} throttled: the GPU capped its clocks (power, thermal or hardware slowdown) "
+    "in some of the timed blocks; see each metric's throttle_reasons"
+)
+
+
+def throttled(records: list[dict]) -> bool:
+    return any(
+        isinstance(m, dict) and m.get("throttled") is True
+        for r in records
+        for m in r["metrics"].values()
+    )
+
+
+def shared_device(records: list[dict]) -> list[str]:
+    """The cases kept although other compute processes were on their GPU (``--isolation warn``)."""
+    return [
+        r["case_id"]
+        for r in records
+        if r["status"] == "ok" and r["metrics"].get(FOREIGN_PROCESSES.name, {}).get("value")
+    ]
 
 
 def unsettled(records: list[dict]) -> bool:
@@ -94,6 +121,14 @@ def summarize_run(
     console.print(summary_table(records, f"{len(records)} cases in {out / RESULTS_FILE}"))
     if unsettled(records):
         console.print(UNSETTLED_NOTE)
+    if throttled(records):
+        console.print(THROTTLED_NOTE)
+    if shared := shared_device(records):
+        console.print(
+            f"warning: {len(shared)} case(s) shared the GPU with other compute processes "
+            f"({', '.join(shared)}; their pids are in {FOREIGN_PROCESSES.name}); "
+            "--isolation error records such a case as skipped"
+        )
     timed = timed_seconds(ran)
     wall = time.perf_counter() - started
     console.print(f"wall time {wall:.1f}s, of which {timed:.1f}s ({timed / wall:.0%}) timed")

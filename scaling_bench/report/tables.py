@@ -20,6 +20,7 @@ from scaling_bench.analysis.fits import CONFIDENCE, ScalingFit, by_series, scali
 from scaling_bench.analysis.theory import THEORY_TOLERANCE, theory_checks
 from scaling_bench.core.metrics import find
 from scaling_bench.core.units import fmt_bytes
+from scaling_bench.report.summary import UNSETTLED_MARK, UNSETTLED_NOTE, summary_table, unsettled
 from scaling_bench.report.terminal import FittedTable, TextColumn
 
 #: Fingerprint keys shown first; the rest follow in their own order.
@@ -125,10 +126,21 @@ class Findings:
                 fmt_exponent(f),
                 fmt_theory(f),
                 f"{f.fit.r2:.3f}",
-                str(f.fit.n_points),
+                str(f.fit.n_points) + f" ({f.unsettled}{UNSETTLED_MARK})" * bool(f.unsettled),
             )
             for f in self.fits
         ]
+
+    @property
+    def figure_table(self) -> tuple[list[str], list[list[str]]]:
+        """The run's summary table (header, rows) as the terminal prints it, unsettled figures
+        marked."""
+        table = summary_table(self.records, "")
+        return [c.header for c in table.columns], [list(map(str, row)) for row in table.rows]
+
+    @property
+    def unsettled_note(self) -> str | None:
+        return UNSETTLED_NOTE if unsettled(self.records) else None
 
     @property
     def flag_rows(self) -> list[tuple[str, ...]]:
@@ -252,7 +264,18 @@ def unknown_line(names: Sequence[str]) -> str:
 
 
 def gate_line(comparison: Comparison) -> str:
-    """The last line of ``compare``: what the exit code means, for a CI log."""
+    """The last lines of ``compare``: what the runs differ in, what the test could see, and what
+    the exit code means, for a CI log."""
+    notes = [f"note: the runs differ in {d}" for d in comparison.machine_differences]
+    if comparison.within_process:
+        notes.append(
+            "note: figures tested over one process's samples a side, which leaves run-to-run "
+            "noise untested; run both sides with --processes 5 for a gate"
+        )
+    return "\n".join((*notes, _verdict_line(comparison)))
+
+
+def _verdict_line(comparison: Comparison) -> str:
     if not comparison.failed_gate:
         return f"gate passed: no significant regression beyond {comparison.threshold:.0%}"
     parts = []

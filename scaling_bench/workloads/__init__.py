@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 
 from scaling_bench.core.errors import UserError
 
-BUILTIN = ("forward", "train", "checkpoint", "convergence")
+BUILTIN = ("forward", "train", "checkpoint", "convergence", "inference")
 ENTRY_POINT_GROUP = "scaling_bench.plugins"
 
 for _name in BUILTIN:

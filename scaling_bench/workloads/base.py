@@ -63,6 +63,8 @@ class Context:
 
     peak_flops: float
     baseline_rss_bytes: int | None = None
+    #: The best GEMM measured on the device, where it differs from ``peak_flops`` (a GPU's table).
+    achievable_flops: float | None = None
     agree: Callable[[list[float], str], list[float]] | None = None
     world_size: int = 1
     devices: int = 1
@@ -83,6 +85,8 @@ class Workload:
     trains: ClassVar[bool] = False
     #: Whether a grid runs it when no workloads are named.
     default: ClassVar[bool] = True
+    #: Whether a CPU's quick grid runs it (the GPU's runs every workload).
+    quick: ClassVar[bool] = True
     specs: ClassVar[tuple[MetricSpec, ...]] = ()
     predicted_specs: ClassVar[tuple[MetricSpec, ...]] = ()
     columns: ClassVar[tuple[Column, ...]] = ()
@@ -130,7 +134,7 @@ def register(workload: Workload) -> Workload:
     if workload.name in _REGISTRY and type(_REGISTRY[workload.name]) is not type(workload):
         raise ValueError(f"workload {workload.name!r} registered twice")
     _REGISTRY[workload.name] = workload
-    declare_choice("workloads", workload.name, default=workload.default)
+    declare_choice("workloads", workload.name, default=workload.default, quick=workload.quick)
     register_specs((*workload.specs, *workload.predicted_specs, *_whole_time(workload.name)))
     return workload
 

@@ -1,7 +1,8 @@
 """Convergence: train for a number of steps over seeds and learning rates, and record how it went.
 
 For each learning rate of the grid and each seed 0..S−1, a fresh model (``torch.manual_seed(seed)``,
-so every LR starts from the same weights) trains ``steps`` steps on mini-batches drawn without
+so every LR starts from the same weights) trains ``steps`` steps (with a token budget ``tokens``,
+a sequence family trains the steps that cover it, ``steps_for``) on mini-batches drawn without
 replacement, epoch after epoch, by a generator seeded with the seed. The data set is the same for
 every run of a case (``DATA_SEED``): the spread over seeds is the optimisation's, not the data's.
 On the CPU the same case and seed give bitwise-identical curves (deterministic algorithms on).
@@ -45,19 +46,21 @@ import math
 import statistics
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from scaling_bench.config.convergence import ConvergenceSettings, settings_for
-from scaling_bench.core.dtypes import parse_dtype
+from scaling_bench.core import precision as precisions
+from scaling_bench.core.errors import UserError
 from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
 from scaling_bench.core.optimizers import make_optimizer
+from scaling_bench.core.precision import Precision
 from scaling_bench.core.stats import single, summarize
-from scaling_bench.models import family
+from scaling_bench.models import family, tokens_per_sample
 from scaling_bench.models.datasets import load_dataset
 from scaling_bench.models.gpt import CausalSelfAttention
 from scaling_bench.workloads.base import Column, Context, Needs, Workload, register
@@ -70,12 +73,24 @@ from scaling_bench.workloads.stability import (
     spike_steps,
 )
 
+if TYPE_CHECKING:
+    from scaling_bench.config.case import Case
+
 #: The cosine schedule decays to this share of the peak LR at the last step (as nanoGPT does).
 MIN_LR_FRACTION = 0.1
 DATA_SEED = 0
 CURVE_POINTS = 100
 ATTENTION_PROBE_SEQUENCES = 8
 LOSS_UNIT = "nats"
+
+
+def steps_for(settings: ConvergenceSettings, batch_size: int, tokens_per_sample: int | None) -> int:
+    """Steps a run trains: ``settings.steps``, or, with a token budget, the steps that cover it."""
+    if settings.tokens is None:
+        return settings.steps
+    if not tokens_per_sample:
+        raise UserError(f"convergence tokens={settings.tokens}: this family has no token count")
+    return math.ceil(settings.tokens / (batch_size * tokens_per_sample))
 
 
 def lr_factor(step: int, settings: ConvergenceSettings) -> float:
@@ -191,8 +206,10 @@ def _train(
     lr: float,
     seed: int,
     probe_attention: bool,
+    precision: Precision = precisions.PRECISIONS["fp32"],
 ) -> _Run:
-    """One run: seeded init and batch order, evaluations, and a stop at a non-finite loss."""
+    """One run: seeded init and batch order, evaluations, and a stop at a non-finite loss; the
+    forward passes and losses under the precision's autocast, fp16's loss scaled."""
     (train_x, train_y), train_eval, heldout = data
     torch.manual_seed(seed)
     model = build()
@@ -206,10 +223,13 @@ def _train(
     )
     probe = train_eval[0][:ATTENTION_PROBE_SEQUENCES] if probe_attention else None
     run = _Run()
+    device = train_x.device
+    scaler = torch.amp.GradScaler(device.type) if precision.grad_scaler else None
 
     def evaluate(step: int) -> None:
-        run.final_loss, run.train_error = _evaluate(model, *train_eval, batch_size)
-        run.heldout_loss, run.heldout_error = _evaluate(model, *heldout, batch_size)
+        with precision.autocast_context(device):
+            run.final_loss, run.train_error = _evaluate(model, *train_eval, batch_size)
+            run.heldout_loss, run.heldout_error = _evaluate(model, *heldout, batch_size)
         finite = math.isfinite(run.heldout_loss)
         run.heldout_curve.append([step, run.heldout_loss if finite else None])
         if probe is not None:
@@ -220,7 +240,8 @@ def _train(
     evaluate(0)
     run.initial_loss = run.final_loss
     for step, idx in enumerate(order, start=1):
-        ce, objective, _ = _losses(model, train_x[idx], train_y[idx], settings.z_loss)
+        with precision.autocast_context(device):
+            ce, objective, _ = _losses(model, train_x[idx], train_y[idx], settings.z_loss)
         loss = ce.item()
         run.step_losses.append(loss)
         if not math.isfinite(loss):
@@ -228,13 +249,21 @@ def _train(
             run.train_error = run.heldout_error = math.nan
             return run
         optimizer.zero_grad(set_to_none=True)
-        objective.backward()
+        if scaler is None:
+            objective.backward()
+        else:
+            scaler.scale(objective).backward()
+            scaler.unscale_(optimizer)  # the norm and the clipping see the true gradients
         grads = [p.grad for p in params if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)
         if settings.grad_clip is not None:
             torch.nn.utils.clip_grads_with_norm_(params, settings.grad_clip, norm)
         run.grad_norms.append(norm.item())
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
         schedule.step()
         if step % settings.eval_every == 0 or step == settings.steps:
             evaluate(step)
@@ -270,12 +299,15 @@ def run_convergence(
     cfg: object,
     settings: ConvergenceSettings,
     device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    precision: Precision = precisions.PRECISIONS["fp32"],
 ) -> dict[str, dict]:
     """Train every (LR, seed) of ``settings`` and return the metrics in the module docstring."""
     device = torch.device(device)
+    dtype = precision.param_dtype
     fam = family(family_name)
     batch_size = settings.batch_size or fam.DEFAULT_BATCH_SIZE
+    steps = steps_for(settings, batch_size, tokens_per_sample(family_name, cfg))
+    settings = replace(settings, steps=steps)
     dataset = load_dataset(
         settings.dataset,
         family_name,
@@ -306,7 +338,7 @@ def run_convergence(
     with _deterministic(device):
         runs = {
             lr: [
-                _train(build, data, settings, batch_size, lr, seed, probe_attention=gpt)
+                _train(build, data, settings, batch_size, lr, seed, gpt, precision)
                 for seed in range(settings.seeds)
             ]
             for lr in settings.lrs
@@ -406,6 +438,13 @@ class Convergence(Workload):
         Column("best LR", ("best_lr",), "{:g}"),
     )
 
+    def skip_reason(self, case: Case) -> str | None:
+        """A token budget needs a family whose samples have tokens."""
+        tokens = settings_for(case).tokens
+        if tokens is not None and not hasattr(family(case.family), "tokens_per_sample"):
+            return f"convergence tokens={tokens}: the {case.family} family has no token count"
+        return super().skip_reason(case)
+
     def measure(self, setup: CaseSetup, ctx: Context) -> dict[str, dict]:
         case = setup.case
         return run_convergence(
@@ -413,7 +452,7 @@ class Convergence(Workload):
             setup.plan.config,
             settings_for(case),
             torch.device(case.device),
-            parse_dtype(case.dtype),
+            precisions.get(case.precision),
         )
 
     def outcome(self, metrics: dict[str, dict]) -> str | None:

@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 from scaling_bench.workloads.base import Column, Context, register
 from scaling_bench.workloads.setup import CaseSetup
-from scaling_bench.workloads.steps import forward_step
 from scaling_bench.workloads.timed import TimedWorkload
 
 
@@ -20,7 +19,7 @@ class Forward(TimedWorkload):
 
     def build_step(self, setup: CaseSetup, ctx: Context | None) -> Callable[[], object]:
         distributed = ctx is not None and ctx.distributed
-        return forward_step(setup.model, setup.batch[0], grad_mode=distributed)
+        return setup.forward_step(grad_mode=distributed)
 
 
 register(Forward())

@@ -2,7 +2,9 @@
 
 A ``TimedWorkload`` subclass says how to build its step and how many FLOPs a sample costs; the
 timing, the memory peaks, the derived figures and their specs are the same for every such
-workload, named ``{workload}_{metric}``.
+workload, named ``{workload}_{metric}``. The energy and device-state meters are read at the
+edges of each timed block: joules per step are samples like the step times, and the step-time
+metric carries the clock state it ran at.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from typing import TYPE_CHECKING, ClassVar
 
 from scaling_bench.core.metrics import HIGHER, LOWER, NEITHER, MetricSpec, prefixed
 from scaling_bench.core.stats import scaled, single
-from scaling_bench.meters import memory, timing
+from scaling_bench.meters import device_state, energy, memory, timing
+from scaling_bench.meters.device_state import DeviceStateMeter
+from scaling_bench.meters.energy import EnergyMeter
 from scaling_bench.meters.memory import PeakMemory
 from scaling_bench.meters.timing import measure
+from scaling_bench.workloads import compiled
 from scaling_bench.workloads.base import Context, Workload
 
 if TYPE_CHECKING:
@@ -34,9 +39,19 @@ DERIVED_SPECS = (
                label="throughput per rank"),
     MetricSpec("scaling_efficiency", "fraction", HIGHER, "derived", "step_s",
                label="scaling efficiency against one process"),
+    MetricSpec("mfu_achievable", "fraction", HIGHER, "derived", "step_s",
+               label="MFU against the achievable GEMM peak"),
+    MetricSpec("energy_per_sample_j", "J", LOWER, "derived", "energy_per_step_j",
+               label="energy per sample"),
+    MetricSpec("energy_per_token_j", "J", LOWER, "derived", "energy_per_step_j",
+               label="energy per token"),
 )  # fmt: skip
 #: The peak FLOP/s that MFU is measured against: about the machine, never compared.
 PEAK_FLOPS = MetricSpec("peak_flops_per_s", "FLOP/s", NEITHER, "bookkeeping", label="peak")
+#: The best GEMM measured on the device (GPUs: beside the data-sheet peak above).
+ACHIEVABLE_FLOPS = MetricSpec(
+    "achievable_peak_flops_per_s", "FLOP/s", NEITHER, "bookkeeping", label="achievable peak"
+)
 
 
 class TimedWorkload(Workload):
@@ -48,8 +63,9 @@ class TimedWorkload(Workload):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        own = prefixed(cls.name, (*timing.SPECS, *memory.SPECS, *DERIVED_SPECS))
-        cls.specs = (*own, PEAK_FLOPS, *cls.specs)
+        meters = (*timing.SPECS, *memory.SPECS, *energy.SPECS, *device_state.SPECS, *compiled.SPECS)
+        own = prefixed(cls.name, (*meters, *DERIVED_SPECS))
+        cls.specs = (*own, PEAK_FLOPS, ACHIEVABLE_FLOPS, *cls.specs)
         flops = MetricSpec(f"{cls.name}_flops_per_sample", "FLOP", NEITHER, "predicted")
         cls.predicted_specs = (flops, *cls.predicted_specs)
 
@@ -64,10 +80,29 @@ class TimedWorkload(Workload):
 
     def measure(self, setup: CaseSetup, ctx: Context) -> dict[str, dict]:
         step = self.build_step(setup, ctx)
-        with PeakMemory(setup.device, baseline_rss_bytes=ctx.baseline_rss_bytes) as peaks:
-            timed = measure(step, setup.device, budget_s=setup.case.budget_s, agree=ctx.agree)
+        is_compiled = setup.step_model is not setup.model
+        cold = compiled.first_step(self.name, step, setup.device) if is_compiled else {}
+        frames = compiled.compiled_frames_now()
+        shared = ctx.distributed and setup.device.type == "cpu"
+        with (
+            PeakMemory(setup.device, baseline_rss_bytes=ctx.baseline_rss_bytes) as peaks,
+            EnergyMeter(setup.device, shared_machine=shared) as joules,
+            DeviceStateMeter(setup.device) as state,
+        ):
+            timed = measure(step, setup.device, budget_s=setup.case.budget_s, agree=ctx.agree,
+                            meters=(joules, state))  # fmt: skip
         metrics = timed.metrics(self.name) | {f"{self.name}_timed_s": single(timed.timed_s, "s")}
-        return metrics | {f"{self.name}_{name}": m for name, m in peaks.metrics().items()}
+        if is_compiled:
+            metrics |= cold | compiled.recompiles(self.name, frames)
+        metered = peaks.metrics() | joules.metrics() | state.metrics()
+        metrics |= {f"{self.name}_{name}": m for name, m in metered.items()}
+        step_s = metrics[f"{self.name}_step_s"]
+        step_s |= state.annotation()
+        if joules.left_out:
+            step_s["energy_left_out"] = joules.left_out
+        if f"{self.name}_energy_per_step_j" in metrics:
+            metrics[f"{self.name}_energy_per_step_j"] |= state.annotation()
+        return metrics
 
     def derive(self, metrics: dict[str, dict], setup: CaseSetup, ctx: Context) -> dict[str, dict]:
         step_s = metrics[f"{self.name}_step_s"]
@@ -80,12 +115,20 @@ class TimedWorkload(Workload):
             tokens_per_sample=p.tokens_per_sample,
             peak_flops=ctx.peak_flops,
             devices=ctx.devices,
+            achievable_flops=ctx.achievable_flops,
         )
+        if joules := metrics.get(f"{self.name}_energy_per_step_j"):
+            samples = p.batch_size * ctx.world_size
+            out[f"{self.name}_energy_per_sample_j"] = scaled(joules, 1 / samples, "J")
+            if p.tokens_per_sample:
+                tokens = samples * p.tokens_per_sample
+                out[f"{self.name}_energy_per_token_j"] = scaled(joules, 1 / tokens, "J")
         if ctx.distributed:
             out[f"{self.name}_samples_per_s_per_rank"] = scaled(
                 step_s, p.batch_size, "samples/s", invert=True
             )
-        return out
+        state = device_state.clock_state(step_s)  # a derived figure ran at its source's clocks
+        return {name: metric | state for name, metric in out.items()}
 
     def predict(self, plan: Plan, device: torch.device, ctx: Context) -> dict[str, dict]:
         return {f"{self.name}_flops_per_sample": single(self.flops_per_sample(plan), "FLOP")}
@@ -100,6 +143,7 @@ def derived_metrics(
     tokens_per_sample: int | None,
     peak_flops: float,
     devices: int = 1,
+    achievable_flops: float | None = None,
 ) -> dict[str, dict]:
     """``{prefix}_samples_per_s``, ``_tokens_per_s``, ``_flops_per_s`` and ``_mfu`` from the
     step-time metric of ``batch_size`` samples on ``devices`` devices of ``peak_flops`` each.
@@ -107,7 +151,8 @@ def derived_metrics(
     Each is the step time scaled by a constant, so its samples are the measurement's. MFU above 1
     means the peak is too low (a CPU peak measured on a busy machine, a wrong override) or the
     FLOP count too high: it is left out, with the reason on the FLOP/s metric, rather than
-    reported or allowed to throw away the case's measurements.
+    reported or allowed to throw away the case's measurements. With ``achievable_flops`` (the
+    best GEMM measured on the device), ``_mfu_achievable`` is held against it, under the same rule.
     """
     flops_per_step = flops_per_sample * batch_size
     out = {f"{prefix}_samples_per_s": scaled(step_s, batch_size, "samples/s", invert=True)}
@@ -115,12 +160,16 @@ def derived_metrics(
         tokens = batch_size * tokens_per_sample
         out[f"{prefix}_tokens_per_s"] = scaled(step_s, tokens, "tokens/s", invert=True)
     flops = out[f"{prefix}_flops_per_s"] = scaled(step_s, flops_per_step, "FLOP/s", invert=True)
-    peak = devices * peak_flops
-    if flops["value"] <= peak:
-        out[f"{prefix}_mfu"] = scaled(step_s, flops_per_step / peak, "fraction", invert=True)
-    else:
-        flops["mfu_left_out"] = (
-            f"achieved {flops['value']:.4g} FLOP/s is above the peak of {peak:.4g}: "
-            "the peak is too low or the FLOP count too high"
-        )
+    peaks = {"mfu": peak_flops}
+    if achievable_flops:
+        peaks["mfu_achievable"] = achievable_flops
+    for name, per_device in peaks.items():
+        peak = devices * per_device
+        if flops["value"] <= peak:
+            out[f"{prefix}_{name}"] = scaled(step_s, flops_per_step / peak, "fraction", invert=True)
+        else:
+            flops[f"{name}_left_out"] = (
+                f"achieved {flops['value']:.4g} FLOP/s is above the peak of {peak:.4g}: "
+                "the peak is too low or the FLOP count too high"
+            )
     return out

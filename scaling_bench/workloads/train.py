@@ -1,7 +1,9 @@
 """Training: forward, cross-entropy, backward and an optimizer step, as a training loop runs it.
 
 Its memory peak is held against the plan's training memory, under the measured peak's name: the
-allocator's on a GPU, the worker's RSS above its baseline on a CPU. On the ranks of a distributed
+allocator's on a GPU, the live tensor bytes on a CPU (``meters.tensor_memory``: the allocator's
+reports, in a pass of its own after the timed one; RSS, with the allocator's and oneDNN's
+overhead, stays beside it). On the ranks of a distributed
 case it also counts the bytes of weights, gradients and optimizer state each rank holds (an FSDP
 shard, or all of it), beside each rank's predicted share.
 """
@@ -12,8 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
-from scaling_bench.core.stats import single
+from scaling_bench.core.metrics import HIGHER, LOWER, NEITHER, MetricSpec, prefixed
+from scaling_bench.core.stats import scaled, single
+from scaling_bench.meters import tensor_memory
 from scaling_bench.predict.plan import Plan, TrainMemory, rank_memory
 from scaling_bench.workloads.base import Column, Context, Needs, register
 from scaling_bench.workloads.setup import CaseSetup
@@ -26,10 +29,10 @@ if TYPE_CHECKING:
 #: The measured training peak that the prediction is held against, by device type.
 PEAK_NAMES = {
     "cuda": "train_peak_gpu_allocated_bytes",
-    "cpu": "train_peak_cpu_rss_above_baseline_bytes",
+    "cpu": "train_peak_cpu_tensor_bytes",
 }
 _STATE = ("weights", "gradients", "optimizer_state")
-_PARTS = (*_STATE, "activations")
+_PARTS = (*_STATE, "activations", "weight_copies", "buffers", "batch", "temporaries")
 
 
 class Train(TimedWorkload):
@@ -40,9 +43,12 @@ class Train(TimedWorkload):
     needs = Needs.WEIGHTS
     trains = True
     flops_field = "train_flops_per_sample"
-    specs = tuple(
-        MetricSpec(f"train_{part}_bytes_per_rank", "bytes", LOWER, "counted") for part in _STATE
-    )
+    specs = (
+        *(MetricSpec(f"train_{part}_bytes_per_rank", "bytes", LOWER, "counted") for part in _STATE),
+        MetricSpec("train_hfu", "fraction", HIGHER, "derived", "train_step_s",
+                   label="HFU (recomputed FLOPs counted)"),
+        *prefixed("train", tensor_memory.SPECS),
+    )  # fmt: skip
     predicted_specs = tuple(
         MetricSpec(name, "bytes", NEITHER, "predicted")
         for name in (
@@ -53,34 +59,74 @@ class Train(TimedWorkload):
     columns = (
         Column("train samples/s", ("train_samples_per_s",), "{:,.0f}"),
         Column("MFU", ("train_mfu",), "{:.1%}"),
+        Column("HFU", ("train_hfu",), "{:.1%}"),
         Column("peak mem", tuple(PEAK_NAMES.values()), "bytes"),
         Column("predicted", tuple(PEAK_NAMES.values()), "bytes", section="predicted"),
     )
 
     def build_step(self, setup: CaseSetup, ctx: Context | None) -> Callable[[], object]:
-        return train_step(setup.model, setup.optimizer, setup.batch)
+        return setup.train_step()
 
     def measure(self, setup: CaseSetup, ctx: Context) -> dict[str, dict]:
         metrics = super().measure(setup, ctx)
+        if setup.device.type == "cpu":
+            metrics |= _tensor_peak(setup)
         if ctx.distributed:
             metrics |= _held_bytes(setup)
         return metrics
 
+    def derive(self, metrics: dict[str, dict], setup: CaseSetup, ctx: Context) -> dict[str, dict]:
+        """MFU counts the model's FLOPs; HFU, beside it where blocks are recomputed, also the
+        forward passes that activation checkpointing runs again in backward."""
+        out = super().derive(metrics, setup, ctx)
+        p = setup.plan
+        if p.hardware_train_flops_per_sample > p.train_flops_per_sample:
+            step_s = metrics["train_step_s"]
+            flops = p.hardware_train_flops_per_sample * p.batch_size * ctx.world_size
+            peak = ctx.devices * ctx.peak_flops
+            if flops / step_s["value"] <= peak:
+                out["train_hfu"] = scaled(step_s, flops / peak, "fraction", invert=True)
+        return out
+
     def predict(self, plan: Plan, device: torch.device, ctx: Context) -> dict[str, dict]:
         out = super().predict(plan, device, ctx)
         out |= _memory_metrics(plan.train_memory, PEAK_NAMES[device.type], "")
-        if ctx.distributed:
+        if ctx.distributed:  # a rank's peak, and the state it is counted holding after a step
             share = rank_memory(plan.train_memory, ctx.strategy, ctx.world_size)
             out |= _memory_metrics(share, PEAK_NAMES[device.type], "_per_rank")
+            state = asdict(rank_memory(plan.train_state, ctx.strategy, ctx.world_size))
+            out |= {
+                f"train_{part}_bytes_per_rank": single(state[f"{part}_bytes"], "bytes")
+                for part in _STATE
+            }
         return out
 
 
 def _memory_metrics(memory: TrainMemory, peak_name: str, suffix: str) -> dict[str, dict]:
-    """The predicted total under the measured peak's name (a rank's peak: its share's total)."""
-    out = {peak_name: single(memory.total_bytes, "bytes")}
+    """The predicted total under the measured peak's name (a rank's peak: its share's total),
+    with the phase it falls in, each phase's peak and the parts at the peak beside it."""
+    parts = {part: asdict(memory)[f"{part}_bytes"] for part in _PARTS}
+    where = {"phase": memory.peak_phase, "phases": memory.phases, "parts": parts}
+    out = {peak_name: single(memory.total_bytes, "bytes") | where}
     for part in _PARTS:
-        out[f"train_{part}_bytes{suffix}"] = single(asdict(memory)[f"{part}_bytes"], "bytes")
+        out[f"train_{part}_bytes{suffix}"] = single(parts[part], "bytes")
     return out
+
+
+def _tensor_peak(setup: CaseSetup) -> dict[str, dict]:
+    """One step after the timed ones under the exact tensor meter, its phases marked; the
+    gradients are freed first (the meter sees only frees of what it saw allocated)."""
+    import torch
+
+    setup.ensure_training_state()
+    setup.optimizer.zero_grad(set_to_none=True)
+    state = [t for s in setup.optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+    model = setup.step_model
+    held = [*model.parameters(), *model.buffers(), *state, *setup.batch]
+    with tensor_memory.TensorMemory(held) as meter:
+        train_step(model, setup.optimizer, setup.batch, setup.precision, setup.scaler,
+                   phase=meter.phase)()  # fmt: skip
+    return {f"train_{name}": m for name, m in meter.metrics().items()}
 
 
 def _local_bytes(tensors: Iterable[torch.Tensor]) -> int:

@@ -20,8 +20,10 @@ from scaling_bench.workloads.base import with_step
 
 
 def combine(per_rank: list[dict[str, dict]]) -> dict[str, dict]:
+    """Metrics every rank measured; one that some rank lacks (an energy window that closed on
+    one rank only) has no whole value and is left out, not combined from a part."""
     metrics: dict[str, dict] = {}
-    for name in per_rank[0]:
+    for name in (n for n in per_rank[0] if all(n in m for m in per_rank)):
         values = [m[name]["value"] for m in per_rank]
         spec = find(name)
         how = spec.reduce if spec else "max"

@@ -23,7 +23,6 @@ import torch.distributed as dist
 from torch import nn
 
 from scaling_bench.config.case import Case
-from scaling_bench.core.dtypes import parse_dtype
 from scaling_bench.core.optimizers import make_optimizer
 from scaling_bench.engine.distributed.aggregate import combine
 from scaling_bench.engine.distributed.wrap import wrap
@@ -82,7 +81,7 @@ def set_up(case: Case, device: torch.device) -> CaseSetup:
         p = built.plan
         # drawn before the shards are initialised: their random draws may differ between ranks
         batch = family(case.family).sample_batch(
-            p.config, p.batch_size, device=device, dtype=parse_dtype(case.dtype)
+            p.config, p.batch_size, device=device, dtype=built.precision.param_dtype
         )
         built = replace(built, case=case, device=device, batch=batch)
         model = wrap(built.model, case.strategy, device)
@@ -94,7 +93,7 @@ def set_up(case: Case, device: torch.device) -> CaseSetup:
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
     optimizer = make_optimizer(case.optimizer, model.parameters())
-    return replace(built, model=model, optimizer=optimizer)
+    return replace(built, model=model, step_model=model, optimizer=optimizer)
 
 
 def measure_rank(case_dict: dict[str, Any], settings: Settings) -> dict[str, Any]:

@@ -1,0 +1,334 @@
+"""Training memory as the peak over the phases of a step, replayed on fake tensors.
+
+A training step's memory is never weights + gradients + optimizer state + activations at once:
+at the backward peak most gradients do not exist yet, and the optimizer step holds temporaries
+that no closed form knows (two the size of the largest tensor for the for-loop AdamW, one the
+size of all parameters for the foreach one). So the step is replayed, exactly as the case runs
+it, on ``FakeTensor``s of the case's device: the model built on the meta device, its optimizer
+(the implementation chosen explicitly), one warm-up step that creates the optimizer's state,
+then zero_grad, the forward and the loss under the precision's autocast (the real autocast, with
+its weight-cast cache, since fake tensors carry the device's dispatch keys), backward (with
+activation checkpointing's recomputation where the case has it) and the optimizer step. A
+``TorchDispatchMode`` counts the bytes of every live storage (a weak-reference finalizer frees
+them) and keeps, for each phase, the largest total and what it was made of: weights, buffers,
+the input batch, optimizer state, the gradients accumulated so far, autocast's weight copies and
+everything else (saved activations, autograd's gradient buffers, the loss's fp32 buffers, the
+optimizer's temporaries). Attention runs the path the device's SDPA dispatch picks (on the CPU,
+``nn.MultiheadAttention`` with ``need_weights=False`` and SDPA both reach the flash kernel for
+the CPU, which saves its output and log-sum-exp, never the T×T matrix).
+
+What the replay does not see are allocations inside a kernel (a oneDNN reorder, per-thread
+scratch): they are small against the tensors here and absent from the tensor meter's peak too.
+
+Replaying a deep model costs ~0.3 ms per op, so models with repeated blocks are replayed at depth
+3 and 4 and each phase's parts extrapolated linearly in depth (``SHALLOW_DEPTHS``); the same
+two-point fit in the batch size gives the affine model that a ``max`` batch solves
+(``affine_in_batch``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from scaling_bench.core.optimizers import make_optimizer
+from scaling_bench.core.precision import Precision
+from scaling_bench.models import family
+from scaling_bench.models.checkpointing import apply as apply_checkpointing
+from scaling_bench.models.loss import loss_of
+
+#: The phases of a training step, in order.
+PHASES = ("forward", "backward", "optimizer")
+#: What live bytes are made of, in the order a breakdown shows them.
+PARTS = (
+    "weights",
+    "buffers",
+    "batch",
+    "optimizer_state",
+    "gradients",
+    "weight_copies",
+    "transient",
+)
+_LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
+_TO_COPY = torch.ops.aten._to_copy.default
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of live storages by part, and each phase's peak with its parts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = dict.fromkeys(PARTS, 0)
+        self.total = 0
+        self.phase: str | None = None
+        self.peaks: dict[str, dict[str, int]] = {}
+        self._keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._part: dict[int, tuple[str, int]] = {}
+        self._weights: set[int] = set()
+        self._count = itertools.count()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is _LOCAL_SCALAR:  # a fake tensor has no value: Adam's step count, say
+            return 1
+        out = func(*args, **(kwargs or {}))
+        copies = func is _TO_COPY and self._key(args[0]) in self._weights
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.track(t, "weight_copies" if copies else "transient")
+        if self.phase is not None and self.total > self.peaks[self.phase]["total"]:
+            self.peaks[self.phase] = self.live | {"total": self.total}
+        return out
+
+    def _key(self, t: torch.Tensor) -> int | None:
+        return self._keys.get(t.untyped_storage()) if isinstance(t, torch.Tensor) else None
+
+    def track(self, t: torch.Tensor, part: str) -> None:
+        """Count ``t``'s storage under ``part`` if it is new; move it to ``part`` if asked to."""
+        storage = t.untyped_storage()
+        key = self._keys.get(storage)
+        if key is None:
+            key = next(self._count)
+            self._keys[storage] = key
+            self._part[key] = (part, storage.nbytes())
+            self.live[part] += storage.nbytes()
+            self.total += storage.nbytes()
+            weakref.finalize(storage, self._free, key)
+        elif part != "transient":
+            old, nbytes = self._part[key]
+            self.live[old] -= nbytes
+            self.live[part] += nbytes
+            self._part[key] = (part, nbytes)
+        if part == "weights":
+            self._weights.add(key)
+
+    def _free(self, key: int) -> None:
+        part, nbytes = self._part.pop(key)
+        self.live[part] -= nbytes
+        self.total -= nbytes
+
+    def enter(self, phase: str) -> None:
+        self.phase = phase
+        self.peaks[phase] = self.live | {"total": self.total}
+
+
+def _fake(mode: FakeTensorMode, t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    fake = FakeTensor(mode, t, device)
+    return nn.Parameter(fake, t.requires_grad) if isinstance(t, nn.Parameter) else fake
+
+
+def _to_fake(mode: FakeTensorMode, model: nn.Module, device: torch.device) -> None:
+    """Swap a meta model's tensors for fake ones on ``device``, in place (ties kept)."""
+    made: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for name, t in store.items():
+                if t is not None:
+                    store[name] = made.setdefault(id(t), _fake(mode, t, device))
+
+
+@dataclass(frozen=True)
+class StepPeak:
+    """Each phase's peak of live bytes, with its parts (``PARTS``); the step's is the largest."""
+
+    phases: dict[str, dict[str, int]]
+
+    @property
+    def peak_phase(self) -> str:
+        return max(PHASES, key=lambda phase: self.phases[phase]["total"])
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.phases[self.peak_phase]["total"]
+
+
+def _replay(
+    family_name: str,
+    cfg: object,
+    batch_size: int,
+    precision: Precision,
+    optimizer: str,
+    implementation: str,
+    checkpointing: str,
+    device: torch.device,
+) -> StepPeak:
+    fam = family(family_name)
+    model = fam.build(cfg, device="meta", dtype=precision.param_dtype)
+    apply_checkpointing(model, family_name, checkpointing)
+    batch = fam.sample_batch(cfg, batch_size, "meta", precision.param_dtype)
+    mode = FakeTensorMode()
+    _to_fake(mode, model, device)
+    batch = tuple(FakeTensor(mode, t, device) for t in batch)
+    live = _LiveBytes()
+    with mode, live:
+        for p in model.parameters():
+            live.track(p, "weights")
+            p.register_post_accumulate_grad_hook(lambda p: live.track(p.grad, "gradients"))
+        for b in model.buffers():
+            live.track(b, "buffers")
+        for t in batch:
+            live.track(t, "batch")
+        opt = make_optimizer(optimizer, model.parameters(), implementation=implementation)
+        for p in model.parameters():  # a warm-up step: the optimizer's state, made lazily
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        for t in tree_leaves(opt.state_dict()["state"]):
+            if isinstance(t, torch.Tensor):
+                live.track(t, "optimizer_state")
+        live.enter("forward")
+        with precision.autocast_context(device) if precision.autocast else nullcontext():
+            loss = loss_of(model, batch)
+        live.enter("backward")
+        loss.backward()
+        del loss
+        live.enter("optimizer")
+        opt.step()
+        live.phase = None
+    return StepPeak(live.peaks)
+
+
+#: The two depths replayed for a deeper model: by the lower one every kind of block is there
+#: (an MLP's first hidden-to-hidden layer comes at depth 3), so what is not linear in depth (the
+#: for-loop optimizer's temporaries, the size of the largest tensor) is the same at both.
+SHALLOW_DEPTHS = (3, 4)
+
+
+def _depth_field(family_name: str, cfg: object) -> tuple[str, int] | None:
+    """The family's repeated-block field and depth, where two shallow replays stand for it."""
+    field = getattr(family(family_name), "DEPTH_FIELD", None)
+    depth = getattr(cfg, field) if field else None
+    if isinstance(depth, tuple):
+        depth = depth[0] if len(set(depth)) == 1 else None
+    return (field, depth) if depth is not None and depth > SHALLOW_DEPTHS[1] else None
+
+
+def _with_depth(cfg: object, field: str, n: int) -> object:
+    stages = getattr(cfg, field)
+    return replace(cfg, **{field: tuple([n] * len(stages)) if isinstance(stages, tuple) else n})
+
+
+def _line(one: StepPeak, two: StepPeak, at: float) -> StepPeak:
+    """The peaks at ``at`` on the line through ``one`` (at 0) and ``two`` (at 1), part by part."""
+    return StepPeak(
+        {
+            phase: {
+                k: round(v + at * (two.phases[phase][k] - v)) for k, v in one.phases[phase].items()
+            }
+            for phase in PHASES
+        }
+    )
+
+
+def step_peak(
+    family_name: str,
+    cfg: object,
+    batch_size: int,
+    precision: Precision,
+    optimizer: str,
+    implementation: str,
+    checkpointing: str = "none",
+    device: torch.device | str = "cpu",
+) -> StepPeak:
+    """The peak live bytes of a training step of ``cfg`` after a warm-up step, by phase.
+
+    A CUDA step planned where no CUDA device is (the autograd engine needs one even for fake
+    tensors) is replayed on the CPU's dispatch: the same tensors, but SDPA's CPU kernel."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        device = torch.device("cpu")
+
+    def at(c: object) -> StepPeak:
+        return _replay(
+            family_name, c, batch_size, precision, optimizer, implementation, checkpointing, device
+        )
+
+    deep = _depth_field(family_name, cfg)
+    if deep is None:
+        return at(cfg)
+    field, depth = deep
+    low, high = (at(_with_depth(cfg, field, d)) for d in SHALLOW_DEPTHS)
+    return _line(low, high, depth - SHALLOW_DEPTHS[0])
+
+
+@dataclass(frozen=True)
+class BatchAffine:
+    """A step's peak against its batch size: each phase's bytes are ``fixed + per_sample·B``.
+
+    ``fixed_bytes`` and ``per_sample_bytes`` are the line of the phase that peaks at large
+    batches (the largest per-sample bytes); ``bytes_at`` is exact at every batch (the largest
+    phase there) and ``largest_batch`` solves it for a budget."""
+
+    phases: dict[str, tuple[int, int]]
+
+    @property
+    def _steepest(self) -> tuple[int, int]:
+        return max(self.phases.values(), key=lambda line: (line[1], line[0]))
+
+    @property
+    def fixed_bytes(self) -> int:
+        return self._steepest[0]
+
+    @property
+    def per_sample_bytes(self) -> int:
+        return self._steepest[1]
+
+    def bytes_at(self, batch_size: int) -> int:
+        return max(fixed + per_sample * batch_size for fixed, per_sample in self.phases.values())
+
+    def largest_batch(self, budget_bytes: int) -> int:
+        """The largest batch whose peak fits ``budget_bytes`` (0: not even one sample)."""
+        fits = [
+            (budget_bytes - fixed) // per_sample if per_sample else None
+            for fixed, per_sample in self.phases.values()
+        ]
+        if any(fixed > budget_bytes for fixed, _ in self.phases.values()):
+            return 0
+        return max(0, min(f for f in fits if f is not None))
+
+
+def affine_in_batch(
+    family_name: str,
+    cfg: object,
+    precision: Precision,
+    optimizer: str,
+    implementation: str,
+    checkpointing: str = "none",
+    device: torch.device | str = "cpu",
+) -> BatchAffine:
+    """The peak's fixed and per-sample bytes, per phase, from replays at batch sizes 1 and 2."""
+
+    def at(b: int) -> StepPeak:
+        return step_peak(
+            family_name, cfg, b, precision, optimizer, implementation, checkpointing, device
+        )
+
+    one, two = at(1), at(2)  # a batch of 0 would be a line through them at -1
+    return BatchAffine(
+        {
+            phase: (
+                2 * one.phases[phase]["total"] - two.phases[phase]["total"],
+                two.phases[phase]["total"] - one.phases[phase]["total"],
+            )
+            for phase in PHASES
+        }
+    )
+
+
+def live_bytes_of(make: Callable[[], object], device: torch.device | str = "cpu") -> int:
+    """Bytes of the tensors ``make`` returns, made on fake tensors of ``device`` (a KV cache,
+    a buffer a workload allocates): what they will hold for real, with nothing allocated."""
+    live = _LiveBytes()
+    with FakeTensorMode(), live, torch.device(device):
+        made = make()
+        held = live.total
+    del made
+    return held
