@@ -101,7 +101,8 @@ def test_gpt_serving_records_ttft_tpot_cache_bytes_and_bandwidth(fast_latency) -
     assert m["inference_kv_cache_bytes"]["predicted"] == gpt.kv_cache_bytes(cfg, 2, 16, 4)
     for prefix in ("inference", "inference_prefill", "inference_decode"):
         p50 = m[f"{prefix}_latency_p50_s"]
-        assert p50["n"] == len(p50["samples"]) >= 1 and p50["settled"] is False  # 0.05 s budget
+        # settled or not as the machine allows: the rules are pinned with a fake timer
+        assert p50["n"] == len(p50["samples"]) >= 1 and isinstance(p50["settled"], bool)
     tpot = m["inference_decode_latency_p50_s"]["value"]
     assert m["inference_decode_tokens_per_s"]["value"] == pytest.approx(2 / tpot)
     step_bytes = m["inference_decode_bytes_per_step"]["value"]
