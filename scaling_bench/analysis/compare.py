@@ -230,6 +230,9 @@ class Comparison:
         }
 
 
+#: Why a metric whose spec says ``gated=False`` never fails the gate.
+UNGATED_NOTE = "moves from run to run with allocator state (the tensor peak is gated)"
+
 #: How a metric without a spec is read where ``--metric`` names it: measured, lower is better
 #: (asv's convention for everything it tracks).
 _UNSPECIFIED = MetricSpec("unspecified", "", LOWER)
@@ -277,6 +280,8 @@ def compare_runs(
             spec = known or _UNSPECIFIED
             bm, cm = b.metrics[name], c.metrics[name]
             ratio, p, verdict, note = _verdict(bm, cm, spec.better, threshold, alpha, spec.counted)
+            if verdict in ("regressed", "improved") and not spec.gated:
+                verdict, note = "inconclusive", f"{verdict}, not gated: {UNGATED_NOTE}"
             within_process |= p is not None and not per_process(bm, cm)
             if known is None:
                 note = "; ".join(filter(None, ("no spec: lower taken as better", note)))

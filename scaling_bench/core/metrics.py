@@ -48,6 +48,10 @@ class MetricSpec:
     derived_from: str | None = None
     reduce: Reduce = "max"
     label: str = ""
+    #: Whether a move beyond the threshold can fail ``compare``'s gate. A figure that moves from
+    #: run to run with state no process controls (RSS with the allocator's and the fork
+    #: server's heap) is compared and shown, but its verdict is only ever ``inconclusive``.
+    gated: bool = True
 
     def __post_init__(self) -> None:
         if self.better not in (HIGHER, LOWER, NEITHER):

@@ -26,9 +26,13 @@ from scaling_bench.hardware.peaks import nvml
 
 #: What ``PeakMemory.metrics`` records, before a workload's prefix; the GPU ones on CUDA only.
 SPECS = (
-    MetricSpec("peak_cpu_rss_bytes", "bytes", LOWER, label="peak RSS"),
+    MetricSpec("peak_cpu_rss_bytes", "bytes", LOWER, label="peak RSS", gated=False),
     MetricSpec(
-        "peak_cpu_rss_above_baseline_bytes", "bytes", LOWER, label="peak RSS above baseline"
+        "peak_cpu_rss_above_baseline_bytes",
+        "bytes",
+        LOWER,
+        label="peak RSS above baseline",
+        gated=False,
     ),
     MetricSpec("peak_gpu_allocated_bytes", "bytes", LOWER, label="peak GPU allocated"),
     MetricSpec("peak_gpu_reserved_bytes", "bytes", LOWER, label="peak GPU reserved"),
