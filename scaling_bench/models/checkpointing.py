@@ -27,7 +27,7 @@ def block_types(family_name: str) -> tuple[type[nn.Module], ...]:
 def skip_reason(family_name: str, mode: str) -> str | None:
     """Why ``mode`` cannot apply to ``family_name`` (None: it can)."""
     if mode != "none" and not block_types(family_name):
-        return f"activation checkpointing {mode}: the {family_name} family has no repeated blocks"
+        return f"--activation-checkpointing {mode}: the {family_name} family has no repeated blocks"
     return None
 
 
