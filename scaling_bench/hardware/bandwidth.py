@@ -17,7 +17,7 @@ import time
 import torch
 
 from scaling_bench.core.errors import UserError
-from scaling_bench.hardware.peaks import _cache_path, _cpu_model, _read_cache, _write_cache
+from scaling_bench.hardware.peaks import cached_measurement, cpu_cache_key, parse_rate
 
 BANDWIDTH_ENV = "SCALING_BENCH_MEMORY_BANDWIDTH"
 BANDWIDTH_TABLE_VERSION = 1
@@ -40,7 +40,6 @@ _BANDWIDTH_TABLE: tuple[tuple[str, float], ...] = (
     (r"\bRTX 4090\s*$", 1.008e12),
     (r"\bRTX 3090\s*$", 9.36e11),
 )
-_SI_PREFIX = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 #: Arrays this many times the last-level cache (32 MiB here) measure memory, not cache.
 _STREAM_BYTES = 128 * 2**20
 _STREAM_S = 1.0
@@ -56,14 +55,7 @@ def table_bandwidth(device_name: str) -> float | None:
 
 def parse_bandwidth(text: str, what: str = BANDWIDTH_ENV) -> float:
     """``4.8e12`` or ``4.8T``: a positive, finite bytes/s figure."""
-    match = re.fullmatch(r"(.+?)\s*([kKMGT]?)(B/s)?", text.strip())
-    try:
-        value = float(match[1]) * _SI_PREFIX[match[2]] if match else math.nan
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise UserError(f"{what} {text!r} is not a positive bytes/s figure (e.g. 4.8e12 or 4.8T)")
-    return value
+    return parse_rate(text, what, "bytes/s", "4.8e12 or 4.8T", "kKMGT", "B/s")
 
 
 def memory_bandwidth(
@@ -106,19 +98,4 @@ def _measure_triad(n_bytes: int = _STREAM_BYTES, seconds: float = _STREAM_S) -> 
 def measured_stream_bandwidth(refresh: bool = False) -> float:
     """This CPU's STREAM-triad bytes/s, measured once per machine (CPU model, cores, torch
     threads, torch version) and cached in the measured-peak cache; ``refresh`` keeps the max."""
-    key = "|".join(
-        (
-            "stream triad",
-            _cpu_model(),
-            f"{os.cpu_count()} cpus",
-            f"{torch.get_num_threads()} threads",
-            f"torch {torch.__version__}",
-        )
-    )
-    path = _cache_path()
-    cached = _read_cache(path)
-    if key in cached and not refresh:
-        return cached[key]
-    cached[key] = max(cached.get(key, 0.0), _measure_triad())
-    _write_cache(path, cached)
-    return cached[key]
+    return cached_measurement(cpu_cache_key("stream triad"), _measure_triad, refresh)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import ModuleType
@@ -182,15 +182,20 @@ def matmul_tf32_enabled() -> bool:
 
 def parse_flops(text: str, what: str = PEAK_FLOPS_ENV) -> float:
     """``989.4e12`` or ``989.4T``: a positive, finite FLOP/s figure."""
-    match = re.fullmatch(r"(.+?)\s*([kKMGTP]?)", text.strip())
+    return parse_rate(text, what, "FLOP/s", "989.4e12 or 989.4T", "kKMGTP", "")
+
+
+def parse_rate(text: str, what: str, unit: str, example: str, prefixes: str, suffix: str) -> float:
+    """A positive, finite figure with an optional SI prefix (of ``prefixes``) and an optional
+    ``suffix`` (its unit), else a one-line ``UserError`` naming ``what``."""
+    tail = f"({re.escape(suffix)})?" if suffix else ""
+    match = re.fullmatch(rf"(.+?)\s*([{prefixes}]?){tail}", text.strip())
     try:
         value = float(match[1]) * _SI_PREFIX[match[2]] if match else math.nan
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise UserError(
-            f"{what} {text!r} is not a positive FLOP/s figure (e.g. 989.4e12 or 989.4T)"
-        )
+        raise UserError(f"{what} {text!r} is not a positive {unit} figure (e.g. {example})")
     return value
 
 
@@ -337,14 +342,28 @@ def measured_gemm_peak(
         where = (torch.cuda.get_device_name(device), f"cuda {torch.version.cuda}", f"tf32 {tf32}")
     else:
         where = (_cpu_model(), f"{os.cpu_count()} cpus", f"{torch.get_num_threads()} threads")
-    key = "|".join((*where, f"torch {torch.__version__}", str(dtype)))
+    key = (*where, f"torch {torch.__version__}", str(dtype))
+    return cached_measurement(key, lambda: measure_gemm_flops(dtype, device), refresh)
+
+
+def cpu_cache_key(what: str) -> tuple[str, ...]:
+    """What changes a CPU figure measured once per machine: CPU model, cores, torch threads and
+    version (``what`` names the figure)."""
+    where = (_cpu_model(), f"{os.cpu_count()} cpus", f"{torch.get_num_threads()} threads")
+    return (what, *where, f"torch {torch.__version__}")
+
+
+def cached_measurement(key: tuple[str, ...], measure: Callable[[], float], refresh: bool) -> float:
+    """A figure measured once per ``key`` and kept in the measured-peak cache; ``refresh``
+    measures again and keeps the higher figure, so a busy moment never lowers it."""
+    joined = "|".join(key)
     path = _cache_path()
     cached = _read_cache(path)
-    if key in cached and not refresh:
-        return cached[key]
-    cached[key] = max(cached.get(key, 0.0), measure_gemm_flops(dtype, device))
+    if joined in cached and not refresh:
+        return cached[joined]
+    cached[joined] = max(cached.get(joined, 0.0), measure())
     _write_cache(path, cached)
-    return cached[key]
+    return cached[joined]
 
 
 def _write_cache(path: Path, cached: dict[str, float]) -> None:
