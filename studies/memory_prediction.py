@@ -1,10 +1,11 @@
 """Predicted training peak against the exact CPU tensor meter, for every family and size.
 
 For each case: the replayed prediction (``predict.memory.step_peak``, what ``plan`` reports as
-``train_memory_bytes.total_bytes``), then the real step on the CPU, built as the engine builds
-it, measured by ``meters.tensor_memory.TensorMemory`` after a warm-up step, and timed without the
-meter (median of a few steps) to give the meter's overhead. Prints a markdown table; with
-``--batch-sizes`` also checks ``affine_in_batch`` at several batch sizes.
+``train_memory_bytes.total_bytes``, the CPU kernels' scratch included), then the real step on the
+CPU, built as the engine builds it, measured by ``meters.tensor_memory.TensorMemory`` after a
+warm-up step, and timed without the meter (median of a few steps) to give the meter's overhead.
+Prints a markdown table; with ``--batch-sizes`` also checks ``affine_in_batch`` at several
+batch sizes.
 
     python studies/memory_prediction.py [--sizes 1e5,1e7] [--families ...] [--precisions ...]
 """
@@ -69,8 +70,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print("| case | predicted | measured peak | measured/predicted | peak during (pred/meas) "
-          "| step s | metered step s (×) | replay s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+          "| kernel scratch at peak | step s | metered step s (×) | replay s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.families.split(","):
         for size in map(float, args.sizes.split(",")):
             for prec in args.precisions.split(","):
@@ -84,7 +85,8 @@ def main() -> None:
                     plan_s = time.perf_counter() - start
                     print(f"| {name} {size:.0e} {prec} {optimizer} | {p.peak_bytes:,} | "
                           f"{m['peak']:,} | {m['peak'] / p.peak_bytes:.3f} | {p.peak_phase}/"
-                          f"{m['phase']} | {m['step_s']:.4f} | {m['metered_s']:.4f} "
+                          f"{m['phase']} | {p.phases[p.peak_phase]['kernel_scratch']:,} | "
+                          f"{m['step_s']:.4f} | {m['metered_s']:.4f} "
                           f"({m['metered_s'] / m['step_s']:.2f}×) | {plan_s:.2f} |",
                           flush=True)  # fmt: skip
                     for b in filter(None, args.batch_sizes.split(",")):
@@ -93,7 +95,7 @@ def main() -> None:
                         mb = measure(name, size, prec, optimizer, int(b), args.implementation, 1)
                         pred = line.bytes_at(int(b))
                         print(f"|   batch {b} (affine) | {pred:,} | {mb['peak']:,} | "
-                              f"{mb['peak'] / pred:.3f} | | | | |", flush=True)  # fmt: skip
+                              f"{mb['peak'] / pred:.3f} | | | | | |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

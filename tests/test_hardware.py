@@ -196,7 +196,7 @@ def test_an_unknown_gpu_asks_for_the_override(monkeypatch):
 def test_cpu_gemm_peak_is_measured_once_then_read_from_the_cache(monkeypatch, tmp_path):
     measured = []
     monkeypatch.setattr(
-        hardware, "_measure_gemm_flops", lambda dtype: measured.append(dtype) or 7e10
+        hardware, "_measure_gemm_flops", lambda dtype, size_s=None: measured.append(dtype) or 7e10
     )
 
     first = peak_flops("cpu", torch.float32)
@@ -213,7 +213,7 @@ def test_a_corrupt_gemm_cache_is_measured_over_and_rewritten(monkeypatch, tmp_pa
     cache = tmp_path / "cache" / "gemm_peak.json"
     cache.parent.mkdir()
     cache.write_text("{not json")
-    monkeypatch.setattr(hardware, "_measure_gemm_flops", lambda dtype: 7e10)
+    monkeypatch.setattr(hardware, "_measure_gemm_flops", lambda dtype, size_s=None: 7e10)
 
     assert measured_gemm_peak(torch.float32) == 7e10
     assert list(json.loads(cache.read_text()).values()) == [7e10]
@@ -228,7 +228,9 @@ def test_an_unwritable_gemm_cache_is_measured_over_with_a_one_line_warning(
     if via == "HOME":
         monkeypatch.delenv(hardware.CACHE_DIR_ENV)
     measured = []
-    monkeypatch.setattr(hardware, "_measure_gemm_flops", lambda dtype: measured.append(1) or 7e10)
+    monkeypatch.setattr(
+        hardware, "_measure_gemm_flops", lambda dtype, size_s=None: measured.append(1) or 7e10
+    )
 
     assert measured_gemm_peak(torch.float32) == measured_gemm_peak(torch.float32) == 7e10
 
@@ -262,12 +264,24 @@ def test_nvml_is_none_without_a_driver_or_without_the_module(monkeypatch):
 
 def test_refreshing_the_gemm_peak_keeps_the_higher_figure(monkeypatch):
     figures = iter([5e10, 9e10, 6e10])
-    monkeypatch.setattr(hardware, "_measure_gemm_flops", lambda dtype: next(figures))
+    monkeypatch.setattr(hardware, "_measure_gemm_flops", lambda dtype, size_s=None: next(figures))
 
     assert measured_gemm_peak(torch.float32) == 5e10
     assert measured_gemm_peak(torch.float32, refresh=True) == 9e10
     assert measured_gemm_peak(torch.float32, refresh=True) == 9e10
     assert measured_gemm_peak(torch.float32) == 9e10
+
+
+def test_a_refresh_of_a_cached_cpu_peak_repeats_each_size_for_less_time(monkeypatch):
+    asked = []
+    monkeypatch.setattr(hardware, "_measure_gemm_flops",
+                        lambda dtype, size_s=None: asked.append(size_s) or 7e10)  # fmt: skip
+
+    measured_gemm_peak(torch.float32, refresh=True)  # nothing cached: the full measurement
+    measured_gemm_peak(torch.float32, refresh=True)
+
+    assert asked == [None, hardware._GEMM_REFRESH_S]
+    assert hardware._GEMM_REFRESH_S < hardware._GEMM_SIZE_S
 
 
 @pytest.mark.parametrize(

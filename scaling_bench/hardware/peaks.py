@@ -75,6 +75,10 @@ _GEMM_SIZES = (256, 512, 1024, 2048, 4096)
 _GEMM_SIZE_S = 0.4
 """Seconds spent repeating each GEMM size: the fastest repeat counts, so a busy moment does not.
 A size is not tried when one product is predicted (8x the last size's) to take longer."""
+_GEMM_REFRESH_S = 0.1
+"""Seconds per size when a cached figure is refreshed: the same sizes, fewer repeats. A refresh
+only ever raises the figure, so a shorter one cannot make it worse; it ran before every run
+and took 1.7 s of the quick grid's start at the full time."""
 
 
 @contextmanager
@@ -238,8 +242,11 @@ def peak_flops(
     return peak, "table"
 
 
-def _measure_gemm_flops(dtype: torch.dtype) -> float:
-    """Best FLOP/s of square ``a @ b`` over growing sizes, stopping before one gets slow."""
+def _measure_gemm_flops(dtype: torch.dtype, size_s: float | None = None) -> float:
+    """Best FLOP/s of square ``a @ b`` over growing sizes, each repeated for ``size_s``
+    (``_GEMM_SIZE_S`` by default), stopping before one gets slow (by ``_GEMM_SIZE_S`` always,
+    so that a short refresh tries the same sizes)."""
+    size_s = _GEMM_SIZE_S if size_s is None else size_s
     best = 0.0
     for n in _GEMM_SIZES:
         a = torch.randn(n, n, dtype=dtype)
@@ -247,7 +254,7 @@ def _measure_gemm_flops(dtype: torch.dtype) -> float:
         started = time.perf_counter()
         a @ b  # the first product of a shape pays for kernel selection and thread start-up
         fastest_s = math.inf
-        while fastest_s == math.inf or time.perf_counter() - started < _GEMM_SIZE_S:
+        while fastest_s == math.inf or time.perf_counter() - started < size_s:
             start = time.perf_counter()
             a @ b
             fastest_s = min(fastest_s, time.perf_counter() - start)
@@ -294,18 +301,25 @@ def _measure_gpu_gemm_flops(dtype: torch.dtype, device: torch.device) -> float:
     return best
 
 
-def measure_gemm_flops(dtype: torch.dtype, device: torch.device | str = "cpu") -> float:
-    """The best GEMM FLOP/s measured now (not cached): square sizes on a CPU, the shape search
-    on a GPU."""
+def measure_gemm_flops(
+    dtype: torch.dtype, device: torch.device | str = "cpu", size_s: float | None = None
+) -> float:
+    """The best GEMM FLOP/s measured now (not cached): square sizes on a CPU, each repeated for
+    ``size_s``, the shape search on a GPU."""
     device = torch.device(device)
     if device.type == "cuda":
         return _measure_gpu_gemm_flops(dtype, device)
-    return _measure_gemm_flops(dtype)
+    return _measure_gemm_flops(dtype, size_s)
+
+
+def cache_file(name: str) -> Path:
+    """``name`` in the folder of figures measured once per machine (``CACHE_DIR_ENV``)."""
+    root = os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "scaling-bench"
+    return Path(root) / name
 
 
 def _cache_path() -> Path:
-    root = os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "scaling-bench"
-    return Path(root) / "gemm_peak.json"
+    return cache_file("gemm_peak.json")
 
 
 def _read_cache(path: Path) -> dict[str, float]:
@@ -334,7 +348,8 @@ def measured_gemm_peak(
     threads. The file is replaced atomically; an unreadable one is measured over.
     A measurement taken while other processes load the CPU comes out low (up to 3.5x here), so
     ``refresh`` measures again and keeps the higher figure: the cache only ever moves towards
-    the machine's real peak, and MFU never passes 1 because of a busy moment.
+    the machine's real peak, and MFU never passes 1 because of a busy moment. A CPU figure
+    already cached is refreshed with fewer repeats per size (``_GEMM_REFRESH_S``).
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -343,7 +358,9 @@ def measured_gemm_peak(
     else:
         where = (_cpu_model(), f"{os.cpu_count()} cpus", f"{torch.get_num_threads()} threads")
     key = (*where, f"torch {torch.__version__}", str(dtype))
-    return cached_measurement(key, lambda: measure_gemm_flops(dtype, device), refresh)
+    known = refresh and "|".join(key) in _read_cache(_cache_path())
+    size_s = _GEMM_REFRESH_S if known else None
+    return cached_measurement(key, lambda: measure_gemm_flops(dtype, device, size_s), refresh)
 
 
 def cpu_cache_key(what: str) -> tuple[str, ...]:

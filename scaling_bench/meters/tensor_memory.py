@@ -17,15 +17,16 @@ samples. On CUDA the caching allocator's ``max_memory_allocated`` plays this rol
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from types import TracebackType
 
 import torch
 from torch.autograd.profiler import record_function
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import profile
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
+from scaling_bench.core.profiling import cpu_memory_events, memory_profile
 from scaling_bench.core.stats import single
 
 #: What ``TensorMemory.metrics`` records, before a workload's prefix.
@@ -68,14 +69,15 @@ class TensorMemory:
 
     def __init__(self, held: Iterable[torch.Tensor] = ()) -> None:
         self.baseline_bytes = storage_bytes(held)
-        self._profile = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        self._stack = ExitStack()
+        self._profile: profile | None = None
         self.peak_bytes: int | None = None
         self.peak_phase: str | None = None
         self.phase_peaks: dict[str, int] = {}
         self.region_s: float | None = None
 
     def __enter__(self) -> TensorMemory:
-        self._profile.__enter__()
+        self._profile = self._stack.enter_context(memory_profile())
         return self
 
     def phase(self, name: str) -> AbstractContextManager:
@@ -88,13 +90,10 @@ class TensorMemory:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._profile.__exit__(exc_type, exc, tb)
+        self._stack.close()
+        assert self._profile is not None
         events = self._profile.profiler.kineto_results.events()
-        memory = sorted(
-            (e.start_ns(), e.nbytes())
-            for e in events
-            if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")
-        )
+        memory = cpu_memory_events(self._profile)
         ranges = sorted(
             (e.start_ns(), e.end_ns(), e.name().removeprefix(_PHASE))
             for e in events

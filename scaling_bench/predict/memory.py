@@ -17,8 +17,12 @@ optimizer's temporaries). Attention runs the path the device's SDPA dispatch pic
 ``nn.MultiheadAttention`` with ``need_weights=False`` and SDPA both reach the flash kernel for
 the CPU, which saves its output and log-sum-exp, never the T×T matrix).
 
-What the replay does not see are allocations inside a kernel (a oneDNN reorder, per-thread
-scratch): they are small against the tensors here and absent from the tensor meter's peak too.
+What the tensors alone miss on the CPU is the scratch a kernel allocates and frees inside one
+call (oneDNN's blocked-layout copies of a convolution, bf16 matmul's packed operands and fp32
+accumulators: ``predict.cpu_kernels``); the tensor meter sees it, and it can make a tenth of a
+small convolutional or bf16 step. On a CPU case each op's scratch is added while the op runs
+(part ``kernel_scratch``, live only during the call), so it raises a phase's peak only where it
+lands on it.
 
 Replaying a deep model costs ~0.3 ms per op, so models with repeated blocks are replayed at depth
 3 and 4 and each phase's parts extrapolated linearly in depth (``SHALLOW_DEPTHS``); the same
@@ -45,6 +49,8 @@ from scaling_bench.core.precision import Precision
 from scaling_bench.models import family
 from scaling_bench.models.checkpointing import apply as apply_checkpointing
 from scaling_bench.models.loss import loss_of
+from scaling_bench.predict import cpu_kernels
+from scaling_bench.predict.cpu_kernels import scratch_bytes
 
 #: The phases of a training step, in order.
 PHASES = ("forward", "backward", "optimizer")
@@ -57,6 +63,7 @@ PARTS = (
     "gradients",
     "weight_copies",
     "transient",
+    "kernel_scratch",
 )
 _LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
 _TO_COPY = torch.ops.aten._to_copy.default
@@ -65,8 +72,9 @@ _TO_COPY = torch.ops.aten._to_copy.default
 class _LiveBytes(TorchDispatchMode):
     """Bytes of live storages by part, and each phase's peak with its parts."""
 
-    def __init__(self) -> None:
+    def __init__(self, kernel_scratch: bool = False) -> None:
         super().__init__()
+        self.kernel_scratch = kernel_scratch
         self.live = dict.fromkeys(PARTS, 0)
         self.total = 0
         self.phase: str | None = None
@@ -84,8 +92,13 @@ class _LiveBytes(TorchDispatchMode):
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self.track(t, "weight_copies" if copies else "transient")
-        if self.phase is not None and self.total > self.peaks[self.phase]["total"]:
-            self.peaks[self.phase] = self.live | {"total": self.total}
+        if self.phase is not None:
+            scratch = scratch_bytes(func, args, kwargs or {}) if self.kernel_scratch else 0
+            if self.total + scratch > self.peaks[self.phase]["total"]:
+                self.peaks[self.phase] = self.live | {
+                    "kernel_scratch": scratch,
+                    "total": self.total + scratch,
+                }
         return out
 
     def _key(self, t: torch.Tensor) -> int | None:
@@ -159,6 +172,7 @@ def _replay(
     implementation: str,
     checkpointing: str,
     device: torch.device,
+    kernel_scratch: bool = True,
 ) -> StepPeak:
     fam = family(family_name)
     model = fam.build(cfg, device="meta", dtype=precision.param_dtype)
@@ -167,7 +181,7 @@ def _replay(
     mode = FakeTensorMode()
     _to_fake(mode, model, device)
     batch = tuple(FakeTensor(mode, t, device) for t in batch)
-    live = _LiveBytes()
+    live = _LiveBytes(kernel_scratch and device.type == "cpu")
     with mode, live:
         for p in model.parameters():
             live.track(p, "weights")
@@ -193,6 +207,7 @@ def _replay(
         live.enter("optimizer")
         opt.step()
         live.phase = None
+    cpu_kernels.save()
     return StepPeak(live.peaks)
 
 
@@ -241,15 +256,18 @@ def step_peak(
     """The peak live bytes of a training step of ``cfg`` after a warm-up step, by phase.
 
     A CUDA step planned where no CUDA device is (the autograd engine needs one even for fake
-    tensors) is replayed on the CPU's dispatch: the same tensors, but SDPA's CPU kernel."""
+    tensors) is replayed on the CPU's dispatch: the same tensors, but SDPA's CPU kernel, and
+    without the CPU kernels' scratch."""
     device = torch.device(device)
+    scratch = device.type == "cpu"
     if device.type == "cuda" and not torch.cuda.is_available():
         device = torch.device("cpu")
 
     def at(c: object) -> StepPeak:
         return _replay(
-            family_name, c, batch_size, precision, optimizer, implementation, checkpointing, device
-        )
+            family_name, c, batch_size, precision, optimizer, implementation, checkpointing,
+            device, scratch,
+        )  # fmt: skip
 
     deep = _depth_field(family_name, cfg)
     if deep is None:

@@ -52,6 +52,8 @@ class TrainMemory:
     buffers_bytes: int = 0
     batch_bytes: int = 0
     temporaries_bytes: int = 0
+    #: Scratch a CPU kernel holds during the call the peak falls in (``predict.cpu_kernels``).
+    kernel_scratch_bytes: int = 0
     peak_phase: str = ""
     phases: dict[str, int] = field(default_factory=dict)
 
@@ -66,6 +68,7 @@ class TrainMemory:
             + self.buffers_bytes
             + self.batch_bytes
             + self.temporaries_bytes
+            + self.kernel_scratch_bytes
         )
 
     @classmethod
@@ -82,6 +85,7 @@ class TrainMemory:
             buffers_bytes=parts["buffers"],
             batch_bytes=parts["batch"],
             temporaries_bytes=transient if stepping else 0,
+            kernel_scratch_bytes=parts["kernel_scratch"],
             peak_phase=peak.peak_phase,
             phases={phase: p["total"] for phase, p in peak.phases.items()},
         )

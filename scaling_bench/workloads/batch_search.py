@@ -56,15 +56,11 @@ def _cpu_peak_bytes(step: Callable[[], object], resident: int) -> int:
     """Peak live tensor bytes of a CPU step: the allocations the profiler saw during it (their
     running sum's maximum) on top of the tensors that existed before. RSS would not do: it keeps
     the allocator's freed memory, so a smaller batch after a larger one shows the larger peak."""
-    from torch.profiler import ProfilerActivity, profile
+    from scaling_bench.core.profiling import cpu_memory_events, memory_profile, peak_above_start
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with memory_profile() as prof:
         step()
-    live = peak = 0
-    for event in prof.profiler.kineto_results.events():
-        if event.name() == "[memory]":
-            live += event.nbytes()
-            peak = max(peak, live)
+    peak, _ = peak_above_start(cpu_memory_events(prof))
     return resident + peak
 
 

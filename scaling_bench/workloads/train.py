@@ -32,7 +32,15 @@ PEAK_NAMES = {
     "cpu": "train_peak_cpu_tensor_bytes",
 }
 _STATE = ("weights", "gradients", "optimizer_state")
-_PARTS = (*_STATE, "activations", "weight_copies", "buffers", "batch", "temporaries")
+_PARTS = (
+    *_STATE,
+    "activations",
+    "weight_copies",
+    "buffers",
+    "batch",
+    "temporaries",
+    "kernel_scratch",
+)
 
 
 class Train(TimedWorkload):

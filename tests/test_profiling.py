@@ -1,0 +1,43 @@
+"""The profiler as the memory meters use it: exact allocator events, and no kineto log lines."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from scaling_bench.core import precision as precisions
+from scaling_bench.core.profiling import cpu_memory_events, memory_profile, peak_above_start
+from scaling_bench.models import family
+from scaling_bench.predict import cpu_kernels
+from scaling_bench.predict.memory import step_peak
+
+
+def test_a_known_allocation_is_the_peak_and_freed_by_the_end() -> None:
+    with memory_profile() as prof:
+        block = torch.empty(1 << 20, dtype=torch.uint8)
+        del block
+    assert peak_above_start(cpu_memory_events(prof)) == (1 << 20, 0)
+
+
+def test_the_profilers_start_and_stop_lines_are_silenced_not_what_runs_inside(capfd) -> None:
+    with memory_profile():
+        print("from the profiled code", file=sys.stderr, flush=True)
+    err = capfd.readouterr().err
+    assert "from the profiled code" in err
+    assert "profiler_start" not in err and "profiler_stop" not in err
+
+
+def test_kernel_scratch_is_measured_once_per_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replay keeps its kernels' scratch on disk; a fresh process (a new cache object) reads
+    it back instead of running the kernels again."""
+    cfg = family("cnn").config_for(3e4)
+    fp32 = precisions.get("fp32")
+    first = step_peak("cnn", cfg, 16, fp32, "adamw", "for-loop")
+    fresh = cpu_kernels._Measured()
+    monkeypatch.setattr(cpu_kernels, "_measured", fresh)
+    monkeypatch.setattr(cpu_kernels, "_scratch_of_call", lambda *a: pytest.fail("ran a kernel"))
+    again = step_peak("cnn", cfg, 16, fp32, "adamw", "for-loop")
+    assert again.peak_bytes == first.peak_bytes
+    assert fresh.bytes
