@@ -125,3 +125,29 @@ def test_text_with_a_small_vocabulary_is_a_user_error_before_training() -> None:
     cfg = gpt.GPTConfig(n_layer=1, d_model=8, n_head=1, vocab_size=64, seq_len=8)
     with pytest.raises(UserError, match="vocab_size"):
         run_convergence("gpt", cfg, replace(QUICK, dataset="text"))
+
+
+def test_the_cpu_quick_grid_evaluates_at_the_start_and_the_end_only_in_large_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scaling_bench.config.grid import QUICK_CPU_CONVERGENCE
+    from scaling_bench.workloads import convergence
+
+    calls: list[tuple[int, int]] = []
+    evaluate = convergence._evaluate
+
+    def counted(model, inputs, targets, batch_size):
+        calls.append((len(inputs), batch_size))
+        return evaluate(model, inputs, targets, batch_size)
+
+    monkeypatch.setattr(convergence, "_evaluate", counted)
+    settings = ConvergenceSettings(**QUICK_CPU_CONVERGENCE, batch_size=16)
+    metrics = run_convergence("mlp", TINY["mlp"], settings)
+
+    held = metrics["heldout_loss"]["curves"]
+    assert [[step for step, _ in curve] for curve in held.values()] == [[0, 8], [0, 8]]
+    # two seeds x two evaluations x (training subset, held-out set), 128 samples each
+    assert calls == [(128, convergence.EVAL_BATCH_FACTOR * 16)] * 8
+    for name in ("initial_loss", "final_loss_mean", "heldout_loss", "generalization_gap"):
+        assert math.isfinite(metrics[name]["value"]), name
+    assert metrics["final_loss_std"]["n"] == 2

@@ -72,6 +72,14 @@ def test_quick_grid_on_a_cpu_covers_every_family_over_two_decades_in_fp32() -> N
     assert spec.values["precision"] == ("fp32",)
 
 
+def test_the_cpu_quick_grid_states_its_confidence_target_and_others_keep_two_percent() -> None:
+    assert grid.preset("quick", "cpu").value("ci_target") == grid.QUICK_CPU_CI_TARGET == 0.05
+    assert grid.preset("quick", "cuda:0").value("ci_target") == 0.02
+    assert grid.preset("full", "cpu").value("ci_target") == 0.02
+    (case, *_) = grid.build_cases(grid.select("quick", {"ci_target": "3%"}), "cpu")
+    assert case.ci_target == 0.03 and case.to_dict()["ci_target"] == 0.03
+
+
 def test_quick_grid_on_a_gpu_adds_bf16_and_larger_sizes() -> None:
     spec = grid.preset("quick", "cuda:0")
     assert "bf16" in spec.values["precision"]

@@ -306,3 +306,49 @@ def test_a_case_known_not_to_fit_is_recorded_as_skipped_without_a_worker(tmp_pat
         ("huge", "skipped", "too big"),
         ("b", "ok", None),
     ]
+
+
+def test_a_server_started_early_runs_the_cases_and_ends_with_the_run(tmp_path):
+    from scaling_bench.engine.launchers import early_launcher
+    from scaling_bench.engine.protocol import Settings
+
+    launcher = early_launcher(Settings())
+    records = run([Case("ok"), Case("ok_again", "ok")], tmp_path, launcher=launcher)
+
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    wait_until(lambda: not running(launcher.parent_pid), "the early server to end")
+
+
+def test_a_server_started_early_ends_when_the_run_is_refused(tmp_path):
+    from scaling_bench.engine.launchers import early_launcher
+    from scaling_bench.engine.protocol import Settings
+
+    launcher = early_launcher(Settings())
+    with pytest.raises(UserError, match="more than once"):
+        run([Case("ok"), Case("ok")], tmp_path, launcher=launcher)
+
+    wait_until(lambda: not running(launcher.parent_pid), "the early server to end")
+
+
+def test_no_early_server_where_the_run_starts_its_own_launchers():
+    from scaling_bench.engine.launchers import early_launcher
+    from scaling_bench.engine.protocol import Settings
+
+    assert early_launcher(Settings(fresh_workers=True)) is None
+    assert early_launcher(Settings(parallel=2)) is None
+
+
+def test_an_early_servers_imports_count_against_no_cases_timeout(tmp_path, monkeypatch):
+    # A plugin that takes 3 s to import, and a case timeout of 2 s: the case waits for the
+    # server outside its clock, as with a server started by the runner itself.
+    (tmp_path / "slow_plugin.py").write_text("import time\ntime.sleep(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from scaling_bench.engine.launchers import early_launcher
+    from scaling_bench.engine.protocol import Settings
+
+    settings = Settings(plugins=("slow_plugin",))
+    launcher = early_launcher(settings)
+    (record,) = run([Case("ok")], tmp_path / "out", timeout_s=2.0, settings=settings,
+                    launcher=launcher)  # fmt: skip
+
+    assert record["status"] == "ok"

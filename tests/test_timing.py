@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from scaling_bench.core.errors import UserError
-from scaling_bench.meters.timing import measure
+from scaling_bench.meters.timing import MIN_BLOCK_S, WARMUP_BUDGETS, measure
 
 
 def test_sleep_of_20_ms_is_recovered_within_5_percent():
@@ -40,7 +40,8 @@ def test_a_very_short_step_is_timed_in_blocks_of_several_calls():
 
 
 def test_a_noisy_step_stops_at_max_samples_unconverged():
-    sleeps = itertools.cycle([0.001, 0.004])
+    # Each call at least a block long, so its noise is not averaged away within a block.
+    sleeps = itertools.cycle([MIN_BLOCK_S, 2 * MIN_BLOCK_S])
     timing = measure(lambda: time.sleep(next(sleeps)), "cpu", min_samples=10, max_samples=20)
 
     assert not timing.converged
@@ -104,3 +105,44 @@ def test_cuda_events_time_device_work_not_kernel_launches():
     assert timing.steps_per_sample == 1
     # An fp32 4096^3 product takes milliseconds on any GPU; launching it takes microseconds.
     assert timing.median_s > 10 * sorted(launch_s)[len(launch_s) // 2]
+
+
+def test_warm_up_is_not_cut_by_a_slow_cold_start_eating_the_budget():
+    # Cold start and slow first calls take 0.12 s of a 0.2 s budget: warm-up still runs on until
+    # the step holds (the first warm-up rule stopped at half the budget, two calls in).
+    sleeps = itertools.chain([0.05, 0.04, 0.03], itertools.repeat(MIN_BLOCK_S * 1.05))
+    timing = measure(lambda: time.sleep(next(sleeps)), "cpu", budget_s=0.2, min_samples=6,
+                     max_samples=10)  # fmt: skip
+
+    assert timing.warmup_stable
+    assert timing.warmup_calls >= 2 + 3  # past the slow calls, then a stable window
+    assert max(timing.step_s) < 0.03
+    assert timing.metrics("x")["x_step_s"]["warmup_stable"] is True
+
+
+def test_a_step_that_never_holds_stops_warming_after_its_warm_up_budget_and_says_so():
+    sleeps = itertools.cycle([MIN_BLOCK_S, 2 * MIN_BLOCK_S])
+    budget_s = 0.1
+    timing = measure(lambda: time.sleep(next(sleeps)), "cpu", budget_s=budget_s, min_samples=6,
+                     max_samples=6)  # fmt: skip
+
+    assert not timing.warmup_stable
+    # At most the blocks that fit WARMUP_BUDGETS budgets, plus the one that crossed it.
+    assert 3 <= timing.warmup_calls <= WARMUP_BUDGETS * budget_s / MIN_BLOCK_S + 1
+    assert timing.metrics("x")["x_step_s"]["warmup_stable"] is False
+
+
+def test_a_short_step_is_averaged_over_a_block_of_at_least_min_block_s():
+    # A 1 ms sleep lasts less than 2 ms: a block of MIN_BLOCK_S holds at least that many calls.
+    timing = measure(lambda: time.sleep(0.001), "cpu", min_samples=6, max_samples=6)
+
+    assert timing.steps_per_sample >= MIN_BLOCK_S / 0.002
+
+
+def test_the_record_keeps_the_confidence_target_the_figure_was_held_to():
+    timing = measure(lambda: time.sleep(0.001), "cpu", rel_ci=0.05, min_samples=6, max_samples=8)
+
+    step = timing.metrics("x")["x_step_s"]
+    assert step["ci95_target"] == 0.05
+    assert step["min_samples"] == 6
+    assert step["settled"] is timing.converged

@@ -49,6 +49,20 @@ def _bytes(raw: Any) -> Any:
 
 
 Bytes = Annotated[int, BeforeValidator(_bytes), Field(ge=1)]
+
+
+def _share(raw: Any) -> Any:
+    """``5%`` or ``0.05`` as a fraction; other values as given."""
+    if isinstance(raw, str) and raw.strip().endswith("%"):
+        try:
+            return float(raw.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError("not a percentage (e.g. 2%)") from None
+    return raw
+
+
+#: A relative confidence target: above 0, at most a half (a wider interval says nothing).
+Share = Annotated[float, BeforeValidator(_share), Field(gt=0, le=0.5, allow_inf_nan=False)]
 STRATEGIES = ("ddp", "fsdp")
 #: ``torch.compile`` modes; ``eager`` is no compilation (``reduce-overhead`` uses CUDA graphs).
 COMPILE_MODES = ("eager", "default", "max-autotune", "reduce-overhead")
@@ -263,6 +277,11 @@ AXES: tuple[Axis, ...] = (
     Axis(
         "budget_s", Seconds, 5.0, "seconds of timing per workload",
         flag="--budget", key="budget_s",
+    ),
+    Axis(
+        "ci_target", Share, 0.02, "a timing settles when its median's 95% CI half-width is "
+        "within this share of it (2%; the CPU quick grid: 5%)",
+        flag="--ci-target", key="ci_target",
     ),
     Axis(
         "timeout_s", Seconds, 300.0, "seconds per case, worker start included",

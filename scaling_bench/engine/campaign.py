@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scaling_bench.config import grid
 from scaling_bench.config.case import Case
@@ -23,6 +24,7 @@ from scaling_bench.config.shard import Shard
 from scaling_bench.core import precision as precisions
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.units import fmt_bytes
+from scaling_bench.engine.launchers import early_launcher
 from scaling_bench.engine.processes import check_parallel
 from scaling_bench.engine.protocol import Settings
 from scaling_bench.hardware.devices import dtype_warning, free_memory_bytes
@@ -32,6 +34,9 @@ from scaling_bench.predict.plan import Plan, plan_for, rank_memory
 from scaling_bench.store.records import RESULTS_FILE, ensure_writable_dir, load_records
 from scaling_bench.workloads import compiled
 from scaling_bench.workloads.base import Needs, ordered
+
+if TYPE_CHECKING:
+    from scaling_bench.engine.launchers import Launcher
 
 EXECUTE = "scaling_bench.engine.execute:run_case"
 DISTRIBUTED_EXECUTE = "scaling_bench.engine.distributed.launch:run_case"
@@ -140,6 +145,10 @@ class Campaign:
     settings: Settings = field(default_factory=Settings)
     env: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    #: The fork server ``prepare`` started, importing while the grid was planned; ``run`` hands
+    #: it to the runner, which closes it (a campaign never run drops it: the server ends when
+    #: its input closes, and with this process).
+    launcher: Launcher | None = None
 
     def run(self, progress: bool = True) -> list[dict]:
         from scaling_bench.engine.runner import run_cases
@@ -161,7 +170,12 @@ class Campaign:
             skipped=self.skipped,
             derive=derive,
             settings=self.settings,
+            launcher=self._take_launcher(),
         )
+
+    def _take_launcher(self) -> Launcher | None:
+        launcher, self.launcher = self.launcher, None
+        return launcher
 
 
 def prepare(
@@ -202,29 +216,36 @@ def prepare(
         skipped = {c.case_id: skipped[c.case_id] for c in cases if c.case_id in skipped}
     free = free_memory_bytes(device)
     free_host = free if device == "cpu" else None  # measured once, when a case needs it
-    for case in (c for c in cases if c.case_id not in skipped):
-        if case.batch_size == "max":  # predicted here, confirmed by a step in the worker
-            try:
-                fit = max_batch(case, memory_limit(case, free))
-            except UserError as exc:
-                skipped[case.case_id] = str(exc)
-                continue
-            p = plan_for(case, fit.batch_size)
-        else:
-            p = plan_for(case)  # once per case: it traces the model on the meta device
-        if any(w.needs is Needs.OWN_MODELS for w in ordered(case.workloads)):
-            if free_host is None:
-                free_host = free_memory_bytes("cpu")
-            check_convergence_data(case, p.config, free_host)
-        if reason := skip_reason(case, p, free):
-            skipped[case.case_id] = reason
     runnable = [p for p in precisions_of(spec) if p.skip_reason(device) is None]
     if device == "cpu" and settings.peak_flops is None:
         for dtype in {p.compute_dtype for p in runnable}:  # once per run, not in every worker
-            measured_gemm_peak(dtype, refresh=True)
+            measured_gemm_peak(dtype, refresh=True)  # before the server below loads the CPU
     else:
         for prec in runnable:  # an unknown GPU fails before any case runs
             peak_flops(device, prec.compute_dtype, settings.peak_flops, tf32=prec.tf32)
-    env = fingerprint() | (launch_env(spec, device) if spec.value("strategy") else {})
+    launcher = early_launcher(settings)  # it imports torch while the cases are planned
+    try:
+        for case in (c for c in cases if c.case_id not in skipped):
+            if case.batch_size == "max":  # predicted here, confirmed by a step in the worker
+                try:
+                    fit = max_batch(case, memory_limit(case, free))
+                except UserError as exc:
+                    skipped[case.case_id] = str(exc)
+                    continue
+                p = plan_for(case, fit.batch_size)
+            else:
+                p = plan_for(case)  # once per case: it traces the model on the meta device
+            if any(w.needs is Needs.OWN_MODELS for w in ordered(case.workloads)):
+                if free_host is None:
+                    free_host = free_memory_bytes("cpu")
+                check_convergence_data(case, p.config, free_host)
+            if reason := skip_reason(case, p, free):
+                skipped[case.case_id] = reason
+        env = fingerprint() | (launch_env(spec, device) if spec.value("strategy") else {})
+    except BaseException:
+        if launcher is not None:
+            launcher.close()
+        raise
     spec = spec.with_values(device=(device,))
-    return Campaign(spec, cases, skipped, out, resume, replace(settings), env=env)
+    return Campaign(spec, cases, skipped, out, resume, replace(settings), env=env,
+                    launcher=launcher)  # fmt: skip

@@ -19,7 +19,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from scaling_bench.engine.protocol import Settings
 
 
 class ServerDied(RuntimeError):
@@ -38,6 +41,8 @@ def worker_env(scratch: Path | None, extra: dict[str, str] | None = None) -> dic
 class Launcher(Protocol):
     @property
     def parent_pid(self) -> int: ...
+
+    def ready(self) -> None: ...
 
     def start(self, job: Path, result: Path, log: Path, scratch: Path) -> int: ...
 
@@ -63,6 +68,9 @@ class FreshInterpreter:
     @property
     def parent_pid(self) -> int:
         return os.getpid()
+
+    def ready(self) -> None:
+        """Nothing to wait for: each case starts its own interpreter."""
 
     def start(self, job: Path, result: Path, log: Path, scratch: Path) -> int:
         with open(log, "wb") as out:
@@ -96,17 +104,31 @@ class FreshInterpreter:
 
 
 class ForkServer:
-    """A warm ``engine.server`` process; cases run one at a time, each in a forked child."""
+    """A warm ``engine.server`` process; cases run one at a time, each in a forked child.
 
-    def __init__(self, plugins: tuple[str, ...] = (), extra_env: dict[str, str] | None = None):
+    The server starts importing at once; ``ready`` waits for it. Created with ``wait=False``, it
+    imports while the caller goes on (the campaign plans its grid meanwhile), and the runner
+    calls ``ready`` before the first case's clock starts, so the imports count against no case's
+    timeout either way."""
+
+    def __init__(
+        self,
+        plugins: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None,
+        *,
+        wait: bool = True,
+    ):
         self._plugins = plugins
         self._extra_env = extra_env
         self._spawn()
+        if wait:
+            self.ready()
 
     def _spawn(self) -> None:
-        """A new server, ready once its imports are done: they count against no case's timeout."""
+        """A new server, importing; ``ready`` waits until it has."""
         command = [sys.executable, "-m", "scaling_bench.engine.server", str(os.getpid())]
         self._buffer = b""
+        self._ready = False
         self._proc = subprocess.Popen(
             [*command, json.dumps(list(self._plugins))],
             stdin=subprocess.PIPE,
@@ -114,7 +136,12 @@ class ForkServer:
             env=worker_env(None, self._extra_env),
             start_new_session=True,  # terminal signals go to the runner, which decides
         )
-        self._read(None)
+
+    def ready(self) -> None:
+        """Wait until the server has imported everything and said so (once)."""
+        if not self._ready:
+            self._read(None)
+            self._ready = True
 
     @property
     def parent_pid(self) -> int:
@@ -138,6 +165,7 @@ class ForkServer:
     def start(self, job: Path, result: Path, log: Path, scratch: Path) -> int:
         if self._proc.poll() is not None:
             self._spawn()
+        self.ready()
         request = {"job": str(job), "result": str(result), "log": str(log), "tmpdir": str(scratch)}
         try:
             self._proc.stdin.write((json.dumps(request) + "\n").encode())
@@ -162,3 +190,13 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+
+def early_launcher(settings: Settings) -> ForkServer | None:
+    """The run's fork server, started now and not waited for, so that its imports overlap the
+    caller's own work (``runner.run_cases`` takes it and closes it); None where the run starts
+    its launchers itself (fresh interpreters, or one server per parallel slot, each seeing its
+    own GPU)."""
+    if settings.fresh_workers or settings.parallel > 1:
+        return None
+    return ForkServer(settings.plugins, wait=False)

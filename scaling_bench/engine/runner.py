@@ -92,6 +92,7 @@ def run_cases(
     skipped: Mapping[str, str] | None = None,
     derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None = None,
     settings: Settings | None = None,
+    launcher: Launcher | None = None,
 ) -> list[dict[str, Any]]:
     """Run each case not yet recorded in ``out_dir/results.jsonl``; return the records written.
 
@@ -104,7 +105,30 @@ def run_cases(
     ``skipped`` (case id -> reason) are recorded as ``skipped`` with the reason, without a
     worker. ``derive`` maps a case and its worker's fields to the fields recorded, for figures
     that need more than the worker knows (a distributed case's scaling efficiency).
+    ``launcher`` is one started earlier (``launchers.early_launcher``: a server that imported
+    while the grid was planned) for the run's one slot; the run closes it, whatever happens.
     """
+    try:
+        return _run_checked(cases, execute, out_dir, timeout_s, env, resume, progress, skipped,
+                            derive, settings or Settings(), launcher)  # fmt: skip
+    finally:
+        if launcher is not None:
+            launcher.close()
+
+
+def _run_checked(
+    cases: Sequence[RunnableCase],
+    execute: str,
+    out_dir: Path,
+    timeout_s: float,
+    env: dict[str, Any],
+    resume: bool,
+    progress: bool,
+    skipped: Mapping[str, str] | None,
+    derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None,
+    settings: Settings,
+    launcher: Launcher | None,
+) -> list[dict[str, Any]]:
     if ":" not in execute:
         raise ValueError(f"execute={execute!r} is not 'module:function'")
     if timeout_s <= 0:
@@ -119,7 +143,7 @@ def run_cases(
     with ResultsLock(out_dir):
         return _run_locked(
             cases, execute, out_dir, timeout_s, env, resume, progress, skipped or {}, derive,
-            settings or Settings(),
+            settings, launcher,
         )  # fmt: skip
 
 
@@ -134,6 +158,7 @@ def _run_locked(
     skipped: Mapping[str, str],
     derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None,
     settings: Settings,
+    launcher: Launcher | None,
 ) -> list[dict[str, Any]]:
     """``run_cases`` while this process holds the results folder's lock."""
     results_path = out_dir / RESULTS_FILE
@@ -169,7 +194,7 @@ def _run_locked(
                 if case.case_id in skipped:
                     keep(_skipped(case, skipped[case.case_id], env))
             runs = [case for case in pending if case.case_id not in skipped]
-            _Slots(settings).run(runs, measure, keep)
+            _Slots(settings, launcher).run(runs, measure, keep)
         except KeyboardInterrupt:
             raise RunInterrupted(len(records), len(pending), results_path) from None
     order = {case.case_id: i for i, case in enumerate(pending)}
@@ -181,10 +206,11 @@ class _Slots:
     with a launcher of its own whose workers see one GPU (``CUDA_VISIBLE_DEVICES``), each taking
     the next case as its last one ends. On Ctrl-C the running workers are killed and their cases
     left unrecorded (they run again on ``--resume``), as with one slot; a record being written is
-    finished first."""
+    finished first. One slot uses ``given``, a launcher started earlier, where there is one."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, given: Launcher | None = None) -> None:
         self.settings = settings
+        self.given = given
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.running: dict[int, int] = {}
@@ -243,8 +269,10 @@ class _Slots:
     ) -> None:
         parallel = self.settings.parallel > 1
         extra = {"CUDA_VISIBLE_DEVICES": str(slot)} if parallel else None
-        launcher = _Tracked(_launcher(self.settings, extra), self.running, slot)
+        own = self.given if self.given is not None and not parallel else None
+        launcher = _Tracked(own or _launcher(self.settings, extra), self.running, slot)
         try:
+            launcher.ready()  # before any case's clock starts
             if parallel:  # every slot's server started first: the cases spread over all GPUs
                 self.ready.wait()
             while not self.stopping.is_set():
@@ -271,6 +299,9 @@ class _Tracked:
     @property
     def parent_pid(self) -> int:
         return self._launcher.parent_pid
+
+    def ready(self) -> None:
+        self._launcher.ready()
 
     def start(self, job: Path, result: Path, log: Path, scratch: Path) -> int:
         pid = self._running[self._slot] = self._launcher.start(job, result, log, scratch)

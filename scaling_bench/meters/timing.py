@@ -1,12 +1,14 @@
 """Seconds per step: cold start apart, then repeated until the median is known well enough.
 
 The first call pays for allocator growth, autotuning and compilation, so it is reported alone as
-``cold_start_s`` and never mixed into the samples. Warm-up then runs until the step time is stable,
-and blocks of calls are timed until the 95% confidence half-width of the median is within
-``rel_ci`` of it with at least ``MIN_SAMPLES`` samples (the figure is then ``settled``), the budget
-is spent once those samples are in, or ``max_samples`` is reached. Steps shorter than
-``MIN_BLOCK_S`` run several to a block so that the timer's own cost stays small; a sample is the
-block's time divided by its calls.
+``cold_start_s`` and never mixed into the samples. Warm-up then runs until the step time is stable
+(or, for a step that never is, up to a cap counted in blocks and in budgets, never in a share of
+the budget that a slow first call could use up: a 0.15 s step whose AdamW state was still being
+touched came out 25% unsettled after one warm-up call), and blocks of calls are timed until the
+95% confidence half-width of the median is within ``rel_ci`` of it with at least ``MIN_SAMPLES``
+samples (the figure is then ``settled``), the budget is spent once those samples are in, or
+``max_samples`` is reached. Steps shorter than ``MIN_BLOCK_S`` run several to a block; a sample is
+the block's time divided by its calls.
 
 On CUDA each block is bracketed by CUDA events and followed by one synchronise, so the figure is
 the device's time for the work, not the host's time to launch it.
@@ -42,10 +44,18 @@ MIN_SAMPLES = 10
 STABLE_WINDOW = 3
 STABLE_REL = 0.1
 MAX_WARMUP_BLOCKS = 50
+#: Warm-up that has not found a stable window stops after this many budgets (the cold start
+#: apart), with at least ``STABLE_WINDOW`` blocks run; the figure says it was not stable.
+WARMUP_BUDGETS = 1.0
 #: The minimum sample count wins over the budget, up to this many budgets.
 OVERRUN = 20
-MIN_BLOCK_S = 1e-3
-"""Shortest timed block: below it, timer overhead (microseconds on CUDA) would be over 1%."""
+MIN_BLOCK_S = 0.01
+"""Shortest timed block. A sample averages the calls of its block, so a host's per-call jitter
+(an interrupt, a descheduled thread: a 5 ms step read 4.2 to 7.5 ms on a 2-core CPU) averages out
+instead of widening the median's interval, and the bookkeeping between blocks (the interval, the
+meters) stays a small share of the time; the timer's own cost (microseconds on CUDA) is far below
+it. Longer blocks cost more: at 20 ms, ten samples of a millisecond step took 0.2 s and more,
+several seconds over the quick grid; 10 ms halves that."""
 _TIMER_FLOOR_S = 1e-7
 """A warm-up step too fast for the timer to register is taken to last this long."""
 
@@ -67,20 +77,28 @@ class Timing:
     timed_s: float
     warmup_calls: int = 0
     warmup_s: float = 0.0
+    warmup_stable: bool = True
+    rel_ci: float = 0.02
+    min_samples: int = MIN_SAMPLES
 
     def metrics(self, prefix: str) -> dict[str, dict]:
         """Record metrics ``{prefix}_step_s`` (median, spread, samples) and the cold start.
 
         The step metric also says whether the median's 95% CI reached the target width
-        (``converged``) and how wide it is, so a reader can tell a settled figure from a noisy one.
+        (``converged``), how wide it is and what the target was (``ci95_target``, relative to the
+        median, beside ``min_samples``), so a reader can tell a settled figure from a noisy one;
+        ``warmup_stable`` is false where warm-up stopped at its cap before the step time held.
         """
         step = summarize(self.step_s, "s") | {
             "ci95_halfwidth": self.ci_halfwidth_s if math.isfinite(self.ci_halfwidth_s) else None,
+            "ci95_target": self.rel_ci,
+            "min_samples": self.min_samples,
             "converged": self.converged,
             "settled": self.converged,
             "steps_per_sample": self.steps_per_sample,
             "warmup_calls": self.warmup_calls,
             "warmup_s": self.warmup_s,
+            "warmup_stable": self.warmup_stable,
         }
         return {
             f"{prefix}_step_s": step,
@@ -158,12 +176,13 @@ def measure(
     """Time ``step`` on ``device``; the first call is the cold start.
 
     Warm-up runs until the step time is stable (``STABLE_WINDOW`` blocks within ``STABLE_REL``),
-    at least ``warmup_steps`` calls in all and at most ``MAX_WARMUP_BLOCKS`` blocks or half the
-    budget. Sampling then runs until the median's 95% CI half-width is within ``rel_ci`` of it
-    with at least ``min_samples`` samples (``converged``: the figure is settled). The budget ends
-    sampling only once ``min_samples`` are in: the minimum wins over the budget, up to
-    ``OVERRUN`` times the budget (the case's timeout bounds the rest). A figure that stopped
-    short of either target is unsettled, and says so.
+    at least ``warmup_steps`` calls in all; a step that does not settle stops warming after
+    ``MAX_WARMUP_BLOCKS`` blocks, or after ``WARMUP_BUDGETS`` budgets once ``STABLE_WINDOW``
+    blocks have run (``warmup_stable`` false). Sampling then runs until the median's 95% CI
+    half-width is within ``rel_ci`` of it with at least ``min_samples`` samples (``converged``:
+    the figure is settled). The budget ends sampling only once ``min_samples`` are in: the
+    minimum wins over the budget, up to ``OVERRUN`` times the budget (the case's timeout bounds
+    the rest). A figure that stopped short of either target is unsettled, and says so.
 
     ``agree(values, "min" | "max")`` reduces this process's figures with its peers' (an all-reduce
     across ranks): a step holding collectives must run as often on every rank, so the block size
@@ -222,19 +241,24 @@ def _measure(
     cold_start_s = run_block(step, 1)
     timed_s = cold_start_s
     (estimate_s,) = agree([max(cold_start_s, _TIMER_FLOOR_S)], "min")
-    warm_calls = max(1, math.ceil(MIN_BLOCK_S / estimate_s))
     warm: list[float] = []
-    while True:
-        block_s = run_block(step, warm_calls)
+    warm_calls = 0
+    warm_from = time.perf_counter()
+    while True:  # blocks sized from the fastest call so far: the cold start overstates a call
+        calls = max(1, math.ceil(MIN_BLOCK_S / estimate_s))
+        block_s = run_block(step, calls)
         timed_s += block_s
-        warm.append(block_s / warm_calls)
-        done = 1 + len(warm) * warm_calls >= warmup_steps
+        warm_calls += calls
+        warm.append(block_s / calls)
+        done = 1 + warm_calls >= warmup_steps
         enough = done and _stable(warm, STABLE_WINDOW, STABLE_REL)
-        over = len(warm) >= MAX_WARMUP_BLOCKS or time.perf_counter() - started > budget_s / 2
+        spent = time.perf_counter() - warm_from > WARMUP_BUDGETS * budget_s
+        over = len(warm) >= MAX_WARMUP_BLOCKS or (spent and len(warm) >= STABLE_WINDOW)
         unstable, stop = agree([float(not enough), float(over)], "max")
+        (estimate_s,) = agree([max(min(warm), _TIMER_FLOOR_S)], "min")
         if stop or not unstable:
             break
-    (estimate_s,) = agree([max(min(warm), _TIMER_FLOOR_S)], "min")
+    warmed = not unstable
     calls = max(1, math.ceil(MIN_BLOCK_S / estimate_s))
     sampling_from = time.perf_counter()
 
@@ -264,6 +288,9 @@ def _measure(
         ci_halfwidth_s=halfwidth,
         converged=not unsettled,
         timed_s=timed_s,
-        warmup_calls=len(warm) * warm_calls,
+        warmup_calls=warm_calls,
         warmup_s=sampling_from - started - cold_start_s,
+        warmup_stable=warmed,
+        rel_ci=rel_ci,
+        min_samples=min_samples,
     )

@@ -146,7 +146,8 @@ class Inference(Workload):
     def measure(self, setup: CaseSetup, ctx: Context) -> dict[str, dict]:
         budget = setup.case.budget_s
         step = setup.forward_step()
-        out = measure_calls(step, setup.device, budget_s=budget).metrics(NAME)
+        out = measure_calls(step, setup.device, budget_s=budget, rel_ci=setup.case.ci_target)
+        out = out.metrics(NAME)
         out[f"{NAME}_latency_p50_s"]["batch_size"] = setup.plan.batch_size
         out[f"{NAME}_checkpoint_bytes"] = single(_state_dict_bytes(setup.model), "bytes")
         if fam := decoder(setup.case.family):
@@ -198,6 +199,7 @@ def _serve(fam: ModuleType, setup: CaseSetup, budget_s: float) -> dict[str, dict
     cfg, model, device = setup.plan.config, setup.model, setup.device
     batch = setup.plan.batch_size
     prompt_len, gen_len = lengths(setup.case, cfg)
+    rel_ci = setup.case.ci_target
     prompt = setup.batch[0][:, :prompt_len]
     dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
     model.eval()
@@ -209,7 +211,7 @@ def _serve(fam: ModuleType, setup: CaseSetup, budget_s: float) -> dict[str, dict
                 cache.length = 0
                 return fam.prefill(model, prompt, cache)
 
-            out = measure_calls(prefill, device, budget_s=budget_s).metrics(_P)
+            out = measure_calls(prefill, device, budget_s=budget_s, rel_ci=rel_ci).metrics(_P)
             token = [prefill()]
 
             def decode() -> torch.Tensor:
@@ -218,7 +220,9 @@ def _serve(fam: ModuleType, setup: CaseSetup, budget_s: float) -> dict[str, dict
                 token[0] = fam.decode_step(model, token[0], cache)
                 return token[0]
 
-            timed = measure_calls(decode, device, budget_s=budget_s, warmup_calls=gen_len)
+            timed = measure_calls(
+                decode, device, budget_s=budget_s, warmup_calls=gen_len, rel_ci=rel_ci
+            )
             out |= timed.metrics(_D)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         raise type(exc)(

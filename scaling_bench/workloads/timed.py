@@ -90,7 +90,7 @@ class TimedWorkload(Workload):
             DeviceStateMeter(setup.device) as state,
         ):
             timed = measure(step, setup.device, budget_s=setup.case.budget_s, agree=ctx.agree,
-                            meters=(joules, state))  # fmt: skip
+                            meters=(joules, state), rel_ci=setup.case.ci_target)  # fmt: skip
         metrics = timed.metrics(self.name) | {f"{self.name}_timed_s": single(timed.timed_s, "s")}
         if is_compiled:
             metrics |= cold | compiled.recompiles(self.name, frames)
