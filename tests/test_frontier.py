@@ -35,8 +35,10 @@ from scaling_bench.engine.frontier import DESIGN_FILE, FrontierOptions, design
 from scaling_bench.frontends.cli import main
 from scaling_bench.frontends.frontier import parse_duration
 from scaling_bench.models import gpt
-from scaling_bench.report.frontier import FRONTIER_JSON, frontier_section
+from scaling_bench.report.frontier import FRONTIER_JSON, frontier_section, saved_choices
 from scaling_bench.report.html import build_html
+from scaling_bench.report.markdown import build_markdown
+from scaling_bench.report.tables import Findings
 from scaling_bench.store.records import RESULTS_FILE, load_records, make_record
 from scaling_bench.workloads.convergence import steps_for
 
@@ -266,6 +268,111 @@ def test_analysis_and_report_of_a_folder_with_frontier_runs(centred_runs, tmp_pa
     html = build_html(records, str(tmp_path))
     assert "Compute-optimal frontier" in html and 'id="frontier-isoflop"' in html
     assert frontier_section(records[-3:], tmp_path) is None  # train records only
+
+
+def _below_the_optimum() -> list[Run]:
+    """Three sizes of the largest budget, all below its optimum (and above gpt's smallest)."""
+    ids = ("c6.4e+12-n-1", "c6.4e+12-n0", "c6.4e+12-n1")
+    return [r for r in _isoflop_runs(TRUTH, lambda c: TRUTH.n_opt(c) / 16) if r.case_id in ids]
+
+
+def test_markdown_summary_carries_the_frontier(centred_runs, tmp_path) -> None:
+    """Budgets 1 and 3 fitted; budget 2: two sizes; budget 4: every size below the optimum."""
+    below = _below_the_optimum()
+    two = [r for r in centred_runs if r.case_id in ("c4e+11-n-1", "c4e+11-n0")]
+    fitted = [r for r in centred_runs if r.case_id.startswith(("c1e+11", "c1.6e+12"))]
+    text = build_markdown(_records(fitted + two + below), str(tmp_path))
+    section = text[text.index("### Compute-optimal frontier") :]
+    rows = [line for line in section.splitlines() if re.match(r"\| \d", line)]
+    assert len(rows) == 4  # one per budget
+    assert "not fitted: 2 distinct sizes: a parabola needs three" in rows[1]
+    narrow = "not fitted: the minimum lies above the largest size: the sizes were too narrow"
+    assert narrow in rows[3]
+    for row in (rows[0], rows[2]):
+        assert re.search(r"\| [\d,]+ \[[\d,]+, [\d,]+\] \|", row)
+    assert re.search(r"approach 3: L = [\d.]+ \[.*\]/N\^[\d.]+ \[[\d.]+, [\d.]+\]", section)
+    assert re.search(r"N_opt ∝ C\^[\d.]+ \[[\d.]+, [\d.]+\], D_opt ∝ C\^", section)
+    # the runs' summed durations (1 s each) buy the time-optimal answer
+    assert re.search(r"time-optimal for 15 s here: N = .* \(\S+ \[\S+, \S+\] tokens per", section)
+
+
+def test_frontier_runs_are_not_a_series_against_n(centred_runs, tmp_path) -> None:
+    """Each run trains its own D: neither one series (budgets zig-zag) nor one per run."""
+    records = _records(centred_runs)
+    ordinary = [
+        _record(case, n, {"heldout_loss": {"value": 7.0 - i}}, gpt.config_for(n).__dict__)
+        for i, n in enumerate((1e4, 1e5))
+        if (case := Case("gpt", n, workloads=("convergence",)))
+    ]
+    findings = Findings(records + ordinary, str(tmp_path))
+    assert len(findings.frontier_runs) == 20
+    assert {s: len(g) for s, g in findings.groups.items()} == {
+        "gpt-fp32-cpu": 2,  # the ordinary convergence cases, whole
+        "gpt-fp32-cpu-seq_len=64": 3,  # the train workload's throughput
+    }
+    assert {f.series for f in findings.fits} <= set(findings.groups)
+    assert len(findings.case_rows) == 25  # every case is still listed
+    html = build_html(records, str(tmp_path))
+    assert "20 run(s) of an IsoFLOP design are left out of the plots against N" in html
+    assert "Loss curves per size" in html and 'id="frontier-isoflop"' in html
+    assert "left out" in build_markdown(records, str(tmp_path))
+
+
+def test_figures_without_an_optimum_are_left_out_and_say_why(centred_runs, tmp_path) -> None:
+    """One budget, none of its sizes at the minimum, too few runs for the law."""
+    section = frontier_section(_records(_below_the_optimum()), tmp_path)
+    # no N_opt to draw; the time figure keeps the measured throughput alone
+    assert [p.anchor for p in section.plots] == [
+        "frontier-isoflop",
+        "frontier-loss",
+        "frontier-time",
+    ]
+    assert section.optimal_rows == []
+    assert (
+        section.lines[-1]
+        == "time-optimal: none, no fitted law (3 runs: five parameters need at least six)"
+    )
+    data = section.analysis.to_dict()
+    assert data["time_optimal"] is None and data["time_optimal_reason"].startswith("no fitted")
+    alone = frontier_section(_records(centred_runs)[:-3], tmp_path)  # no train records
+    assert "the train workload measured tokens/s at 0 size(s)" in alone.lines[-1]
+
+
+def test_the_report_repeats_the_saved_analysis(centred_runs, tmp_path) -> None:
+    records = _records(centred_runs)
+    analysis = analyse(records, seconds=600.0, target_loss=5.0, bootstrap=20)
+    (tmp_path / FRONTIER_JSON).write_text(json.dumps(analysis.to_dict()))
+    assert saved_choices(tmp_path) == {"seconds": 600.0, "target_loss": 5.0, "bootstrap": 20}
+    section = frontier_section(records, tmp_path)
+    assert section.analysis.to_dict() == analysis.to_dict()
+    best = section.analysis.time_optimal
+    assert best.tokens_per_param.value == pytest.approx(best.tokens.value / best.params.value)
+    assert best.tokens_per_param.low <= best.tokens_per_param.value <= best.tokens_per_param.high
+    assert dict(section.optimal_rows)["training time"] == "10 min"
+
+
+@pytest.mark.parametrize(
+    ("args", "what", "change"),
+    [
+        (["--flops", "1e6"], "--flops 1e+06: too small", "give at least 3.9e+11"),
+        (
+            ["--flops", "1e12", "--batch-size", "512", "--seq-len", "256"],
+            "for less than one step of 131,072 tokens",
+            "give at least",
+        ),
+        (["--budget", "1s"], "--budget 1s: too small", "give at least"),
+        (["--flops", "1e14", "--family", "mlp"], "--family mlp", "use gpt"),
+        (["--flops", "1e14", "--sizes-per-budget", "2"], "--sizes-per-budget 2", "at least 3"),
+    ],
+)
+def test_bad_frontier_input_exits_2_with_one_line(
+    args: list[str], what: str, change: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["frontier", *args, "--out", str(tmp_path / "f"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert what in err and change in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "f").exists()  # refused before anything ran
 
 
 def test_parse_duration() -> None:

@@ -62,6 +62,13 @@ def images(html: str) -> dict[str, bytes]:
     return {alt: base64.b64decode(data) for alt, data in IMG.findall(html)}
 
 
+def test_a_run_without_a_frontier_has_no_frontier_lines(results: Path) -> None:
+    summary = (results / "summary.md").read_text()
+    html = (results / "report.html").read_text()
+    assert "Compute-optimal frontier" not in summary and 'id="frontier"' not in html
+    assert "IsoFLOP" not in summary and "IsoFLOP" not in html
+
+
 def test_report_embeds_every_plot_as_png_in_one_file(results: Path) -> None:
     html = (results / "report.html").read_text()
     plots = images(html)

@@ -473,6 +473,7 @@ class TimeOptimal:
     seconds: float
     params: Interval
     tokens: Interval
+    tokens_per_param: Interval
     loss: Interval
     #: Set where the optimum is at the edge of the measured sizes: the sizes to measure.
     edge: str | None = None
@@ -486,7 +487,7 @@ class TimeOptimal:
             "seconds": self.seconds,
             "params": self.params.to_dict(),
             "tokens": self.tokens.to_dict(),
-            "tokens_per_param": self.tokens.value / self.params.value,
+            "tokens_per_param": self.tokens_per_param.to_dict(),
             "loss": self.loss.to_dict(),
             "flops": self.flops,
             "edge": self.edge,
@@ -521,6 +522,7 @@ def time_optimal(
         seconds,
         _interval(n, [r[0] for r in reps], confidence),
         _interval(d, [r[1] for r in reps], confidence),
+        _interval(d / n, [r[1] / r[0] for r in reps], confidence),
         _interval(loss, [r[2] for r in reps], confidence),
         edge,
     )
@@ -591,9 +593,17 @@ def _token_budget(case: Case) -> object:
     return dict(case.convergence).get("tokens")
 
 
+def is_frontier_record(record: dict) -> bool:
+    """Whether ``record`` is one of a design's training runs: a case with a token budget. Each
+    trains its own D, so its N is not the only axis that moves: it belongs to the frontier's
+    figures, never to a scaling series against N."""
+    case = record_case(record)
+    return case is not None and bool(_token_budget(case))
+
+
 def frontier_records(records: Iterable[dict]) -> list[dict]:
-    """The records of a design's training runs (those with a token budget), any status."""
-    return [r for r in records if (c := record_case(r)) is not None and _token_budget(c)]
+    """The records of a design's training runs (``is_frontier_record``), any status."""
+    return [r for r in records if is_frontier_record(r)]
 
 
 # Everything ---------------------------------------------------------------------------------
@@ -625,6 +635,20 @@ class FrontierAnalysis:
     def budgets(self) -> list[float]:
         return [b.flops for b in self.approach2.budgets]
 
+    @property
+    def time_optimal_reason(self) -> str | None:
+        """Why there is no time-optimal answer; None where there is one."""
+        if self.time_optimal is not None:
+            return None
+        if self.approach3.law is None:
+            return f"no fitted law ({self.approach3.reason})"
+        if len(self.throughput.params) < 2:
+            return (
+                f"the train workload measured tokens/s at {len(self.throughput.params)} size(s) "
+                "of the runs' setting, two are needed: run it at the design's sizes"
+            )
+        return "no training time (the runs record no duration): give frontier --optimal-for"
+
     def to_dict(self) -> dict:
         per_budget = [
             {"flops": c} | {k: v.to_dict() for k, v in self.approach3.at(c).items()}
@@ -642,6 +666,7 @@ class FrontierAnalysis:
             "approach3": self.approach3.to_dict() | {"per_budget": per_budget},
             "throughput": self.throughput.to_dict(),
             "time_optimal": self.time_optimal.to_dict() if self.time_optimal else None,
+            "time_optimal_reason": self.time_optimal_reason,
             "target_loss": self.target_loss,
             "time_to_target": self.time_to_target,
         }

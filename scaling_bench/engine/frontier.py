@@ -367,7 +367,14 @@ def design(
         top = options.flops / (options.sizes_per_budget * sum(_budgets(options, 1.0)))
         smallest_target = _targets(options, _budgets(options, top)[0])[0]
         runs = _runs(options, top) if smallest_target >= MIN_TARGET else []
-        problem = _problem(options, runs) if runs else "the smallest size would be tiny"
+        problem = (
+            _problem(options, runs)
+            if runs
+            else (
+                f"its smallest budget's sizes start at {fmt_count(smallest_target)} parameters, "
+                f"below the smallest model a design trains ({fmt_count(MIN_TARGET)})"
+            )
+        )
         if problem:
             need = 6 * sum(r.params * r.tokens for r in _smallest(options))
             raise UserError(
@@ -489,7 +496,14 @@ def prepare_design(options: FrontierOptions, out: Path, resume: bool, progress: 
         _same_options(held.options, options, out)
         return held
     started = time.perf_counter()
-    first = design(options, _optimistic(options) if options.seconds else _flat)
+    try:
+        first = design(options, _optimistic(options) if options.seconds else _flat)
+    except UserError as exc:
+        if options.seconds is None:
+            raise
+        raise UserError(
+            f"{exc} (a bound at the device's peak FLOP/s: expect to need more)"
+        ) from None
     below = PROBE_BELOW if options.seconds else 1.0
     ladder = probe_ladder([r.params for r in first.runs], below, PROBE_ABOVE)
     measured = _probe(options, ladder, out, resume, progress)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -117,12 +118,15 @@ def _band(values: list[list[float]]) -> tuple[np.ndarray, np.ndarray] | None:
         return np.nanquantile(rows, 0.025, axis=0), np.nanquantile(rows, 0.975, axis=0)
 
 
-def _optimal_figure(a: FrontierAnalysis) -> Figure:
+def _optimal_figure(a: FrontierAnalysis) -> Figure | None:
+    """None where neither approach has an optimum to draw (the lines above say why)."""
+    fitted = [b for b in a.approach2.budgets if b.fitted]
+    law = a.approach3.law
+    if not fitted and law is None:
+        return None
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
     cs = np.geomspace(min(a.budgets) / 2, max(a.budgets) * 2, 60)
-    fitted = [b for b in a.approach2.budgets if b.fitted]
-    law = a.approach3.law
     for ax, name, label in ((axes[0], "n_opt", "N_opt"), (axes[1], "d_opt", "D_opt")):
         points = [getattr(b, name) for b in fitted]
         if points:
@@ -219,6 +223,7 @@ def _duration(seconds: float) -> str:
 
 
 def frontier_plots(a: FrontierAnalysis) -> list[FrontierPlot]:
+    """Every frontier figure that has something to draw, in the report's order."""
     figures = [
         ("frontier-isoflop", "IsoFLOP curves", _isoflop_figure(a)),
         ("frontier-loss", "Loss against compute", _frontier_figure(a)),
@@ -230,11 +235,23 @@ def frontier_plots(a: FrontierAnalysis) -> list[FrontierPlot]:
 
 @dataclass(frozen=True)
 class FrontierSection:
-    """What the HTML template shows of a frontier."""
+    """What the HTML report and the markdown summary show of a frontier: both lay out these
+    rows, and only the HTML draws the plots (on first use: they take seconds)."""
 
     analysis: FrontierAnalysis
-    plots: list[FrontierPlot]
     counting: str = COUNTING
+    budget_header: tuple[str, ...] = (
+        "C (FLOPs)", "sizes", "N_opt (approach 2)", "D_opt (2)", "D/N (2)",
+        "N_opt (approach 3)", "D_opt (3)", "D/N (3)",
+    )  # fmt: skip
+
+    @cached_property
+    def plots(self) -> list[FrontierPlot]:
+        return frontier_plots(self.analysis)
+
+    @property
+    def confidence(self) -> str:
+        return f"{self.analysis.approach3.confidence:.0%}"
 
     @property
     def law_rows(self) -> list[tuple[str, str]]:
@@ -269,6 +286,21 @@ class FrontierSection:
                 )
             )
         return rows
+
+    @property
+    def optimal_rows(self) -> list[tuple[str, str]]:
+        """The time-optimal answer, figure by figure with its interval; empty without one."""
+        best = self.analysis.time_optimal
+        if best is None:
+            return []
+        return [
+            ("training time", _duration(best.seconds)),
+            ("N", _count(best.params)),
+            ("D (tokens)", _count(best.tokens)),
+            ("tokens per parameter", _ci(best.tokens_per_param)),
+            ("predicted held-out loss", _ci(best.loss, "{:.3f}")),
+            ("C = 6·N·D (FLOPs)", f"{best.flops:.3g}"),
+        ]
 
     @property
     def time_rows(self) -> list[tuple[str, ...]]:
@@ -307,24 +339,43 @@ def _folder(source: str | Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def saved_choices(folder: Path) -> tuple[float | None, float | None]:
-    """The time budget and target loss of the folder's last analysis, or of its design."""
+def saved_choices(folder: Path) -> dict[str, float | int]:
+    """The time budget, target loss and bootstrap size of the folder's last analysis (so the
+    report repeats ``frontier.json``'s figures), else the time budget of its design."""
     try:
         saved = json.loads((folder / FRONTIER_JSON).read_text(encoding="utf-8"))
-        best = saved.get("time_optimal") or {}
-        return best.get("seconds"), saved.get("target_loss")
+        choices = {
+            "seconds": (saved.get("time_optimal") or {}).get("seconds"),
+            "target_loss": saved.get("target_loss"),
+            "bootstrap": (saved.get("approach3") or {}).get("bootstrap"),
+        }
+        return {k: v for k, v in choices.items() if isinstance(v, int | float) and v > 0}
     except (OSError, ValueError, AttributeError):
         design = load_design(folder)
-        return (design.options.seconds if design else None), None
+        return {"seconds": design.options.seconds} if design and design.options.seconds else {}
 
 
 def frontier_section(records: list[dict], source: str | Path) -> FrontierSection | None:
     """The frontier part of the report, where the records hold a design's runs."""
-    seconds, target = saved_choices(_folder(source))
-    a = analyse(records, seconds=seconds, target_loss=target)
-    if a is None:
+    a = analyse(records, **saved_choices(_folder(source)))
+    return None if a is None else FrontierSection(a)
+
+
+def left_out_note(runs: int, section: FrontierSection | None) -> str | None:
+    """Why a frontier's runs are missing from the plots against N and the exponents."""
+    if not runs:
         return None
-    return FrontierSection(a, frontier_plots(a))
+    where = (
+        "the compute-optimal frontier section shows them"
+        if section is not None
+        else "none has a held-out loss to fit, so there is no frontier section; the cases "
+        "table lists them"
+    )
+    return (
+        f"{runs} run(s) of an IsoFLOP design are left out of the plots against N and the "
+        f"exponents: each trains its own token count, so N is not the only axis that moves; "
+        f"{where}."
+    )
 
 
 def summary_lines(a: FrontierAnalysis) -> list[str]:
@@ -359,10 +410,12 @@ def summary_lines(a: FrontierAnalysis) -> list[str]:
     if best is not None:
         line = (
             f"time-optimal for {_duration(best.seconds)} here: N = {_count(best.params)}, "
-            f"D = {_count(best.tokens)} ({best.tokens.value / best.params.value:.3g} tokens per "
-            f"parameter), predicted loss {_ci(best.loss, '{:.3f}')}"
+            f"D = {_count(best.tokens)} ({_ci(best.tokens_per_param)} tokens per parameter), "
+            f"predicted loss {_ci(best.loss, '{:.3f}')}"
         )
         out.append(line + (f"; at {best.edge}" if best.edge else ""))
+    else:
+        out.append(f"time-optimal: none, {a.time_optimal_reason}")
     return out
 
 

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from scaling_bench.analysis.compare import FAILED_STATUSES, Comparison
 from scaling_bench.analysis.fits import CONFIDENCE, ScalingFit, by_series, scaling_fits
+from scaling_bench.analysis.frontier import is_frontier_record
 from scaling_bench.analysis.theory import THEORY_TOLERANCE, theory_checks
 from scaling_bench.core.metrics import find
 from scaling_bench.core.units import fmt_bytes
@@ -107,8 +108,12 @@ class Findings:
         self.source = source
         self.confidence = confidence
         self.tolerance = THEORY_TOLERANCE
-        self.groups = by_series(records)
-        self.fits = scaling_fits(records, confidence)
+        #: A frontier's runs each train their own D: the frontier section shows them, not the
+        #: series against N (``analysis.frontier.is_frontier_record``).
+        self.frontier_runs = [r for r in records if is_frontier_record(r)]
+        scaled = [r for r in records if not is_frontier_record(r)]
+        self.groups = by_series(scaled)
+        self.fits = scaling_fits(scaled, confidence)
         self.checks = theory_checks(records)
         self.flagged = [c for c in self.checks if c.flagged]
         self.failed = [r for r in records if r["status"] != "ok"]
