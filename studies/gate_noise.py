@@ -1,13 +1,18 @@
-"""How often ``compare`` cries wolf on reruns of one commit, and whether it sees a real slowdown.
+"""How often the gate cries wolf on reruns of one commit, and whether it sees a real slowdown.
 
-One base run, then rounds of two runs each: a rerun of the same command (a false alarm if the
-gate fails) and the same command under ``OMP_NUM_THREADS=1`` against the 2-thread base (a
-detection if the gate fails). The rounds alternate the two, so both see the same machine.
-Each run is ``--families mlp --sizes 1e6,1e7 --workloads train``, the case of issue 11; with
-``--processes K`` (5 by default) the gate tests per-process values, with 1 it tests one
-process's samples (what ``run`` did before ``--processes``). Prints one table row per mode.
+Two modes, each on the case of issue 11 (``--families mlp --sizes 1e6,1e7 --workloads train``):
 
-    python studies/gate_noise.py [--reruns 20] [--processes 5] [--budget 1]
+- ``--mode ab`` (the gate that holds): ``scaling-bench ab`` of this tree against itself
+  (a false alarm if it exits 1), interleaved with ``ab`` whose current side runs under
+  ``OMP_NUM_THREADS=1`` against the 2-thread base (a detection if it exits 1).
+- ``--mode processes``: one base run, then rounds of two runs with ``--processes K`` (a rerun,
+  and a 1-thread run), each compared with the base by ``compare``.
+
+Prints one markdown row: reruns, false alarms, detections, and the range of the train step's
+ratios the gate saw (rerun and 1-thread).
+
+    python studies/gate_noise.py --mode ab [--reruns 20] [--detections 5] [--rounds 4]
+    python studies/gate_noise.py --mode processes [--reruns 20] [--processes 5]
 """
 
 from __future__ import annotations
@@ -20,48 +25,69 @@ import sys
 import tempfile
 from pathlib import Path
 
-
-def run(out: Path, processes: int, budget: float, threads: int | None) -> None:
-    command = [
-        sys.executable, "-m", "scaling_bench.frontends.cli", "run", "--families", "mlp",
-        "--sizes", "1e6,1e7", "--workloads", "train", "--budget", str(budget),
-        "--processes", str(processes), "--no-progress", "--out", str(out),
-    ]  # fmt: skip
-    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+TREE = str(Path(__file__).resolve().parents[1])
+GRID = ["--families", "mlp", "--sizes", "1e6,1e7", "--workloads", "train"]
+CLI = [sys.executable, "-m", "scaling_bench.frontends.cli"]
 
 
-def gate_fails(base: Path, current: Path) -> bool:
-    command = [sys.executable, "-m", "scaling_bench.frontends.cli", "compare", str(base),
-               str(current), "--json"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True)
+def _gate(command: list[str]) -> tuple[bool, list[float]]:
+    """(failed, train-step ratios) of a ``compare`` or ``ab`` run with ``--json``."""
+    done = subprocess.run(command, capture_output=True, text=True, cwd=TREE)
     if done.returncode not in (0, 1):
         raise RuntimeError(done.stderr)
-    return json.loads(done.stdout)["failed_gate"]
+    report = json.loads(done.stdout)
+    ratios = [r["ratio"] for r in report["rows"] if r["metric"] == "train_step_s"]
+    return report["failed_gate"], ratios
+
+
+def ab(out: Path, rounds: int, budget: float, one_thread: bool) -> tuple[bool, list[float]]:
+    env = ["--current-env", "OMP_NUM_THREADS=1"] if one_thread else []
+    return _gate([*CLI, "ab", "--base", TREE, *env, "--rounds", str(rounds), "--out", str(out),
+                  "--json", "--", *GRID, "--budget", str(budget)])  # fmt: skip
+
+
+def run(out: Path, processes: int, budget: float, threads: int | None) -> None:
+    command = [*CLI, "run", *GRID, "--budget", str(budget), "--processes", str(processes),
+               "--no-progress", "--out", str(out)]  # fmt: skip
+    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, cwd=TREE)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("ab", "processes"), default="ab")
     parser.add_argument("--reruns", type=int, default=20)
-    parser.add_argument("--processes", type=int, default=5)
-    parser.add_argument("--budget", type=float, default=1.0)
+    parser.add_argument("--detections", type=int, default=5, help="ab: 1-thread A/Bs")
+    parser.add_argument("--rounds", type=int, default=4, help="ab: rounds per A/B")
+    parser.add_argument("--processes", type=int, default=5, help="processes: workers per case")
+    parser.add_argument("--budget", type=float, default=0.5)
     args = parser.parse_args()
+    alarms, caught, same, slow = 0, 0, [], []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp, "base")
-        run(base, args.processes, args.budget, None)
-        false_alarms = detections = 0
-        for i in range(args.reruns):
-            rerun, one_thread = Path(tmp, f"rerun{i}"), Path(tmp, f"omp1-{i}")
-            run(rerun, args.processes, args.budget, None)
-            run(one_thread, args.processes, args.budget, 1)
-            false_alarms += gate_fails(base, rerun)
-            detections += gate_fails(base, one_thread)
-            print(f"round {i + 1}: {false_alarms} false alarms, {detections} detections",
-                  file=sys.stderr, flush=True)  # fmt: skip
-    print("| processes | reruns | false alarms | OMP_NUM_THREADS=1 flagged |")
-    print("| ---: | ---: | ---: | ---: |")
-    n = args.reruns
-    print(f"| {args.processes} | {n} | {false_alarms}/{n} | {detections}/{n} |")
+        if args.mode == "processes":
+            run(base, args.processes, args.budget, None)
+        detections = args.detections if args.mode == "ab" else args.reruns
+        for i in range(max(args.reruns, detections)):
+            for one_thread, count in ((False, args.reruns), (True, detections)):
+                if i >= count:
+                    continue
+                out = Path(tmp, f"{'omp1' if one_thread else 'rerun'}-{i}")
+                if args.mode == "ab":
+                    failed, ratios = ab(out, args.rounds, args.budget, one_thread)
+                else:
+                    run(out, args.processes, args.budget, 1 if one_thread else None)
+                    failed, ratios = _gate([*CLI, "compare", str(base), str(out), "--json"])
+                (slow if one_thread else same).extend(ratios)
+                caught += failed and one_thread
+                alarms += failed and not one_thread
+            print(f"{i + 1}: {alarms} false alarms, {caught} detections", file=sys.stderr,
+                  flush=True)  # fmt: skip
+    what = f"{args.rounds} rounds" if args.mode == "ab" else f"{args.processes} processes"
+    print("| mode | reruns | false alarms | 1-thread flagged | rerun ratios | 1-thread ratios |")
+    print("| --- | ---: | ---: | ---: | --- | --- |")
+    print(f"| {args.mode}, {what} | {args.reruns} | {alarms}/{args.reruns} | {caught}/{detections}"
+          f" | {min(same):.3f}–{max(same):.3f} | {min(slow):.3f}–{max(slow):.3f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ a metric means comes from its spec (``core.metrics``), never from its name: whic
 and whether it is counted (bytes on disk: exact, taken at face value, no test needed) or measured
 (a single timing or memory peak has no spread to test, so it is inconclusive).
 
+Paired (``scaling-bench ab``, ``compare --paired``): process *i* of BASE ran beside process *i*
+of CURRENT, minutes apart on the same machine, so the machine's drift between runs cancels in
+their ratio. The test is then a one-sample t-test of the per-pair log ratios against zero, and
+the ratio shown is their geometric mean: what a user computes by hand from the pairs.
+
 By default every spec'd metric with a better direction is compared, except bookkeeping (seconds
 spent timing, the peak MFU is measured against) and derived figures beside their source:
 samples/s, FLOP/s, MFU from the step time, bytes/s from the save time are their source scaled by
@@ -81,6 +86,24 @@ def smallest_p(n_base: int, n_current: int) -> float:
     return min(1.0, 2 / math.comb(n_base + n_current, n_base))
 
 
+def paired_log_ratios(base: dict, current: dict) -> list[float] | None:
+    """``log(current_i / base_i)`` per pair of processes, where both sides hold the same number
+    (at least two) of positive per-process values; else ``None`` (not pairable)."""
+    b, c = _process_values(base), _process_values(current)
+    if len(b) < 2 or len(b) != len(c) or min(b + c) <= 0:
+        return None
+    return [math.log(y / x) for x, y in zip(b, c, strict=True)]
+
+
+def paired_test(logs: Sequence[float]) -> tuple[float, float]:
+    """(geometric-mean ratio, two-sided p of the one-sample t-test that the mean log ratio is 0).
+    Pairs that all agree exactly leave no spread: p is 0 for a move, 1 for none."""
+    ratio = math.exp(statistics.fmean(logs))
+    if max(logs) - min(logs) <= 1e-12 * max(1.0, max(abs(x) for x in logs)):
+        return ratio, (1.0 if abs(statistics.fmean(logs)) <= 1e-12 else 0.0)
+    return ratio, float(stats.ttest_1samp(logs, 0.0).pvalue)
+
+
 def significance(base: dict, current: dict) -> float | None:
     """p-value that the two metrics differ; ``None`` where there is nothing to test."""
     if per_process(base, current):
@@ -110,14 +133,21 @@ class MetricComparison:
 
 
 def _verdict(
-    base: dict, current: dict, sign: int, threshold: float, alpha: float, counted: bool
+    base: dict,
+    current: dict,
+    sign: int,
+    threshold: float,
+    alpha: float,
+    counted: bool,
+    paired: bool = False,
 ) -> tuple[float | None, float | None, str, str]:
     """(ratio, p, verdict, note) for one metric; ``sign`` is ``HIGHER``, ``LOWER`` or ``NEITHER``
     (a setting such as the best LR: a move is shown, never judged), and ``counted`` says the
     figure is exact (bytes on disk), so a move needs no test. A figure that did not settle on
     either side says so in the note; a move between two different clock states (the GPU's SM
-    clock, or throttling, as the device-state meter annotates a metric) is inconclusive."""
-    ratio, p, verdict, note = _judged(base, current, sign, threshold, alpha, counted)
+    clock, or throttling, as the device-state meter annotates a metric) is inconclusive.
+    ``paired``: the runs are the two sides of an A/B (module docstring)."""
+    ratio, p, verdict, note = _judged(base, current, sign, threshold, alpha, counted, paired)
     if verdict in ("improved", "regressed") and (clocks := clock_states_differ(base, current)):
         verdict, note = "inconclusive", "; ".join(n for n in (note, clocks) if n)
     if base.get("settled") is False or current.get("settled") is False:
@@ -126,17 +156,26 @@ def _verdict(
 
 
 def _judged(
-    base: dict, current: dict, sign: int, threshold: float, alpha: float, counted: bool
+    base: dict,
+    current: dict,
+    sign: int,
+    threshold: float,
+    alpha: float,
+    counted: bool,
+    paired: bool,
 ) -> tuple[float | None, float | None, str, str]:
     b, c = base.get("value"), current.get("value")
     if not (is_finite(b) and is_finite(c)):
         return None, None, "inconclusive", "no finite value"
-    if b == c:
+    logs = None if counted or not paired else paired_log_ratios(base, current)
+    if b == c and logs is None:
         return (1.0 if b else None), None, "unchanged", ""
     if b <= 0 or c <= 0:
         return None, None, "inconclusive", "no ratio of non-positive values"
-    ratio = c / b
-    p = None if counted else significance(base, current)
+    if logs is not None:
+        ratio, p = paired_test(logs)
+    else:
+        ratio, p = c / b, None if counted else significance(base, current)
     if sign == NEITHER:
         moved = not 1 / (1 + threshold) <= ratio <= 1 + threshold
         return ratio, p, ("inconclusive" if moved else "unchanged"), "no better direction" * moved
@@ -148,14 +187,15 @@ def _judged(
         return ratio, None, moved, "exact count"
     if p is None:
         return ratio, None, "inconclusive", "single measurement"
-    if per_process(base, current):
+    unpaired = "unpaired: the sides hold different rounds" if paired and logs is None else ""
+    if per_process(base, current) and logs is None:
         counts = len(_process_values(base)), len(_process_values(current))
         if smallest_p(*counts) >= alpha:
             note = f"{counts[0]} vs {counts[1]} processes cannot reach p < {alpha:g}"
-            return ratio, p, "inconclusive", note
+            return ratio, p, "inconclusive", "; ".join(filter(None, (note, unpaired)))
     if p < alpha:
-        return ratio, p, moved, ""
-    return ratio, p, "inconclusive", "within noise"
+        return ratio, p, moved, unpaired
+    return ratio, p, "inconclusive", "; ".join(filter(None, ("within noise", unpaired)))
 
 
 @dataclass
@@ -177,6 +217,8 @@ class Comparison:
     #: Whether some measured figure was tested over one process's samples a side, which
     #: leaves run-to-run variation untested (``run --processes``).
     within_process: bool = False
+    #: Whether the runs are the two sides of an A/B, tested pair by pair (module docstring).
+    paired: bool = False
 
     @property
     def regressions(self) -> list[MetricComparison]:
@@ -220,6 +262,7 @@ class Comparison:
             "unknown_metrics": self.unknown_metrics,
             "machine_differences": self.machine_differences,
             "within_process": self.within_process,
+            "paired": self.paired,
             "status_changes": [
                 {"case_id": c, "base": b, "current": s} for c, b, s in self.status_changes
             ],
@@ -256,8 +299,10 @@ def compare_runs(
     threshold: float = DEFAULT_THRESHOLD,
     metrics: Sequence[str] | None = None,
     alpha: float = ALPHA,
+    paired: bool = False,
 ) -> Comparison:
-    """Pair cases by id and metrics by name; ``metrics`` are names or glob patterns.
+    """Pair cases by id and metrics by name; ``metrics`` are names or glob patterns; ``paired``:
+    the runs are the two sides of an A/B, process *i* of one beside process *i* of the other.
 
     Without ``metrics``, every metric its spec says to compare is compared (module docstring);
     a metric without a spec is listed in ``unknown_metrics``, and compared as lower-is-better
@@ -279,7 +324,9 @@ def compare_runs(
                 continue
             spec = known or _UNSPECIFIED
             bm, cm = b.metrics[name], c.metrics[name]
-            ratio, p, verdict, note = _verdict(bm, cm, spec.better, threshold, alpha, spec.counted)
+            ratio, p, verdict, note = _verdict(
+                bm, cm, spec.better, threshold, alpha, spec.counted, paired
+            )
             if verdict in ("regressed", "improved") and not spec.gated:
                 verdict, note = "inconclusive", f"{verdict}, not gated: {UNGATED_NOTE}"
             within_process |= p is not None and not per_process(bm, cm)
@@ -325,6 +372,7 @@ def compare_runs(
         unknown_metrics=sorted(unknown),
         machine_differences=machine_differences(base.env, current.env),
         within_process=within_process,
+        paired=paired,
     )
 
 

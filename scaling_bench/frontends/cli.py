@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.units import fmt_bytes, fmt_count
-from scaling_bench.frontends import check, frontier
+from scaling_bench.frontends import ab, check, frontier
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -165,7 +165,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--node-rank", type=int, default=0, help="this node's rank; 0 hosts the "
                    "rendezvous")  # fmt: skip
     p.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="node rank 0's address and port")
-    p.set_defaults(func=_cmd_run)
+    p.set_defaults(func=_cmd_run, runs_cases=True)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -398,6 +398,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "time they come from; bookkeeping only when named)",
     )
     p.add_argument("--all", action="store_true", help="list unchanged metrics too")
+    p.add_argument("--paired", action="store_true",
+                   help="BASE and CURRENT are the two sides of scaling-bench ab: test each "
+                   "figure over its rounds' ratios")  # fmt: skip
     _add_plugin(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", metavar="FILE", help="PNG of the per-family ratios (hardware view)")
@@ -407,6 +410,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from scaling_bench.frontends.gate import show_comparison
     from scaling_bench.workloads import load_plugins
 
     load_plugins(args.plugin)
@@ -415,24 +419,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     threshold = parse_threshold(args.threshold)
     comparison = compare_runs(
-        load_run(Path(args.base)), load_run(Path(args.current)), threshold, args.metric
+        load_run(Path(args.base)),
+        load_run(Path(args.current)),
+        threshold,
+        args.metric,
+        paired=args.paired,
     )
-    if args.plot:
-        from scaling_bench.report.figures import comparison_png
-
-        _write(Path(args.plot), comparison_png(comparison))
-    if args.json:
-        print(json.dumps(comparison.to_dict(), indent=2))
-    else:
-        from rich.console import Console
-
-        from scaling_bench.report.tables import comparison_tables, gate_line
-
-        console = Console()
-        for table in comparison_tables(comparison, show_all=args.all):
-            console.print(table)
-        console.print(gate_line(comparison))
-    return 1 if comparison.failed_gate else 0
+    return show_comparison(comparison, show_all=args.all, as_json=args.json, plot=args.plot)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -442,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     commands = (_add_plan, _add_run, _add_report, _add_merge, _add_compare, _add_env,
-                _add_asv_machine, check.add_check, frontier.add_frontier)  # fmt: skip
+                _add_asv_machine, check.add_check, frontier.add_frontier, ab.add_ab)  # fmt: skip
     for add in commands:
         add(sub)
     return parser
@@ -506,15 +499,14 @@ def _run_command(args: argparse.Namespace) -> int:
         try:
             return args.func(args)
         except KeyboardInterrupt as exc:  # a _Stopped says what ran; before that, nothing did
-            print(f"scaling-bench: {exc if isinstance(exc, _Stopped) else NOTHING_RAN}",
-                  file=sys.stderr)  # fmt: skip
+            print(f"scaling-bench: {str(exc) or NOTHING_RAN}", file=sys.stderr)
             return EXIT_TERMINATED if sigterm.received else EXIT_INTERRUPTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return _run_command(args) if args.command == "run" else args.func(args)
+        return _run_command(args) if getattr(args, "runs_cases", False) else args.func(args)
     except UserError as exc:
         print(f"scaling-bench: error: {exc}", file=sys.stderr)
         return 2

@@ -272,6 +272,11 @@ def gate_line(comparison: Comparison) -> str:
     """The last lines of ``compare``: what the runs differ in, what the test could see, and what
     the exit code means, for a CI log."""
     notes = [f"note: the runs differ in {d}" for d in comparison.machine_differences]
+    if comparison.paired:
+        notes.append(
+            "note: paired: each ratio is the geometric mean over the rounds' ratios, each round "
+            "of CURRENT beside the same round of BASE; p from a t-test of their logs"
+        )
     if comparison.within_process:
         notes.append(
             "note: figures tested over one process's samples a side, which leaves run-to-run "

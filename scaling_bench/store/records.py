@@ -21,6 +21,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,25 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
     if path.exists() and needs_separator(path):
         line = "\n" + line
     append_text(path, line, f"the record of {record['case_id']}", "run again with --resume")
+
+
+def replace_records(path: Path, records: Sequence[dict[str, Any]], again: str) -> None:
+    """Write ``records`` as the whole file, atomically: a derived file (an A/B's pooled sides)
+    is either its old self or its new self, never half of each, whatever stops the writer."""
+    path = Path(path)
+    for record in records:
+        _check_record(record, f"{path}: the record of {record.get('case_id')}")
+    text = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write ({exc.strerror}); {again}") from None
 
 
 def append_text(path: Path, text: str, what: str, again: str) -> None:
