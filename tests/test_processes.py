@@ -107,7 +107,9 @@ def test_the_gate_names_a_thread_count_that_differs(capsys, tmp_path: Path) -> N
     assert main(["compare", str(base), str(one)]) == 0
     out = capsys.readouterr().out
     assert "the runs differ in torch_threads 2 → 1" in out
-    assert "--processes 5" in out
+    assert "gate with scaling-bench ab (or run both sides with --processes 5)" in " ".join(
+        out.split()
+    )
 
 
 @pytest.mark.parametrize("value", ["0", "101", "two"])

@@ -280,7 +280,7 @@ def gate_line(comparison: Comparison) -> str:
     if comparison.within_process:
         notes.append(
             "note: figures tested over one process's samples a side, which leaves run-to-run "
-            "noise untested; run both sides with --processes 5 for a gate"
+            "noise untested; gate with scaling-bench ab (or run both sides with --processes 5)"
         )
     return "\n".join((*notes, _verdict_line(comparison)))
 
