@@ -108,43 +108,25 @@ def run_cases(
     ``launcher`` is one started earlier (``launchers.early_launcher``: a server that imported
     while the grid was planned) for the run's one slot; the run closes it, whatever happens.
     """
-    try:
-        return _run_checked(cases, execute, out_dir, timeout_s, env, resume, progress, skipped,
-                            derive, settings or Settings(), launcher)  # fmt: skip
-    finally:
+    with contextlib.ExitStack() as stack:
         if launcher is not None:
-            launcher.close()
-
-
-def _run_checked(
-    cases: Sequence[RunnableCase],
-    execute: str,
-    out_dir: Path,
-    timeout_s: float,
-    env: dict[str, Any],
-    resume: bool,
-    progress: bool,
-    skipped: Mapping[str, str] | None,
-    derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None,
-    settings: Settings,
-    launcher: Launcher | None,
-) -> list[dict[str, Any]]:
-    if ":" not in execute:
-        raise ValueError(f"execute={execute!r} is not 'module:function'")
-    if timeout_s <= 0:
-        raise UserError(f"--timeout {timeout_s:g}: must be more than 0 seconds")
-    ids = [case.case_id for case in cases]
-    repeated = [case_id for case_id, n in Counter(ids).items() if n > 1]
-    if repeated:
-        raise UserError(f"the grid holds case {repeated[0]} more than once")
-    out_dir = Path(out_dir)
-    ensure_writable_dir(out_dir)
-    remove_stale_temp_dirs()
-    with ResultsLock(out_dir):
-        return _run_locked(
-            cases, execute, out_dir, timeout_s, env, resume, progress, skipped or {}, derive,
-            settings, launcher,
-        )  # fmt: skip
+            stack.callback(launcher.close)
+        if ":" not in execute:
+            raise ValueError(f"execute={execute!r} is not 'module:function'")
+        if timeout_s <= 0:
+            raise UserError(f"--timeout {timeout_s:g}: must be more than 0 seconds")
+        ids = [case.case_id for case in cases]
+        repeated = [case_id for case_id, n in Counter(ids).items() if n > 1]
+        if repeated:
+            raise UserError(f"the grid holds case {repeated[0]} more than once")
+        out_dir = Path(out_dir)
+        ensure_writable_dir(out_dir)
+        remove_stale_temp_dirs()
+        with ResultsLock(out_dir):
+            return _run_locked(
+                cases, execute, out_dir, timeout_s, env, resume, progress, skipped or {}, derive,
+                settings or Settings(), launcher,
+            )  # fmt: skip
 
 
 def _run_locked(
