@@ -41,7 +41,7 @@ from typing import Any
 import scaling_bench
 from scaling_bench.core.errors import UserError
 from scaling_bench.engine.processes import MAX_PROCESSES, combine_processes
-from scaling_bench.hardware.peaks import CACHE_DIR_ENV
+from scaling_bench.hardware.peaks import cache_file
 from scaling_bench.store.lock import ResultsLock
 from scaling_bench.store.records import (
     RESULTS_FILE,
@@ -136,18 +136,13 @@ def _git(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
         return subprocess.CompletedProcess(args, 127, b"", b"")
 
 
-def _trees_dir() -> Path:
-    root = os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "scaling-bench"
-    return Path(root) / "trees"
-
-
 def _revision_tree(given: str, cwd: Path) -> tuple[str, Path] | None:
     """(commit, its extracted tree) where ``given`` names a commit of the checkout at ``cwd``."""
     found = _git(["rev-parse", "--verify", "--quiet", f"{given}^{{commit}}"], cwd)
     if found.returncode != 0:
         return None
     commit = found.stdout.decode().strip()
-    tree = _trees_dir() / commit
+    tree = cache_file("trees") / commit
     if not (tree / "scaling_bench").is_dir():
         archive = _git(["archive", "--format=tar", commit], cwd)
         if archive.returncode != 0:
