@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import gc
 import importlib
 import os
 import signal
@@ -87,6 +88,10 @@ def run_case(execute: str, case: dict[str, Any], settings: Settings) -> dict[str
     module_name, _, function_name = execute.partition(":")
     try:
         function = getattr(importlib.import_module(module_name), function_name)
+        # What is alive once imported (torch's ~400k objects) lives as long as the worker: frozen,
+        # a collection walks only the case's own objects (0.15 s a collection before, ~0 after;
+        # the timer, the memory meters and every model swap collect).
+        gc.freeze()
         fields = function(case, settings)
     except UserError as exc:  # the user's mistake, found late: its one line says it all
         return _crashed(str(exc))
