@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets.cifar
+from scipy import stats
 
 from scaling_bench.core.errors import UserError
 from scaling_bench.models import cnn, gpt, mlp, resnet, vit
 from scaling_bench.models.datasets import (
     HELDOUT_FILE_MODULUS,
+    MARKOV_LOGIT_STD,
     Dataset,
     load_dataset,
     stdlib_source_bytes,
@@ -112,6 +114,18 @@ def test_label_noise_moves_exactly_that_share_of_training_targets_and_no_heldout
 def test_synthetic_teacher_uses_every_class() -> None:
     (_, y), _ = load("synthetic", "mlp", train_size=2000)
     assert torch.bincount(y, minlength=10).min() > 2000 / 10 / 4
+
+
+def test_synthetic_sequences_follow_the_transition_matrix_drawn_from_the_seed() -> None:
+    cfg = gpt.GPTConfig(n_layer=1, d_model=32, n_head=2, seq_len=64, vocab_size=8)
+    (x, y), _ = load("synthetic", "gpt", cfg, train_size=2000)
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(MARKOV_LOGIT_STD * torch.randn(8, 8, generator=g), dim=1)
+    counts = torch.zeros(8, 8)
+    counts.index_put_((x.flatten(), y.flatten()), torch.ones(x.numel()), accumulate=True)
+    expected = probs * counts.sum(dim=1, keepdim=True)
+    chi2 = ((counts - expected) ** 2 / expected).sum().item()
+    assert stats.chi2.sf(chi2, df=8 * 7) > 1e-3
 
 
 def test_text_is_split_by_file_with_about_one_file_in_ten_held_out() -> None:
