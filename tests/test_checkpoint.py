@@ -8,14 +8,16 @@ import pytest
 import torch
 from torch import nn
 
+from scaling_bench.config.case import Case
 from scaling_bench.predict.checkpoint import (
     expected_checkpoint_bytes,
     predicted_checkpoint_bytes,
     storage_nbytes,
 )
 from scaling_bench.workloads import checkpoint
-from scaling_bench.workloads.base import get
+from scaling_bench.workloads.base import Context, get
 from scaling_bench.workloads.checkpoint import RoundTripError, measure_checkpoint
+from scaling_bench.workloads.setup import CaseSetup
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
@@ -192,3 +194,16 @@ def test_without_safetensors_its_metrics_are_absent(
 def test_round_trip_on_cuda_loads_onto_the_models_device(tmp_path: Path) -> None:
     metrics = measure(TiedPair(64).cuda(), tmp_path, repeats=2)
     assert metrics["checkpoint_load_s"]["n"] == metrics["safetensors_load_s"]["n"] == 2
+
+
+def test_the_workload_counts_every_timed_save_and_load_as_its_timed_seconds() -> None:
+    setup = CaseSetup.build(Case("mlp", 1e4, budget_s=0.01))
+    setup.ensure_training_state()
+    ctx = Context(peak_flops=1e12, baseline_rss_bytes=0)
+    metrics = get("checkpoint").measure(setup, ctx)
+    names = [f"{fmt}_{op}_s" for fmt in ("checkpoint", "safetensors") for op in ("save", "load")]
+    assert metrics["checkpoint_timed_s"] == {
+        "value": pytest.approx(sum(sum(metrics[name]["samples"]) for name in names)),
+        "unit": "s",
+        "n": 1,
+    }

@@ -20,7 +20,7 @@ from torch import nn
 from scaling_bench.core.durable import fsync_path
 from scaling_bench.core.metrics import HIGHER, LOWER, MetricSpec
 from scaling_bench.core.stats import scaled, single, summarize
-from scaling_bench.meters.timing import MIN_SAMPLES
+from scaling_bench.meters.timing import MIN_SAMPLES, TIMED
 from scaling_bench.predict.plan import Plan
 from scaling_bench.workloads.base import Column, Context, Needs, Workload, register
 from scaling_bench.workloads.setup import CaseSetup
@@ -225,7 +225,7 @@ class Checkpoint(Workload):
     order = 30
     needs = Needs.TRAINING
     trains = True
-    specs = tuple(spec for fmt in FORMATS for spec in _format_specs(fmt))
+    specs = (*(spec for fmt in FORMATS for spec in _format_specs(fmt)), TIMED.prefixed(name))
     columns = (Column("ckpt bytes", ("checkpoint_bytes", "dcp_bytes"), "{:,.0f}"),)
 
     def measure(self, setup: CaseSetup, ctx: Context) -> dict[str, dict]:
@@ -233,9 +233,18 @@ class Checkpoint(Workload):
         if ctx.distributed:
             from scaling_bench.workloads.dcp import measure_dcp
 
-            return measure_dcp(setup.model, setup.optimizer, setup.device, ctx.agree, budget_s)
-        with tempfile.TemporaryDirectory(prefix="scaling-bench-") as scratch:
-            return measure_checkpoint(setup.model, setup.optimizer, scratch, budget_s=budget_s)
+            metrics = measure_dcp(setup.model, setup.optimizer, setup.device, ctx.agree, budget_s)
+        else:
+            with tempfile.TemporaryDirectory(prefix="scaling-bench-") as scratch:
+                metrics = measure_checkpoint(
+                    setup.model, setup.optimizer, scratch, budget_s=budget_s
+                )
+        timed = (
+            sum(metrics[f"{fmt}_{op}_s"]["samples"])
+            for fmt, op in product(FORMATS, _OPS)
+            if f"{fmt}_{op}_s" in metrics
+        )
+        return metrics | {f"{self.name}_timed_s": single(sum(timed), "s")}
 
     def derive(self, metrics: dict[str, dict], setup: CaseSetup, ctx: Context) -> dict[str, dict]:
         out = {}
