@@ -169,3 +169,8 @@ def shows_its_gpu(case: dict) -> dict:
     time.sleep(0.5)
     seen = {"visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time()}
     return {**ok(case), "config": seen}
+
+
+def echo_known(case: dict, settings: object, **known: object) -> dict:
+    """``execute`` that records what the runner handed it beside the case, as its config."""
+    return {**ok(case), "config": known}

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from scaling_bench.config import grid
 from scaling_bench.config.case import Case
-from scaling_bench.engine import execute
+from scaling_bench.engine import campaign, execute
 from scaling_bench.engine.protocol import Settings
-from scaling_bench.workloads import checkpoint
+from scaling_bench.predict.plan import plan_for
+from scaling_bench.workloads import checkpoint, setup
 from scaling_bench.workloads.setup import CaseSetup
 
 CASE = Case("mlp", 1e4, workloads=("forward", "train", "checkpoint"), budget_s=0.2)
@@ -39,3 +43,27 @@ def test_a_failing_workload_keeps_the_figures_measured_before_it(
     assert {"forward_step_s", "train_step_s"} <= set(fields["metrics"])
     assert "checkpoint_bytes" not in fields["metrics"]
     assert fields["predicted"]["checkpoint_bytes"]["value"] > 0
+
+
+def test_a_case_handed_its_plan_is_not_planned_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = plan_for(CASE)
+
+    def replayed(*args: object) -> None:
+        raise AssertionError("the worker planned the case again")
+
+    monkeypatch.setattr(setup, "plan_for", replayed)
+    fields = execute.run_case(CASE.to_dict(), Settings(), plan=plan)
+    assert fields["status"] == "ok" and fields["params"] == plan.params
+
+
+def test_the_campaign_keeps_each_fixed_batch_plan_and_leaves_a_max_batch_to_its_worker(
+    tmp_path: Path,
+) -> None:
+    axes = {"family": "mlp", "target_params": "1e4", "workloads": "train", "batch_size": "8,max"}
+    spec = grid.select("quick", axes, resolve=lambda _: "cpu")
+    prepared = campaign.prepare(spec, tmp_path, settings=Settings(peak_flops=2e11))
+    prepared.launcher.close()
+
+    fixed, _ = sorted(prepared.cases, key=lambda c: c.batch_size == "max")
+    assert list(prepared.plans) == [fixed.case_id]
+    assert prepared.plans[fixed.case_id] == plan_for(fixed)

@@ -352,3 +352,15 @@ def test_an_early_servers_imports_count_against_no_cases_timeout(tmp_path, monke
                     launcher=launcher)  # fmt: skip
 
     assert record["status"] == "ok"
+
+
+def test_what_the_runner_knows_of_a_case_reaches_its_execute_as_keyword_arguments(
+    tmp_path: Path,
+) -> None:
+    records = run_cases(
+        [Case("given"), Case("not_given")], "faults:echo_known", tmp_path, timeout_s=20.0,
+        env=ENV, progress=False, known={"given": {"plan": {"batch_size": 8}}},
+    )  # fmt: skip
+
+    assert by_id(records)["given"]["config"] == {"plan": {"batch_size": 8}}
+    assert by_id(records)["not_given"]["config"] == {}

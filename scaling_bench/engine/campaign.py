@@ -149,15 +149,18 @@ class Campaign:
     #: it to the runner, which closes it (a campaign never run drops it: the server ends when
     #: its input closes, and with this process).
     launcher: Launcher | None = None
+    #: The plans made while checking the grid, by case id, handed to the workers so that none
+    #: replays its step again; a ``max`` batch is not here: its worker confirms it by a step.
+    plans: dict[str, Plan] = field(default_factory=dict)
 
     def run(self, progress: bool = True) -> list[dict]:
         from scaling_bench.engine.runner import run_cases
 
-        execute, derive = EXECUTE, None
+        execute, derive, known = EXECUTE, None, {k: {"plan": p} for k, p in self.plans.items()}
         if self.spec.value("strategy"):
             from scaling_bench.engine.distributed.aggregate import with_scaling_efficiency
 
-            execute = DISTRIBUTED_EXECUTE
+            execute, known = DISTRIBUTED_EXECUTE, {}
             derive = with_scaling_efficiency(load_records(self.out / RESULTS_FILE))
         return run_cases(
             self.cases,
@@ -171,6 +174,7 @@ class Campaign:
             derive=derive,
             settings=self.settings,
             launcher=self._take_launcher(),
+            known=known,
         )
 
     def _take_launcher(self) -> Launcher | None:
@@ -195,6 +199,10 @@ def prepare(
     from scaling_bench.hardware.peaks import fingerprint, measured_gemm_peak, peak_flops
 
     settings = settings or Settings()
+    if settings.threads:  # the plans (CPU kernels' scratch) and the GEMM peak: the workers' own
+        import torch
+
+        torch.set_num_threads(settings.threads)
     grid.check_size(spec, max_cases)
     device = grid.resolve_device(spec.value("device"))
     check_launch(spec, device, settings)
@@ -224,6 +232,7 @@ def prepare(
         for prec in runnable:  # an unknown GPU fails before any case runs
             peak_flops(device, prec.compute_dtype, settings.peak_flops, tf32=prec.tf32)
     launcher = early_launcher(settings)  # it imports torch while the cases are planned
+    plans: dict[str, Plan] = {}
     try:
         for case in (c for c in cases if c.case_id not in skipped):
             if case.batch_size == "max":  # predicted here, confirmed by a step in the worker
@@ -234,7 +243,7 @@ def prepare(
                     continue
                 p = plan_for(case, fit.batch_size)
             else:
-                p = plan_for(case)  # once per case: it traces the model on the meta device
+                p = plans[case.case_id] = plan_for(case)  # once per case: it replays a step
             if any(w.needs is Needs.OWN_MODELS for w in ordered(case.workloads)):
                 if free_host is None:
                     free_host = free_memory_bytes("cpu")
@@ -248,4 +257,4 @@ def prepare(
         raise
     spec = spec.with_values(device=(device,))
     return Campaign(spec, cases, skipped, out, resume, replace(settings), env=env,
-                    launcher=launcher)  # fmt: skip
+                    launcher=launcher, plans=plans)  # fmt: skip

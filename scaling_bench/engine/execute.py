@@ -29,6 +29,7 @@ from scaling_bench.engine.protocol import Settings, save_partial
 from scaling_bench.engine.worker import clip, is_oom
 from scaling_bench.hardware.peaks import measured_gemm_peak, peak_flops
 from scaling_bench.meters.memory import baseline_rss
+from scaling_bench.predict.plan import Plan
 from scaling_bench.workloads.base import Context, Needs, Workload, ordered
 from scaling_bench.workloads.setup import CaseSetup
 from scaling_bench.workloads.timed import ACHIEVABLE_FLOPS, PEAK_FLOPS
@@ -140,9 +141,13 @@ def execute(
     return outcome | known | {"metrics": metrics}
 
 
-def run_case(case_dict: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def run_case(
+    case_dict: dict[str, Any], settings: Settings, plan: Plan | None = None
+) -> dict[str, Any]:
     """The worker's entry point for a case on one process; other compute processes on its
-    device are looked for at its start and end (``engine.isolation``)."""
+    device are looked for at its start and end (``engine.isolation``). ``plan``: the one the
+    runner made while checking the grid (replaying a step to predict its memory takes up to a
+    second), else made here."""
     case = Case.from_dict(case_dict)
     device = torch.device(case.device)
     start = foreign_processes(device)
@@ -150,7 +155,7 @@ def run_case(case_dict: dict[str, Any], settings: Settings) -> dict[str, Any]:
         return with_isolation({"status": "skipped", "error": reason}, case.isolation, start, None)
     warm_up_runtime(device)
     baseline = baseline_rss()
-    setup = CaseSetup.build(case)
+    setup = CaseSetup.build(case, plan)
     peak, source = case_peak_flops(case, settings.peak_flops)
     achievable = case_achievable_flops(case) if source == "table" else None
     ctx = Context(peak_flops=peak, baseline_rss_bytes=baseline, achievable_flops=achievable)

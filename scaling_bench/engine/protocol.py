@@ -43,6 +43,9 @@ class Job:
     dump_stacks_at: float | None = None
     partial_path: str | None = None
     folder: str | None = None
+    #: A pickle of keyword arguments for ``execute`` beside the case (``runner.run_cases``'s
+    #: ``known``), written by the runner in the case's own scratch folder.
+    known_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

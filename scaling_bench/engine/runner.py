@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import signal
 import sys
 import tempfile
@@ -93,6 +94,7 @@ def run_cases(
     derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None = None,
     settings: Settings | None = None,
     launcher: Launcher | None = None,
+    known: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run each case not yet recorded in ``out_dir/results.jsonl``; return the records written.
 
@@ -107,6 +109,8 @@ def run_cases(
     that need more than the worker knows (a distributed case's scaling efficiency).
     ``launcher`` is one started earlier (``launchers.early_launcher``: a server that imported
     while the grid was planned) for the run's one slot; the run closes it, whatever happens.
+    ``known`` maps a case id to keyword arguments ``execute`` gets beside the case (pickled into
+    the job): what this process already worked out, such as the case's plan, is not redone.
     """
     with contextlib.ExitStack() as stack:
         if launcher is not None:
@@ -125,7 +129,7 @@ def run_cases(
         with ResultsLock(out_dir):
             return _run_locked(
                 cases, execute, out_dir, timeout_s, env, resume, progress, skipped or {}, derive,
-                settings or Settings(), launcher,
+                settings or Settings(), launcher, known or {},
             )  # fmt: skip
 
 
@@ -141,6 +145,7 @@ def _run_locked(
     derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None,
     settings: Settings,
     launcher: Launcher | None,
+    known: Mapping[str, Mapping[str, Any]],
 ) -> list[dict[str, Any]]:
     """``run_cases`` while this process holds the results folder's lock."""
     results_path = out_dir / RESULTS_FILE
@@ -163,7 +168,8 @@ def _run_locked(
 
         def measure(case: RunnableCase, launcher: Launcher) -> dict[str, Any]:
             shown.start(case.case_id)
-            return _run_case(case, execute, timeout_s, env, derive, settings, launcher)
+            given = known.get(case.case_id, {})
+            return _run_case(case, execute, timeout_s, env, derive, settings, launcher, given)
 
         def keep(record: dict[str, Any]) -> None:
             with _signals_held():  # a record on disk is a record counted
@@ -348,6 +354,7 @@ def _run_case(
     derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None,
     settings: Settings,
     launcher: Launcher,
+    known: Mapping[str, Any],
 ) -> dict[str, Any]:
     """One case, one record: from one worker, or ``settings.processes`` workers in turn (the
     timeout is each one's)."""
@@ -356,7 +363,7 @@ def _run_case(
     t0 = time.perf_counter()
     per_process = []
     for _ in range(settings.processes):
-        per_process.append(_run_process(case_dict, execute, timeout_s, settings, launcher))
+        per_process.append(_run_process(case_dict, execute, timeout_s, settings, launcher, known))
         if per_process[-1].get("status", "ok") != "ok":
             break
     fields = combine_processes(per_process, settings.processes)
@@ -385,10 +392,14 @@ def _run_process(
     timeout_s: float,
     settings: Settings,
     launcher: Launcher,
+    known: Mapping[str, Any],
 ) -> dict[str, Any]:
     """One worker process of a case, in a scratch folder of its own: its result fields."""
     with tempfile.TemporaryDirectory(prefix=TEMP_DIR_PREFIX) as tmp:
         write_runner_pid(Path(tmp))
+        known_path = Path(tmp, "known.pickle") if known else None
+        if known_path is not None:
+            known_path.write_bytes(pickle.dumps(dict(known)))
         job = Job(
             execute,
             case_dict,
@@ -396,6 +407,7 @@ def _run_process(
             settings,
             dump_stacks_at=time.time() + timeout_s - STACK_DUMP_BEFORE_S,
             partial_path=str(_partial(Path(tmp))),
+            known_path=None if known_path is None else str(known_path),
         )
         job_path = Path(tmp, "job.json")
         write_job(job_path, job)

@@ -21,6 +21,7 @@ import faulthandler
 import gc
 import importlib
 import os
+import pickle
 import signal
 import sys
 import time
@@ -82,17 +83,20 @@ def _checked(fields: Any, execute: str) -> dict[str, Any]:
     return {"error": None, **fields, "status": status}
 
 
-def run_case(execute: str, case: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Call ``execute`` on the case and the run's settings; an exception becomes an ``oom`` or
-    ``crashed`` result."""
+def run_case(
+    execute: str, case: dict[str, Any], settings: Settings, known_path: str | None = None
+) -> dict[str, Any]:
+    """Call ``execute`` on the case, the run's settings and what the runner already knew of the
+    case (``known_path``); an exception becomes an ``oom`` or ``crashed`` result."""
     module_name, _, function_name = execute.partition(":")
     try:
         function = getattr(importlib.import_module(module_name), function_name)
+        known = pickle.loads(Path(known_path).read_bytes()) if known_path else {}
         # What is alive once imported (torch's ~400k objects) lives as long as the worker: frozen,
         # a collection walks only the case's own objects (0.15 s a collection before, ~0 after;
         # the timer, the memory meters and every model swap collect).
         gc.freeze()
-        fields = function(case, settings)
+        fields = function(case, settings, **known)
     except UserError as exc:  # the user's mistake, found late: its one line says it all
         return _crashed(str(exc))
     except Exception as exc:
@@ -131,7 +135,7 @@ def main(argv: list[str]) -> None:
     job_path, result_path = argv
     job = read_job(Path(job_path))
     start(job)
-    result = run_case(job.execute, job.case, job.settings)
+    result = run_case(job.execute, job.case, job.settings, job.known_path)
     try:
         write_json(Path(result_path), result)
     except (TypeError, ValueError) as exc:

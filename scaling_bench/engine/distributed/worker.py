@@ -52,7 +52,7 @@ def _rank_fields(job: Job) -> dict[str, Any]:
         _init_process_group(job.case["device"])
     except Exception as exc:
         return {"status": "crashed", "error": clip("".join(traceback.format_exception(exc)))}
-    return run_case(job.execute, job.case, job.settings)
+    return run_case(job.execute, job.case, job.settings, job.known_path)
 
 
 def main(argv: list[str]) -> None:
