@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from scaling_bench.core.errors import UserError
-from scaling_bench.meters.timing import MIN_BLOCK_S, WARMUP_BUDGETS, measure
+from scaling_bench.meters.timing import MIN_BLOCK_S, SETTLE_BUDGETS, WARMUP_BUDGETS, measure
 
 
 def test_sleep_of_20_ms_is_recovered_within_5_percent():
@@ -63,6 +63,16 @@ def test_the_minimum_gives_way_only_past_its_overrun_of_the_budget_and_is_unsett
     assert not timing.converged
     assert 1 <= len(timing.step_s) < 50
     assert timing.metrics("x")["x_step_s"]["settled"] is False
+
+
+def test_a_figure_short_of_its_ci_target_samples_past_the_budget_up_to_its_cap():
+    # 10 and 20 ms calls in turn never settle to 2%: the budget alone would stop at ~13 samples.
+    sleeps = itertools.cycle([MIN_BLOCK_S, 2 * MIN_BLOCK_S])
+    budget_s = 0.2
+    timing = measure(lambda: time.sleep(next(sleeps)), "cpu", budget_s=budget_s, max_samples=1000)
+
+    assert not timing.converged
+    assert budget_s < sum(timing.step_s) <= SETTLE_BUDGETS * budget_s
 
 
 def test_warm_up_runs_until_the_step_time_is_stable():

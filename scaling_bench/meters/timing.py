@@ -6,9 +6,9 @@ The first call pays for allocator growth, autotuning and compilation, so it is r
 the budget that a slow first call could use up: a 0.15 s step whose AdamW state was still being
 touched came out 25% unsettled after one warm-up call), and blocks of calls are timed until the
 95% confidence half-width of the median is within ``rel_ci`` of it with at least ``MIN_SAMPLES``
-samples (the figure is then ``settled``), the budget is spent once those samples are in, or
-``max_samples`` is reached. Steps shorter than ``MIN_BLOCK_S`` run several to a block; a sample is
-the block's time divided by its calls.
+samples (the figure is then ``settled``), ``SETTLE_BUDGETS`` budgets are spent once those
+samples are in, or ``max_samples`` is reached. Steps shorter than ``MIN_BLOCK_S`` run several
+to a block; a sample is the block's time divided by its calls.
 
 On CUDA each block is bracketed by CUDA events and followed by one synchronise, so the figure is
 the device's time for the work, not the host's time to launch it.
@@ -51,6 +51,10 @@ MAX_WARMUP_BLOCKS = 50
 WARMUP_BUDGETS = 1.0
 #: The minimum sample count wins over the budget, up to this many budgets.
 OVERRUN = 20
+#: A figure with its minimum samples but a CI wider than its target samples on past the budget,
+#: up to this many budgets: one that only needs more samples settles (a 0.15 s step jittering 7%
+#: needs ~20, not 10), one that never will costs at most this much more.
+SETTLE_BUDGETS = 3.0
 MIN_BLOCK_S = 0.01
 """Shortest timed block. A sample averages the calls of its block, so a host's per-call jitter
 (an interrupt, a descheduled thread: a 5 ms step read 4.2 to 7.5 ms on a 2-core CPU) averages out
@@ -184,7 +188,8 @@ def measure(
     half-width is within ``rel_ci`` of it with at least ``min_samples`` samples (``converged``:
     the figure is settled). The budget ends sampling only once ``min_samples`` are in: the
     minimum wins over the budget, up to ``OVERRUN`` times the budget (the case's timeout bounds
-    the rest). A figure that stopped short of either target is unsettled, and says so.
+    the rest); the CI target wins up to ``SETTLE_BUDGETS`` budgets. A figure that stopped short
+    of either target is unsettled, and says so.
 
     ``agree(values, "min" | "max")`` reduces this process's figures with its peers' (an all-reduce
     across ranks): a step holding collectives must run as often on every rank, so the block size
@@ -275,7 +280,7 @@ def _measure(
         elapsed = time.perf_counter() - started + block_s
         spent = (
             len(samples) >= max_samples
-            or (len(samples) >= min_samples and elapsed > budget_s)
+            or (len(samples) >= min_samples and elapsed > SETTLE_BUDGETS * budget_s)
             or elapsed > OVERRUN * budget_s
         )
         unsettled, stop = agree([float(not converged), float(spent)], "max")
