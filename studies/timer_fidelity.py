@@ -3,23 +3,29 @@
 For a reference training step of each family (the quick grid's middle size, its default batch),
 the same step object is timed by ``torch.utils.benchmark.Timer.blocked_autorange`` and by the
 suite's ``meters.timing.measure``, in pairs interleaved over ``--rounds`` rounds (the order
-alternates, so drift and load hit both alike). The ratio of the two medians of the per-round
-medians is printed per family; DESIGN's target is within ±3% on this CPU.
+alternates, so drift and load hit both alike). Each round gives the ratio of the two medians;
+printed per family is their geometric mean with its 95% confidence interval (a t interval on
+the log ratios: the step itself drifts by ±10% from round to round on a 2-core VM, which moves
+both timers of a pair alike and a ratio of medians across rounds not). DESIGN's target is
+within ±3% on this CPU.
 
-    python studies/timer_fidelity.py [--rounds 5] [--budget 2]
+    python studies/timer_fidelity.py [--rounds 10] [--budget 1.5]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from collections.abc import Callable
 
 import torch
 import torch.utils.benchmark as torch_benchmark
+from scipy import stats
 
 import scaling_bench.workloads  # noqa: F401  (registers the workloads)
 from scaling_bench.config.case import Case
+from scaling_bench.engine import malloc
 from scaling_bench.meters.timing import measure
 from scaling_bench.models import FAMILY_NAMES
 from scaling_bench.workloads.base import get
@@ -40,12 +46,22 @@ def ours(step: Callable[[], object], budget_s: float) -> float:
     return measure(step, "cpu", budget_s=budget_s).median_s
 
 
+def ratio_interval(logs: list[float]) -> tuple[float, float, float]:
+    """(geometric-mean ratio, low, high) of the 95% t interval on the per-round log ratios."""
+    mean = statistics.fmean(logs)
+    half = stats.t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--budget", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--budget", type=float, default=1.5)
     parser.add_argument("--families", default=",".join(FAMILY_NAMES))
     args = parser.parse_args()
+    malloc.apply("steady")  # the heap a worker times under
+    if args.rounds < 2:
+        parser.error(f"--rounds {args.rounds}: an interval needs at least 2 pairs")
     for family in args.families.split(","):
         setup = CaseSetup.build(Case(family, SIZES[family]))
         step = get("train").step(setup)
@@ -56,9 +72,12 @@ def main() -> None:
             for name, timer in order if i % 2 == 0 else order[::-1]:
                 pairs[name].append(timer(step, args.budget))
         theirs, mine = (statistics.median(pairs[k]) for k in ("torch", "suite"))
+        logs = [math.log(m / t) for t, m in zip(pairs["torch"], pairs["suite"], strict=True)]
+        ratio, low, high = ratio_interval(logs)
         print(
             f"{family:6} {SIZES[family]:.0e}: torch.utils.benchmark {theirs * 1e3:8.3f} ms, "
-            f"suite {mine * 1e3:8.3f} ms, ratio {mine / theirs:.3f}"
+            f"suite {mine * 1e3:8.3f} ms (medians of rounds), ratio {ratio:.3f} "
+            f"[{low:.3f}, {high:.3f}] over {args.rounds} pairs"
         )
 
 

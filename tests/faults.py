@@ -174,3 +174,21 @@ def shows_its_gpu(case: dict) -> dict:
 def echo_known(case: dict, settings: object, **known: object) -> dict:
     """``execute`` that records what the runner handed it beside the case, as its config."""
     return {**ok(case), "config": known}
+
+
+def frees_a_block(case: dict) -> dict:
+    """Touch 64 MiB, free it, and report the resident bytes before and after the free: what the
+    worker's heap (``engine.malloc``) keeps."""
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def resident() -> float:
+        return float(int(Path("/proc/self/statm").read_text().split()[1]) * page)
+
+    block = bytearray(64 << 20)
+    held = resident()
+    del block
+    metrics = {
+        "held": {"value": held, "unit": "bytes"},
+        "freed": {"value": resident(), "unit": "bytes"},
+    }
+    return {**ok(case), "metrics": metrics}

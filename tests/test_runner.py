@@ -14,6 +14,8 @@ import pytest
 from faults import CPU_ALLOCATOR_MESSAGE, EXECUTE, Case
 
 from scaling_bench.core.errors import UserError
+from scaling_bench.engine import malloc
+from scaling_bench.engine.protocol import Settings
 from scaling_bench.engine.runner import run_cases
 from scaling_bench.engine.worker import is_oom
 from scaling_bench.store.records import RESULTS_FILE, append_record, load_records, make_record
@@ -364,3 +366,14 @@ def test_what_the_runner_knows_of_a_case_reaches_its_execute_as_keyword_argument
 
     assert by_id(records)["given"]["config"] == {"plan": {"batch_size": 8}}
     assert by_id(records)["not_given"]["config"] == {}
+
+
+@pytest.mark.skipif(malloc.in_effect("steady") != "steady", reason="needs glibc's mallopt")
+@pytest.mark.parametrize(("mode", "kept"), [("steady", True), ("default", False)])
+def test_a_steady_worker_heap_keeps_what_a_step_frees_and_the_default_one_returns_it(
+    tmp_path: Path, mode: str, kept: bool
+) -> None:
+    [record] = run([Case("block", "frees_a_block")], tmp_path, settings=Settings(malloc=mode))
+
+    held, freed = (record["metrics"][k]["value"] for k in ("held", "freed"))
+    assert (held - freed < 16 << 20) is kept

@@ -24,6 +24,7 @@ from scaling_bench.config.shard import Shard
 from scaling_bench.core import precision as precisions
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.units import fmt_bytes
+from scaling_bench.engine import malloc
 from scaling_bench.engine.launchers import early_launcher
 from scaling_bench.engine.processes import check_parallel
 from scaling_bench.engine.protocol import Settings
@@ -250,7 +251,8 @@ def prepare(
                 check_convergence_data(case, p.config, free_host)
             if reason := skip_reason(case, p, free):
                 skipped[case.case_id] = reason
-        env = fingerprint() | (launch_env(spec, device) if spec.value("strategy") else {})
+        env = fingerprint() | {"malloc": malloc.in_effect(settings.malloc)}
+        env |= launch_env(spec, device) if spec.value("strategy") else {}
     except BaseException:
         if launcher is not None:
             launcher.close()

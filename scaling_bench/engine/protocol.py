@@ -32,6 +32,8 @@ class Settings:
     processes: int = 1
     #: Cases at once, each slot's workers pinned to one GPU (``CUDA_VISIBLE_DEVICES``).
     parallel: int = 1
+    #: How a worker's glibc heap behaves (``engine.malloc``): ``steady`` keeps freed memory.
+    malloc: str = "steady"
 
 
 @dataclass(frozen=True)

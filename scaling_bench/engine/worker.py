@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling_bench.core.errors import UserError
+from scaling_bench.engine import malloc
 from scaling_bench.engine.protocol import (
     Job,
     Settings,
@@ -117,8 +118,10 @@ def _die_with_runner(runner_pid: int) -> None:
 
 def start(job: Job) -> None:
     """What a worker does before its case: die with its parent, report where it crashes or
-    hangs, keep partial results where the job says, import the run's plugins."""
+    hangs, keep partial results where the job says, hold its heap steady (unless the run says
+    otherwise), import the run's plugins."""
     _die_with_runner(job.parent_pid)
+    malloc.apply(job.settings.malloc)
     faulthandler.enable()  # a segfault or an abort leaves a traceback in the crash record
     if job.dump_stacks_at is not None and job.dump_stacks_at - time.time() > 0:
         faulthandler.dump_traceback_later(job.dump_stacks_at - time.time())

@@ -114,6 +114,7 @@ def _axis_dest(name: str) -> str:
 def _add_run(sub: argparse._SubParsersAction) -> None:
     from scaling_bench.config.axes import AXES
     from scaling_bench.config.grid import MAX_CASES
+    from scaling_bench.engine.malloc import MODES
 
     p = sub.add_parser("run", help="measure a grid of cases, each in its own worker process")
     p.add_argument("--grid", default="quick", help="quick, full, auto, smoke or a grid FILE.toml")
@@ -136,6 +137,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh-workers", action="store_true",
                    help="start each case in a fresh interpreter instead of forking it from a "
                    "warm, pre-imported server (seconds slower per case)")  # fmt: skip
+    p.add_argument("--malloc", choices=MODES, default="steady",
+                   help="steady (default): each worker's glibc heap keeps the memory a step "
+                   "frees, as CUDA's caching allocator does, so a CPU step does not fault its "
+                   "pages in again every call; default: glibc as it ships")  # fmt: skip
     p.add_argument("--processes", type=int, default=1, metavar="K",
                    help="run each case in K worker processes, one after another (as asv's "
                    "processes): compare then tests the per-process figures, which is what holds "
@@ -234,6 +239,7 @@ def _settings(args: argparse.Namespace, plugins: tuple[str, ...]) -> Settings:
         node_rank=args.node_rank,
         rdzv_endpoint=args.rdzv_endpoint,
         fresh_workers=args.fresh_workers,
+        malloc=args.malloc,
     )
 
 
