@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogFormatter, LogLocator, NullFormatter
 
 from scaling_bench.analysis.compare import Comparison
 from scaling_bench.analysis.fits import (
@@ -57,7 +57,7 @@ def _unit_label(unit: str) -> str:
 def png_bytes(fig: Figure) -> bytes:
     """The figure as PNG at 100 dpi, cropped to what is drawn."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 
@@ -98,9 +98,10 @@ def _bytes_axis(ax) -> None:
 
 
 def _plain_ticks(ax) -> None:
-    """``3`` rather than ``3×10⁰`` on a log axis that spans less than a decade."""
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+    """``3`` rather than ``3×10⁰`` on a log axis; its minor ticks labelled only where it spans
+    less than a decade (matplotlib's thresholds): over several decades they would overlap."""
+    ax.yaxis.set_major_formatter(LogFormatter())
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
 
 
 def _metric(record: dict, name: str) -> dict | None:
