@@ -13,8 +13,9 @@ distributed cases, whose ranks only ``scaling-bench run`` launches.
 
 **One case at a time.** ``setup_for`` keeps the latest case's ``CaseSetup`` per process: asv_runner
 calls ``setup`` before every timed call, and pytest runs a case's tests one after another, so each
-case is built once. Before building it frees the previous one, pays the runtime's one-time costs and
-takes the RSS baseline, as the worker of ``scaling-bench run`` does. Memory figures from a long
+case is built once. Before building it frees the previous one, holds the heap steady
+(``engine.malloc``), pays the runtime's one-time costs and takes the RSS baseline, as the worker of
+``scaling-bench run`` does. Memory figures from a long
 pytest process are still less clean than a fresh worker's: freed memory is not always given back.
 
 **Clocks.** A CUDA step returns before the GPU finishes, so both front-ends synchronise before
@@ -155,10 +156,12 @@ def _prepare(case: Case) -> _Current:
         return _current
     import torch
 
+    from scaling_bench.engine import malloc
     from scaling_bench.engine.execute import CaseSetup, warm_up_runtime
     from scaling_bench.meters.memory import baseline_rss
 
     _current = None
+    malloc.apply("steady")
     gc.collect()
     device = torch.device(case.device)
     if device.type == "cuda":
