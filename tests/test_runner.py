@@ -377,3 +377,8 @@ def test_a_steady_worker_heap_keeps_what_a_step_frees_and_the_default_one_return
 
     held, freed = (record["metrics"][k]["value"] for k in ("held", "freed"))
     assert (held - freed < 16 << 20) is kept
+
+
+def test_an_unknown_heap_mode_is_a_user_error_naming_it() -> None:
+    with pytest.raises(UserError, match="malloc 'tcmalloc': choose from steady, default"):
+        Settings(malloc="tcmalloc")

@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scaling_bench.core.errors import UserError
+from scaling_bench.engine.malloc import MODES
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -34,6 +37,10 @@ class Settings:
     parallel: int = 1
     #: How a worker's glibc heap behaves (``engine.malloc``): ``steady`` keeps freed memory.
     malloc: str = "steady"
+
+    def __post_init__(self) -> None:
+        if self.malloc not in MODES:
+            raise UserError(f"malloc {self.malloc!r}: choose from {', '.join(MODES)}")
 
 
 @dataclass(frozen=True)
