@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import chain, product
 from pathlib import Path
 
@@ -206,6 +206,11 @@ FORMATS = ("checkpoint", "safetensors", "dcp")
 _OPS = ("save", "load")
 
 
+def _timed(metrics: dict[str, dict]) -> Iterator[tuple[str, str]]:
+    """The (format, operation) pairs these metrics hold times of."""
+    return ((fmt, op) for fmt, op in product(FORMATS, _OPS) if f"{fmt}_{op}_s" in metrics)
+
+
 def _format_specs(fmt: str) -> tuple[MetricSpec, ...]:
     return (
         MetricSpec(f"{fmt}_bytes", "bytes", LOWER, "counted", label=f"{fmt} size"),
@@ -239,20 +244,15 @@ class Checkpoint(Workload):
                 metrics = measure_checkpoint(
                     setup.model, setup.optimizer, scratch, budget_s=budget_s
                 )
-        timed = (
-            sum(metrics[f"{fmt}_{op}_s"]["samples"])
-            for fmt, op in product(FORMATS, _OPS)
-            if f"{fmt}_{op}_s" in metrics
-        )
-        return metrics | {f"{self.name}_timed_s": single(sum(timed), "s")}
+        timed = sum(sum(metrics[f"{fmt}_{op}_s"]["samples"]) for fmt, op in _timed(metrics))
+        return metrics | {f"{self.name}_timed_s": single(timed, "s")}
 
     def derive(self, metrics: dict[str, dict], setup: CaseSetup, ctx: Context) -> dict[str, dict]:
         out = {}
-        for fmt, op in product(FORMATS, _OPS):
-            if f"{fmt}_{op}_s" in metrics:
-                nbytes = metrics[f"{fmt}_bytes"]["value"]
-                seconds = metrics[f"{fmt}_{op}_s"]
-                out[f"{fmt}_{op}_bytes_per_s"] = scaled(seconds, nbytes, "bytes/s", invert=True)
+        for fmt, op in _timed(metrics):
+            nbytes = metrics[f"{fmt}_bytes"]["value"]
+            seconds = metrics[f"{fmt}_{op}_s"]
+            out[f"{fmt}_{op}_bytes_per_s"] = scaled(seconds, nbytes, "bytes/s", invert=True)
         return out
 
     def predict(self, plan: Plan, device: torch.device, ctx: Context) -> dict[str, dict]:
