@@ -19,11 +19,11 @@ from scaling_bench.core.errors import UserError
 from scaling_bench.frontends.cli import main
 from scaling_bench.store import lock
 from scaling_bench.store.lock import (
-    RUNNER_PID_FILE,
-    UNOWNED_STALE_AFTER_S,
+    MIN_AGE_S,
+    SCRATCH_MARKER,
     ResultsLock,
     remove_stale_temp_dirs,
-    write_runner_pid,
+    scratch_dir,
 )
 from scaling_bench.store.records import RESULTS_FILE, append_record, load_records, make_record
 
@@ -143,48 +143,114 @@ def test_a_killed_holder_frees_the_folder(tmp_path):
 
 # --- scratch folders of dead runners ------------------------------------------------------------
 
+HOLD_SCRATCH = """
+import sys, time
+from scaling_bench.store.lock import scratch_dir
+with scratch_dir(sys.argv[1]) as folder:
+    print(folder, flush=True)
+    time.sleep(600)
+"""
+OLD = 10 * MIN_AGE_S
 
-def dead_pid() -> int:
-    """The pid of a process that has exited and been reaped."""
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
 
-
-def scratch(root: Path, name: str, runner_pid: int | None = None, age_s: float = 0.0) -> Path:
-    folder = root / name
-    folder.mkdir()
-    (folder / "job.json").write_text("{}")
-    if runner_pid is not None:
-        (folder / RUNNER_PID_FILE).write_text(f"{runner_pid}\n")
+def aged(folder: Path, age_s: float) -> Path:
     stamp = time.time() - age_s
-    os.utime(folder, (stamp, stamp))
+    for path in [*folder.iterdir(), folder]:
+        os.utime(path, (stamp, stamp), follow_symlinks=False)
     return folder
 
 
-def test_scratch_folders_of_dead_runners_are_removed_and_live_ones_kept(tmp_path):
-    dead = scratch(tmp_path, "scaling-bench-dead", dead_pid())
-    alive = scratch(tmp_path, "scaling-bench-alive", os.getpid(), age_s=10 * UNOWNED_STALE_AFTER_S)
-    unowned_old = scratch(tmp_path, "scaling-bench-old", age_s=UNOWNED_STALE_AFTER_S + 60)
-    unowned_new = scratch(tmp_path, "scaling-bench-new", age_s=60)
-    not_ours = scratch(tmp_path, "other-tool-dir", dead_pid(), age_s=10 * UNOWNED_STALE_AFTER_S)
+def abandoned(root: Path, name: str, age_s: float = OLD) -> Path:
+    """A scratch folder as a run that was killed leaves it: its marker, and nobody's lock."""
+    folder = root / name
+    folder.mkdir()
+    (folder / SCRATCH_MARKER).write_text("in use by pid 1 on elsewhere\n")
+    (folder / "job.json").write_text("{}")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "model.pt").write_bytes(b"x")
+    return aged(folder, age_s)
 
-    assert remove_stale_temp_dirs(tmp_path) == 2
-    assert not dead.exists() and not unowned_old.exists()
-    assert alive.exists() and unowned_new.exists() and not_ours.exists()
+
+def users_folder(root: Path, name: str) -> Path:
+    """What a user made: a results folder whose name happens to start like a scratch folder."""
+    folder = root / name
+    folder.mkdir()
+    (folder / RESULTS_FILE).write_text("{}\n")
+    (folder / lock.LOCK_FILE).write_text("")
+    return aged(folder, OLD)
 
 
-def test_a_runner_marks_its_scratch_folder_as_alive(tmp_path):
-    folder = scratch(tmp_path, "scaling-bench-mine", age_s=10 * UNOWNED_STALE_AFTER_S)
-    write_runner_pid(folder)
-    os.utime(folder, (0, 0))
+@pytest.fixture
+def held_elsewhere(tmp_path: Path) -> subprocess.Popen:
+    """A live run's scratch folder, held by another process: as a runner on another host or in
+    another pid namespace holds it, whose pid means nothing here."""
+    package_root = Path(lock.__file__).parents[2]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SCRATCH, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(package_root)},
+    )
+    holder.folder = aged(Path(holder.stdout.readline().strip()), OLD)
+    yield holder
+    holder.kill()
+    holder.wait()
+    holder.stdout.close()
+
+
+def test_only_old_unlocked_scratch_folders_a_run_made_are_removed(tmp_path):
+    gone = abandoned(tmp_path, "scaling-bench-dead")
+    young = abandoned(tmp_path, "scaling-bench-young", age_s=MIN_AGE_S / 2)
+    users = users_folder(tmp_path, "scaling-bench-baseline")
+    not_ours = abandoned(tmp_path, "other-tool-dir")
+
+    assert remove_stale_temp_dirs(tmp_path) == 1
+    assert not gone.exists()
+    assert young.exists() and users.exists() and not_ours.exists()
+    assert (users / RESULTS_FILE).read_text() == "{}\n"
+
+
+def test_a_scratch_folder_of_another_user_is_never_removed(tmp_path, monkeypatch):
+    folder = abandoned(tmp_path, "scaling-bench-theirs")
+    monkeypatch.setattr(os, "getuid", lambda: folder.stat().st_uid + 1)
     assert remove_stale_temp_dirs(tmp_path) == 0
     assert folder.exists()
 
 
+def test_a_marker_that_is_a_link_is_not_followed(tmp_path):
+    elsewhere = abandoned(tmp_path, "precious")
+    folder = tmp_path / "scaling-bench-link"
+    folder.mkdir()
+    (folder / SCRATCH_MARKER).symlink_to(elsewhere / SCRATCH_MARKER)
+    aged(folder, OLD)
+    assert remove_stale_temp_dirs(tmp_path) == 0
+    assert folder.exists() and elsewhere.exists()
+
+
+def test_a_live_runs_folder_is_kept_by_its_lock_whatever_its_age_and_freed_by_its_death(
+    tmp_path, held_elsewhere
+):
+    assert remove_stale_temp_dirs(tmp_path) == 0
+    assert (held_elsewhere.folder / SCRATCH_MARKER).exists()
+
+    held_elsewhere.send_signal(signal.SIGKILL)
+    held_elsewhere.wait()
+    assert remove_stale_temp_dirs(tmp_path) == 1
+    assert not held_elsewhere.folder.exists()
+
+
+def test_a_scratch_folder_is_removed_when_its_block_ends_and_spared_by_sweeps_meanwhile(tmp_path):
+    with scratch_dir(tmp_path) as folder:
+        (folder / "result.json").write_text("{}")
+        aged(folder, OLD)
+        assert remove_stale_temp_dirs(tmp_path) == 0  # this process's own folder, too
+        assert (folder / "result.json").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_default_root_is_the_system_temporary_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(lock.tempfile, "gettempdir", lambda: str(tmp_path))
-    scratch(tmp_path, "scaling-bench-dead", dead_pid())
+    abandoned(tmp_path, "scaling-bench-dead")
     assert remove_stale_temp_dirs() == 1
 
 

@@ -25,8 +25,17 @@ if TYPE_CHECKING:
     from scaling_bench.engine.protocol import Settings
 
 
+#: How long the fork server may take to answer what needs no work of its own: a forked worker's
+#: pid, a killed worker's return code.
+ANSWER_WITHIN_S = 5.0
+
+
 class ServerDied(RuntimeError):
     """The fork server ended: the case it was running is lost, the next one gets a new server."""
+
+
+class ServerFailed(ServerDied):
+    """The fork server ended before it was ready: it could not import, or was killed meanwhile."""
 
 
 def worker_env(scratch: Path | None, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -106,23 +115,19 @@ class FreshInterpreter:
 class ForkServer:
     """A warm ``engine.server`` process; cases run one at a time, each in a forked child.
 
-    The server starts importing at once; ``ready`` waits for it. Created with ``wait=False``, it
-    imports while the caller goes on (the campaign plans its grid meanwhile), and the runner
-    calls ``ready`` before the first case's clock starts, so the imports count against no case's
-    timeout either way."""
+    The server starts importing at once, while the caller goes on (the campaign plans its grid
+    meanwhile); ``ready`` waits for it, and the runner calls it before a case's clock starts, so
+    the imports count against no case's timeout. A server that ended (killed, or its case's
+    death took it along) is started again by the next ``ready``. The runner never waits on the
+    server for ever: an answer comes by ``ANSWER_WITHIN_S`` or the server is killed and counted
+    as dead, and the server's end is seen as it happens (a pidfd on Linux), not when its pipe
+    closes, which a daemon forked by a case could hold open."""
 
-    def __init__(
-        self,
-        plugins: tuple[str, ...] = (),
-        extra_env: dict[str, str] | None = None,
-        *,
-        wait: bool = True,
-    ):
+    def __init__(self, plugins: tuple[str, ...] = (), extra_env: dict[str, str] | None = None):
         self._plugins = plugins
         self._extra_env = extra_env
+        self._pidfd: int | None = None
         self._spawn()
-        if wait:
-            self.ready()
 
     def _spawn(self) -> None:
         """A new server, importing; ``ready`` waits until it has."""
@@ -136,43 +141,77 @@ class ForkServer:
             env=worker_env(None, self._extra_env),
             start_new_session=True,  # terminal signals go to the runner, which decides
         )
+        self._close_pidfd()
+        if hasattr(os, "pidfd_open"):
+            self._pidfd = os.pidfd_open(self._proc.pid)
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     def ready(self) -> None:
-        """Wait until the server has imported everything and said so (once)."""
-        if not self._ready:
-            self._read(None)
-            self._ready = True
+        """Wait until the server has imported everything and said so, starting a new one if the
+        last one ended; ``ServerFailed`` if it ends first."""
+        if self._ready and self._proc.poll() is None:
+            return
+        if self._proc.poll() is not None:
+            self._spawn()
+        try:
+            answer = self._read(None)
+        except ServerDied:
+            code = self._proc.wait()
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            raise ServerFailed(f"{self._name()} ended before it was ready ({how})") from None
+        if "failed" in answer:
+            self._proc.wait()
+            raise ServerFailed(f"{self._name()} could not import: {answer['failed']}")
+        self._ready = True
 
     @property
     def parent_pid(self) -> int:
         return self._proc.pid
 
+    def _name(self) -> str:
+        return f"the fork server (pid {self._proc.pid})"
+
     def _read(self, timeout_s: float | None) -> dict | None:
         """The server's next answer; None when ``timeout_s`` passed first."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         fd = self._proc.stdout.fileno()
+        ended = [] if self._pidfd is None else [self._pidfd]
         while b"\n" not in self._buffer:
             left = None if deadline is None else max(deadline - time.monotonic(), 0)
-            if not select.select([fd], [], [], left)[0]:
+            readable = select.select([fd, *ended], [], [], left)[0]
+            if not readable:
                 return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise ServerDied(f"the fork server (pid {self._proc.pid}) ended")
+            chunk = os.read(fd, 65536) if fd in readable else b""
+            if not chunk:  # the pipe closed, or the process ended with nothing more said
+                raise ServerDied(f"{self._name()} ended")
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         return json.loads(line)
 
+    def _answer(self, what: str) -> dict:
+        """The server's next answer, or ``ServerDied`` once it has not answered in time (stopped,
+        or stuck reaping a child in uninterruptible sleep): killed, the next ``ready`` starts
+        another."""
+        answer = self._read(ANSWER_WITHIN_S)
+        if answer is None:
+            self._proc.kill()
+            self._proc.wait()
+            raise ServerDied(f"{self._name()} gave no {what} in {ANSWER_WITHIN_S:g}s; killed it")
+        return answer
+
     def start(self, job: Path, result: Path, log: Path, scratch: Path) -> int:
-        if self._proc.poll() is not None:
-            self._spawn()
         self.ready()
         request = {"job": str(job), "result": str(result), "log": str(log), "tmpdir": str(scratch)}
         try:
             self._proc.stdin.write((json.dumps(request) + "\n").encode())
             self._proc.stdin.flush()
         except BrokenPipeError:
-            raise ServerDied(f"the fork server (pid {self._proc.pid}) ended") from None
-        return self._read(None)["pid"]
+            raise ServerDied(f"{self._name()} ended") from None
+        return self._answer("worker pid")["pid"]
 
     def wait(self, pid: int, timeout_s: float) -> int | None:
         answer = self._read(max(timeout_s, 0))
@@ -180,7 +219,10 @@ class ForkServer:
 
     def kill(self, pid: int) -> int:
         _kill_group(pid)
-        return self._read(None)["returncode"]
+        try:
+            return self._answer("return code")["returncode"]
+        except ServerDied:  # the worker's group is killed all the same
+            return -signal.SIGKILL
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -190,13 +232,51 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        self._close_pidfd()
 
 
-def early_launcher(settings: Settings) -> ForkServer | None:
+class ForkServerOrFresh:
+    """A fork server, replaced by fresh interpreters for the rest of the run once a server
+    cannot start (a plugin that fails only when the server imports it, the server killed while
+    it imports): the cases run either way, and one line on stderr says why they start slower."""
+
+    def __init__(self, plugins: tuple[str, ...], extra_env: dict[str, str] | None = None):
+        self._server = ForkServer(plugins, extra_env)
+        self._launcher: Launcher = self._server
+        self._extra_env = extra_env
+
+    @property
+    def parent_pid(self) -> int:
+        return self._launcher.parent_pid
+
+    def ready(self) -> None:
+        try:
+            self._launcher.ready()
+        except ServerFailed as exc:
+            print(f"scaling-bench: {exc}; each case runs in a fresh interpreter instead",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            self._server.close()
+            self._launcher = FreshInterpreter(self._extra_env)
+
+    def start(self, job: Path, result: Path, log: Path, scratch: Path) -> int:
+        return self._launcher.start(job, result, log, scratch)
+
+    def wait(self, pid: int, timeout_s: float) -> int | None:
+        return self._launcher.wait(pid, timeout_s)
+
+    def kill(self, pid: int) -> int:
+        return self._launcher.kill(pid)
+
+    def close(self) -> None:
+        self._server.close()
+        self._launcher.close()
+
+
+def early_launcher(settings: Settings) -> ForkServerOrFresh | None:
     """The run's fork server, started now and not waited for, so that its imports overlap the
     caller's own work (``runner.run_cases`` takes it and closes it); None where the run starts
     its launchers itself (fresh interpreters, or one server per parallel slot, each seeing its
     own GPU)."""
     if settings.fresh_workers or settings.parallel > 1:
         return None
-    return ForkServer(settings.plugins, wait=False)
+    return ForkServerOrFresh(settings.plugins)

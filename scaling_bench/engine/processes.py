@@ -41,7 +41,8 @@ def combine_processes(fields: Sequence[dict[str, Any]], planned: int) -> dict[st
 
 def _metrics(per_process: list[dict[str, dict]]) -> dict[str, dict]:
     """Each metric every process has: its samples pooled, each process's value kept; a metric
-    without samples takes the median of the processes' values."""
+    without samples takes the median of the processes' values (of those that have one: a null
+    value, which the schema allows for a figure a process could not give, is left out)."""
     names = [n for n in per_process[0] if all(n in m for m in per_process)]
     out = {}
     for name in names:
@@ -52,7 +53,8 @@ def _metrics(per_process: list[dict[str, dict]]) -> dict[str, dict]:
             pooled = [s for m in metrics for s in m["samples"]]
             merged = first | summarize(pooled, first.get("unit", ""))
         else:
-            value = statistics.median(values)
+            given = [v for v in values if v is not None]
+            value = statistics.median(given) if given else None
             merged = {k: v for k, v in first.items() if k not in ("median", "p10", "p90", "iqr")}
             merged |= {"value": value, "n": sum(m.get("n", 1) for m in metrics)}
         if any("settled" in m for m in metrics):

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -36,16 +34,12 @@ from rich.progress import (
 )
 
 from scaling_bench.core.errors import UserError
-from scaling_bench.engine.launchers import ForkServer, FreshInterpreter, Launcher, ServerDied
+from scaling_bench.engine.attempt import run_process
+from scaling_bench.engine.launchers import ForkServerOrFresh, FreshInterpreter, Launcher
 from scaling_bench.engine.processes import combine_processes
-from scaling_bench.engine.protocol import Job, Settings, read_json, read_partial, write_job
-from scaling_bench.engine.worker import ERROR_CHARS, clip
-from scaling_bench.store.lock import (
-    TEMP_DIR_PREFIX,
-    ResultsLock,
-    remove_stale_temp_dirs,
-    write_runner_pid,
-)
+from scaling_bench.engine.protocol import Settings
+from scaling_bench.engine.worker import clip
+from scaling_bench.store.lock import ResultsLock, remove_stale_temp_dirs
 from scaling_bench.store.records import (
     RESULTS_FILE,
     append_record,
@@ -54,9 +48,6 @@ from scaling_bench.store.records import (
     make_record,
     problem_with,
 )
-
-# A worker prints its stacks this long before its deadline, so a timeout record says where it hung.
-STACK_DUMP_BEFORE_S = 0.5
 
 
 class RunnableCase(Protocol):
@@ -343,7 +334,7 @@ def _signals_held() -> Iterator[None]:
 def _launcher(settings: Settings, extra_env: dict[str, str] | None) -> Launcher:
     if settings.fresh_workers:
         return FreshInterpreter(extra_env)
-    return ForkServer(settings.plugins, extra_env)
+    return ForkServerOrFresh(settings.plugins, extra_env)
 
 
 def _run_case(
@@ -363,7 +354,7 @@ def _run_case(
     t0 = time.perf_counter()
     per_process = []
     for _ in range(settings.processes):
-        per_process.append(_run_process(case_dict, execute, timeout_s, settings, launcher, known))
+        per_process.append(run_process(case_dict, execute, timeout_s, settings, launcher, known))
         if per_process[-1].get("status", "ok") != "ok":
             break
     fields = combine_processes(per_process, settings.processes)
@@ -386,107 +377,12 @@ def _run_case(
     )  # fmt: skip
 
 
-def _run_process(
-    case_dict: dict[str, Any],
-    execute: str,
-    timeout_s: float,
-    settings: Settings,
-    launcher: Launcher,
-    known: Mapping[str, Any],
-) -> dict[str, Any]:
-    """One worker process of a case, in a scratch folder of its own: its result fields."""
-    with tempfile.TemporaryDirectory(prefix=TEMP_DIR_PREFIX) as tmp:
-        write_runner_pid(Path(tmp))
-        known_path = Path(tmp, "known.pickle") if known else None
-        if known_path is not None:
-            known_path.write_bytes(pickle.dumps(dict(known)))
-        job = Job(
-            execute,
-            case_dict,
-            launcher.parent_pid,
-            settings,
-            dump_stacks_at=time.time() + timeout_s - STACK_DUMP_BEFORE_S,
-            partial_path=str(_partial(Path(tmp))),
-            known_path=None if known_path is None else str(known_path),
-        )
-        job_path = Path(tmp, "job.json")
-        write_job(job_path, job)
-        return _run_worker(
-            launcher, job_path, Path(tmp, "result.json"), Path(tmp, "output.log"), timeout_s
-        )
-
-
 def _skipped(case: RunnableCase, reason: str, env: dict[str, Any]) -> dict[str, Any]:
     started_at = datetime.now(UTC)
     return make_record(
         case.case_id, case.to_dict(), "skipped", env=env, started_at=started_at,
         duration_s=0.0, error=reason,
     )  # fmt: skip
-
-
-def _run_worker(
-    launcher: Launcher, job_path: Path, result_path: Path, log_path: Path, timeout_s: float
-) -> dict[str, Any]:
-    """The worker's result fields, or a ``timeout`` / ``crashed`` status if it gave none."""
-    deadline = time.monotonic() + timeout_s
-    pid = None
-    try:
-        pid = launcher.start(job_path, result_path, log_path, job_path.parent)
-        returncode = launcher.wait(pid, deadline - time.monotonic())
-        if returncode is None:
-            launcher.kill(pid)
-            pid = None
-            summary = f"ran past the {timeout_s:g}s timeout; killed the worker's process group"
-            return _measured_so_far(result_path) | {
-                "status": "timeout",
-                "error": _with_output(summary, log_path),
-            }
-        pid = None
-    except ServerDied as exc:
-        pid = None
-        return _measured_so_far(result_path) | {
-            "status": "crashed",
-            "error": _with_output(f"{exc}; the case's worker ended with it", log_path),
-        }
-    finally:
-        if pid is not None:  # Ctrl-C or another error: the worker must not outlive the run
-            with contextlib.suppress(ServerDied):
-                launcher.kill(pid)
-    if returncode == 0 and result_path.exists():
-        return read_json(result_path)
-    return _measured_so_far(result_path) | {
-        "status": "crashed",
-        "error": _with_output(_death(returncode), log_path),
-    }
-
-
-def _measured_so_far(result_path: Path) -> dict[str, Any]:
-    """The fields a worker saved before it was killed or died (``protocol.save_partial``)."""
-    return read_partial(_partial(result_path.parent))
-
-
-def _partial(scratch: Path) -> Path:
-    return scratch / "partial.json"
-
-
-def _death(returncode: int) -> str:
-    """How a worker ended without a result, in words."""
-    if returncode >= 0:
-        return f"worker exited with code {returncode} without returning a result"
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = "unknown signal"
-    note = ", which often means the host's out-of-memory killer" if name == "SIGKILL" else ""
-    return f"worker killed by signal {-returncode} ({name}){note}"
-
-
-def _with_output(summary: str, log_path: Path) -> str:
-    """The worker's last output, then the summary: like a traceback, the conclusion comes last."""
-    with open(log_path, "rb") as log:
-        log.seek(max(log.seek(0, os.SEEK_END) - 4 * ERROR_CHARS, 0))
-        tail = log.read().decode("utf-8", errors="replace").strip()
-    return clip(f"{tail}\n{summary}" if tail else summary)
 
 
 class _Progress:

@@ -9,7 +9,8 @@ file, exactly as a fresh interpreter would, with its own session (the runner's p
 kill reaches it and its children), its output in the case's log and ``TMPDIR`` in the case's own
 folder.
 
-Protocol, one JSON object per line: the server says ``{"ready": PID}`` once imported; the runner
+Protocol, one JSON object per line: the server says ``{"ready": PID}`` once imported (or
+``{"failed": "the exception, in one line"}``, and ends, if an import raised); the runner
 writes ``{"job", "result", "log", "tmpdir"}`` to
 the server's stdin; the server answers ``{"pid": N}`` once the child runs and ``{"returncode":
 R}`` when it has ended (``R`` < 0: killed by signal ``-R``, as ``subprocess`` reports it). The
@@ -23,16 +24,19 @@ import json
 import os
 import sys
 import tempfile
+import traceback
 
 from scaling_bench.engine import worker
 
 
-def _child(request: dict[str, str], ready: int) -> None:
+def _child(request: dict[str, str], ready: int, answers: int, server_pid: int) -> None:
     """In the forked child: become the case's worker, then exit without running the server's
     cleanup (atexit handlers and buffers belong to the server). ``ready`` is told once the child
-    leads its own session, so that the runner never signals a group that does not exist yet."""
+    leads its own session, so that the runner never signals a group that does not exist yet. The
+    server's answer pipe is closed first: a daemon the case forks must not hold it open."""
     code = 1
     try:
+        os.close(answers)
         os.setsid()
         os.write(ready, b"1")
         os.close(ready)
@@ -43,11 +47,9 @@ def _child(request: dict[str, str], ready: int) -> None:
         os.dup2(fd, 2)
         os.environ["TMPDIR"] = request["tmpdir"]
         tempfile.tempdir = None  # tempfile caches the folder it found first
-        worker.main([request["job"], request["result"]])
+        worker.main([request["job"], request["result"]], parent_pid=server_pid)
         code = 0
     except BaseException:
-        import traceback
-
         traceback.print_exc()
     finally:
         sys.stdout.flush()
@@ -59,8 +61,7 @@ def _returncode(status: int) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
-def serve(runner_pid: int, plugins: list[str]) -> None:
-    worker._die_with_runner(runner_pid)
+def _imported(plugins: list[str]) -> None:
     import torch
     import torch._dynamo  # noqa: F401  (imported lazily by the first optimizer step: ~2 s)
 
@@ -68,8 +69,18 @@ def serve(runner_pid: int, plugins: list[str]) -> None:
     from scaling_bench.workloads import load_plugins
 
     load_plugins(plugins)
+
+
+def serve(runner_pid: int, plugins: list[str]) -> None:
+    worker._die_with_runner(runner_pid)
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # a stray print must not corrupt the protocol
+    try:
+        _imported(plugins)
+    except BaseException as exc:  # the runner says why in one line, then runs without a server
+        reason = traceback.format_exception_only(exc)[-1].strip()
+        answers.write(json.dumps({"failed": reason}) + "\n")
+        sys.exit(1)
     answers.write(json.dumps({"ready": os.getpid()}) + "\n")
     for line in sys.stdin:
         request = json.loads(line)
@@ -77,7 +88,7 @@ def serve(runner_pid: int, plugins: list[str]) -> None:
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            _child(request, write_end)
+            _child(request, write_end, answers.fileno(), os.getppid())
         os.close(write_end)
         os.read(read_end, 1)  # the child leads its session (or died: the read sees the end)
         os.close(read_end)

@@ -116,11 +116,11 @@ def _die_with_runner(runner_pid: int) -> None:
         os._exit(1)
 
 
-def start(job: Job) -> None:
-    """What a worker does before its case: die with its parent, report where it crashes or
-    hangs, keep partial results where the job says, hold its heap steady (unless the run says
-    otherwise), import the run's plugins."""
-    _die_with_runner(job.parent_pid)
+def start(job: Job, parent_pid: int | None = None) -> None:
+    """What a worker does before its case: die with its parent (``parent_pid``, else the job's),
+    report where it crashes or hangs, keep partial results where the job says, hold its heap
+    steady (unless the run says otherwise), import the run's plugins."""
+    _die_with_runner(job.parent_pid if parent_pid is None else parent_pid)
     malloc.apply(job.settings.malloc)
     faulthandler.enable()  # a segfault or an abort leaves a traceback in the crash record
     if job.dump_stacks_at is not None and job.dump_stacks_at - time.time() > 0:
@@ -134,10 +134,13 @@ def start(job: Job) -> None:
         importlib.import_module(module)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str], parent_pid: int | None = None) -> None:
+    """The worker on ``argv`` (JOB RESULT). A fork server's child is given its parent: the job
+    names the server that ran when it was written, and the server may have been started anew
+    since (after a crash)."""
     job_path, result_path = argv
     job = read_job(Path(job_path))
-    start(job)
+    start(job, parent_pid)
     result = run_case(job.execute, job.case, job.settings, job.known_path)
     try:
         write_json(Path(result_path), result)

@@ -6,18 +6,26 @@ drops it when the holding process dies, however it dies (SIGKILL, OOM killer, po
 lock is never stale and nobody has to clean it up. The holder's pid, written in the file, is
 only there to tell the user who holds it.
 
-The runner's per-case temporary folders are removed when a case ends, but not when the runner
-itself is killed; ``remove_stale_temp_dirs`` removes those of runners that are gone, told by the
-``runner.pid`` each one holds.
+The runner's per-case scratch folders (``scratch_dir``) are removed when a case ends, but not
+when the runner itself is killed; ``remove_stale_temp_dirs`` removes those. A name proves
+nothing (a user may call a results folder ``scaling-bench-baseline``) and a pid is no identity
+across hosts or pid namespaces (a ``TMPDIR`` shared by the nodes of a cluster), so the sweep
+removes a folder only if it holds the marker file a run creates with it, both owned by this
+user, and only if it can take the ``flock`` the live run holds on that marker for as long as it
+uses the folder; and never a folder younger than ``MIN_AGE_S``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
+import socket
+import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -25,10 +33,13 @@ from scaling_bench.core.errors import UserError
 
 LOCK_FILE = ".lock"
 TEMP_DIR_PREFIX = "scaling-bench-"
-RUNNER_PID_FILE = "runner.pid"
-#: A scratch folder without ``runner.pid`` (made by an in-process front-end, or by a runner
-#: killed before it wrote the file) is taken as abandoned once untouched for this long.
-UNOWNED_STALE_AFTER_S = 3600.0
+#: Created with each scratch folder, and locked by its run while the folder is in use.
+SCRATCH_MARKER = "scaling-bench-scratch.lock"
+#: A scratch folder this young is never removed, locked or not: a second line of defence where
+#: a shared filesystem's locks are not to be trusted.
+MIN_AGE_S = 600.0
+
+_held: set[str] = set()  # this process's live scratch folders: its own flock does not bar it
 
 
 class ResultsLock:
@@ -72,44 +83,68 @@ class ResultsLock:
             self._fd = None
 
 
-def write_runner_pid(temp_dir: Path) -> None:
-    """Mark a scratch folder as this runner's, so ``remove_stale_temp_dirs`` leaves it alone."""
-    (Path(temp_dir) / RUNNER_PID_FILE).write_text(f"{os.getpid()}\n", encoding="ascii")
-
-
-def _is_alive(pid: int) -> bool:
+@contextlib.contextmanager
+def scratch_dir(root: Path | None = None) -> Iterator[Path]:
+    """A new scratch folder in ``root`` (the system's temporary folder), removed when the block
+    ends; this process holds the flock on its marker meanwhile, so no sweep removes it."""
+    folder = Path(tempfile.mkdtemp(prefix=TEMP_DIR_PREFIX, dir=root))
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW  # not inherited by workers
+    fd = os.open(folder / SCRATCH_MARKER, flags, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"in use by pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    _held.add(str(folder))
     try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # gone, or no pid this system could have
+        yield folder
+    finally:
+        _held.discard(str(folder))
+        _remove_locked(folder, fd)
+
+
+def _remove_locked(folder: Path, fd: int) -> None:
+    """Remove a scratch folder whose marker's lock ``fd`` holds: its contents and the marker
+    while locked, the empty folder once the lock is released (an NFS client keeps an open
+    unlinked file in the folder until it is closed)."""
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.name != SCRATCH_MARKER:
+                entry.unlink(missing_ok=True)
+        (folder / SCRATCH_MARKER).unlink(missing_ok=True)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _remove_if_abandoned(folder: Path, now: float) -> bool:
+    """Remove ``folder`` if it is provably a scratch folder of this user's runs, old enough and
+    unlocked (its run is gone); whether it was removed."""
+    if str(folder) in _held:
         return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _is_stale(folder: Path, now: float) -> bool:
-    """Whether the folder's runner is gone: its ``runner.pid`` names a dead process, or it has
-    none and has not been touched for ``UNOWNED_STALE_AFTER_S``."""
     try:
-        owner = (folder / RUNNER_PID_FILE).read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        owner = ""
-    if owner.isdigit() and int(owner) > 0:
-        return not _is_alive(int(owner))
-    try:
-        return now - folder.stat().st_mtime > UNOWNED_STALE_AFTER_S
-    except OSError:  # removed meanwhile
+        info = folder.lstat()
+        fd = os.open(folder / SCRATCH_MARKER, os.O_RDWR | os.O_NOFOLLOW)  # RDWR: NFS's flock
+    except OSError:  # no marker: not a run's scratch folder, or not this user's
         return False
+    try:
+        marker = os.fstat(fd)
+        ours = stat.S_ISDIR(info.st_mode) and stat.S_ISREG(marker.st_mode)
+        ours = ours and info.st_uid == marker.st_uid == os.getuid()
+        if not ours or now - max(info.st_mtime, marker.st_mtime) < MIN_AGE_S:
+            os.close(fd)
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: its run is alive, on this host or another
+        os.close(fd)
+        return False
+    _remove_locked(folder, fd)
+    return not folder.exists()
 
 
 def remove_stale_temp_dirs(tmp_root: Path | None = None) -> int:
-    """Remove the ``scaling-bench-*`` folders in ``tmp_root`` (the system's temporary folder)
-    left by runners that died without cleaning up; how many were removed."""
+    """Remove the scratch folders in ``tmp_root`` (the system's temporary folder) left by runs
+    that died without cleaning up; how many were removed."""
     root = Path(tmp_root) if tmp_root is not None else Path(tempfile.gettempdir())
     now = time.time()
-    removed = 0
-    for folder in root.glob(f"{TEMP_DIR_PREFIX}*"):  # none where root is missing or unreadable
-        if folder.is_dir() and not folder.is_symlink() and _is_stale(folder, now):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed += not folder.exists()
-    return removed
+    # none where root is missing or unreadable
+    return sum(_remove_if_abandoned(folder, now) for folder in root.glob(f"{TEMP_DIR_PREFIX}*"))
