@@ -192,3 +192,45 @@ def frees_a_block(case: dict) -> dict:
         "freed": {"value": resident(), "unit": "bytes"},
     }
     return {**ok(case), "metrics": metrics}
+
+
+def kills_its_server(case: dict) -> dict:
+    """``kill -9`` of the fork server while this case runs (this worker dies with it)."""
+    Path(case["marker"]).write_text(str(os.getpid()))
+    os.kill(os.getppid(), signal.SIGKILL)
+    return endless_loop(case)
+
+
+def stops_its_server(case: dict) -> dict:
+    """SIGSTOP of the fork server while this case runs, then a hang: nobody reaps this worker."""
+    os.kill(os.getppid(), signal.SIGSTOP)
+    return endless_loop(case)
+
+
+def daemon_then_kills_its_server(case: dict) -> dict:
+    """A daemon of the case's own (a session of its own, every descriptor this worker holds),
+    then ``kill -9`` of the fork server: the daemon's pid goes in the marker."""
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        time.sleep(120)
+        os._exit(0)
+    Path(case["marker"]).write_text(str(pid))
+    return kills_its_server({**case, "marker": os.devnull})
+
+
+def null_metric(case: dict) -> dict:
+    """A figure the case could not give: ``value`` null, which the schema allows."""
+    return {**ok(case), "metrics": {"x": {"value": None, "unit": "s", "n": 1}}}
+
+
+def sweeps_the_temporary_folder(case: dict) -> dict:
+    """Another run's sweep of the temporary folder, while this case's scratch folder (this
+    worker's TMPDIR) looks as old as an abandoned one: the case must end with its record."""
+    from scaling_bench.store.lock import remove_stale_temp_dirs
+
+    scratch = Path(os.environ["TMPDIR"])
+    for path in [*scratch.iterdir(), scratch]:
+        os.utime(path, (0, 0))
+    removed = remove_stale_temp_dirs(scratch.parent)
+    return {**ok(case), "metrics": {"removed": {"value": float(removed), "unit": "folders"}}}

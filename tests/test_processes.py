@@ -185,3 +185,20 @@ def test_parallel_needs_a_gpu_per_slot(capsys, tmp_path: Path, flags, message) -
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_a_metric_with_a_null_value_in_every_process_stays_null() -> None:
+    null = {"status": "ok", "metrics": {"x": {"value": None, "unit": "s", "n": 1}}}
+    combined = combine_processes([null, null | {"metrics": {"x": {"value": 2.0, "n": 1}}}], 2)
+    assert combined["metrics"]["x"]["value"] == 2.0
+    assert combined["metrics"]["x"]["process_values"] == [None, 2.0]
+    assert combine_processes([null, null], 2)["metrics"]["x"]["value"] is None
+
+
+def test_a_null_metric_value_with_processes_is_recorded_and_the_grid_goes_on(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(processes=2, fresh_workers=True)
+    records = run([Case("null", "null_metric"), Case("next")], tmp_path, settings=settings)
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert records[0]["metrics"]["x"]["value"] is None

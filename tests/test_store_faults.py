@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -160,11 +161,11 @@ def aged(folder: Path, age_s: float) -> Path:
     return folder
 
 
-def abandoned(root: Path, name: str, age_s: float = OLD) -> Path:
+def abandoned(root: Path, name: str, age_s: float = OLD, host: str | None = None) -> Path:
     """A scratch folder as a run that was killed leaves it: its marker, and nobody's lock."""
     folder = root / name
     folder.mkdir()
-    (folder / SCRATCH_MARKER).write_text("in use by pid 1 on elsewhere\n")
+    (folder / SCRATCH_MARKER).write_text(f"in use by pid 1 on {host or socket.gethostname()}\n")
     (folder / "job.json").write_text("{}")
     (folder / "sub").mkdir()
     (folder / "sub" / "model.pt").write_bytes(b"x")
@@ -213,6 +214,12 @@ def test_only_old_unlocked_scratch_folders_a_run_made_are_removed(tmp_path):
 def test_a_scratch_folder_of_another_user_is_never_removed(tmp_path, monkeypatch):
     folder = abandoned(tmp_path, "scaling-bench-theirs")
     monkeypatch.setattr(os, "getuid", lambda: folder.stat().st_uid + 1)
+    assert remove_stale_temp_dirs(tmp_path) == 0
+    assert folder.exists()
+
+
+def test_a_scratch_folder_made_on_another_host_is_left_to_that_hosts_runs(tmp_path):
+    folder = abandoned(tmp_path, "scaling-bench-node2", host="node2.cluster")
     assert remove_stale_temp_dirs(tmp_path) == 0
     assert folder.exists()
 

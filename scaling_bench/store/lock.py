@@ -11,8 +11,8 @@ when the runner itself is killed; ``remove_stale_temp_dirs`` removes those. A na
 nothing (a user may call a results folder ``scaling-bench-baseline``) and a pid is no identity
 across hosts or pid namespaces (a ``TMPDIR`` shared by the nodes of a cluster), so the sweep
 removes a folder only if it holds the marker file a run creates with it, both owned by this
-user, and only if it can take the ``flock`` the live run holds on that marker for as long as it
-uses the folder; and never a folder younger than ``MIN_AGE_S``.
+user, the marker naming this host, and only if it can take the ``flock`` the live run holds on
+that marker for as long as it uses the folder; and never a folder younger than ``MIN_AGE_S``.
 """
 
 from __future__ import annotations
@@ -91,13 +91,25 @@ def scratch_dir(root: Path | None = None) -> Iterator[Path]:
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW  # not inherited by workers
     fd = os.open(folder / SCRATCH_MARKER, flags, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    os.write(fd, f"in use by pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    os.write(fd, _marker_text().encode())
     _held.add(str(folder))
     try:
         yield folder
     finally:
         _held.discard(str(folder))
         _remove_locked(folder, fd)
+
+
+def _marker_text() -> str:
+    return f"in use by pid {os.getpid()} on {socket.gethostname()}\n"
+
+
+def _made_here(fd: int) -> bool:
+    """Whether the marker names this host: a lock is only as good as the filesystem's (an NFS
+    mount without its lock manager keeps locks local), so another host's folders are left to
+    that host's runs."""
+    words = os.pread(fd, 4096, 0).decode("utf-8", "replace").split()
+    return words[-1:] == [socket.gethostname()]
 
 
 def _remove_locked(folder: Path, fd: int) -> None:
@@ -130,7 +142,8 @@ def _remove_if_abandoned(folder: Path, now: float) -> bool:
         marker = os.fstat(fd)
         ours = stat.S_ISDIR(info.st_mode) and stat.S_ISREG(marker.st_mode)
         ours = ours and info.st_uid == marker.st_uid == os.getuid()
-        if not ours or now - max(info.st_mtime, marker.st_mtime) < MIN_AGE_S:
+        young = now - max(info.st_mtime, marker.st_mtime) < MIN_AGE_S
+        if not ours or young or not _made_here(fd):
             os.close(fd)
             return False
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
