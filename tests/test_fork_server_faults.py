@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import tempfile
+import threading
+from pathlib import Path
 
 import pytest
 from faults import Case
@@ -14,6 +17,7 @@ from test_runner import by_id, run, running, wait_until
 
 from scaling_bench.engine import launchers
 from scaling_bench.engine.protocol import Settings
+from scaling_bench.engine.runner import RunInterrupted
 from scaling_bench.store.records import RESULTS_FILE, load_records
 
 SERVER_ENDED = "the fork server (pid "
@@ -67,10 +71,32 @@ def test_a_stopped_server_times_the_case_out_and_the_next_runs_on_a_new_server(
     )
 
 
+def stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_an_interrupt_while_the_server_is_stopped_still_ends_the_run(tmp_path, monkeypatch):
+    """Ctrl-C (the CLI's SIGTERM takes the same path, ``cli.Terminated``) while the case's server
+    is stopped: the run ends with the interrupt instead of waiting on the server for ever."""
+    monkeypatch.setattr(launchers, "ANSWER_WITHIN_S", 1.0)
+    launcher = launchers.early_launcher(Settings())
+
+    def interrupt_once_stopped() -> None:
+        wait_until(lambda: stopped(launcher.parent_pid), "the server to stop", 120)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_stopped, daemon=True).start()
+    with pytest.raises(RunInterrupted, match="0 of 2 cases recorded"):
+        run([Case("first", "stops_its_server"), Case("second")], tmp_path, timeout_s=600,
+            launcher=launcher)  # fmt: skip
+    wait_until(lambda: not running(launcher.parent_pid), "the stopped server to be killed")
+
+
 # A plugin that fails only in the fork server: imported anywhere else (a fresh worker), it is fine.
 SERVER_ONLY_FAULT = """
 import os
 import signal
+import subprocess
 import sys
 
 if sys.modules["__main__"].__spec__.name == "scaling_bench.engine.server":
@@ -102,6 +128,37 @@ def test_a_server_that_cannot_start_leaves_the_cases_to_fresh_workers_with_one_l
     assert "Traceback" not in err
     (line,) = [line for line in err.splitlines() if SERVER_ENDED in line]
     assert reason in line and line.endswith("each case runs in a fresh interpreter instead")
+
+
+class KilledBeforeItsLog:
+    """A launcher whose workers are killed before they open their log, as a timeout shorter than
+    a fork kills them: each is a process that never writes anything."""
+
+    parent_pid = os.getpid()
+
+    def ready(self) -> None:
+        pass
+
+    def start(self, job: Path, result: Path, log: Path, scratch: Path) -> int:
+        self.proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        return self.proc.pid
+
+    def wait(self, pid: int, timeout_s: float) -> None:
+        return None
+
+    def kill(self, pid: int) -> int:
+        self.proc.kill()
+        return self.proc.wait()
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_worker_killed_before_it_opened_its_log_is_recorded_as_timeout(tmp_path):
+    records = run([Case("a"), Case("b")], tmp_path, timeout_s=0.001, launcher=KilledBeforeItsLog())
+
+    assert [r["status"] for r in records] == ["timeout", "timeout"]
+    assert records[0]["error"] == "ran past the 0.001s timeout; killed the worker's process group"
 
 
 def test_a_timeout_shorter_than_a_fork_is_recorded_as_timeout_and_the_grid_goes_on(tmp_path):
