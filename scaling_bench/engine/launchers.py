@@ -160,11 +160,11 @@ class ForkServer:
         try:
             answer = self._read(None)
         except ServerDied:
-            code = self._proc.wait()
+            code = self._end()
             how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
             raise ServerFailed(f"{self._name()} ended before it was ready ({how})") from None
         if "failed" in answer:
-            self._proc.wait()
+            self._end()
             raise ServerFailed(f"{self._name()} could not import: {answer['failed']}")
         self._ready = True
 
@@ -224,14 +224,18 @@ class ForkServer:
         except ServerDied:  # the worker's group is killed all the same
             return -signal.SIGKILL
 
+    def _end(self) -> int:
+        """The server's return code once it has ended, killed if it does not within 5 s."""
+        try:
+            return self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            return self._proc.wait()
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._proc.stdin.close()
-        try:
-            self._proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        self._end()
         self._close_pidfd()
 
 
