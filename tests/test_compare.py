@@ -11,6 +11,8 @@ import pytest
 import synthetic
 
 from scaling_bench.frontends.cli import main
+from scaling_bench.hardware.drift import drift_key
+from scaling_bench.hardware.peaks import CACHE_DIR_ENV, cached_measurement
 
 
 def compare(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, dict, str]:
@@ -22,6 +24,21 @@ def compare(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, dic
 
 def verdicts(report: dict, metric: str = "train_step_s") -> set[str]:
     return {r["verdict"] for r in report["rows"] if r["metric"] == metric}
+
+
+def measure_drift(env: dict, sigma: float) -> None:
+    """As if ``scaling-bench check`` had measured ``sigma`` on the machine ``env`` describes."""
+    cached_measurement(drift_key(env), lambda: sigma, refresh=True)
+
+
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The synthetic runs' machine, checked: its runs drift by 1%, so an unpaired move must
+    exceed 7% (``analysis.unpaired``); as its runs and the foreign files (which name no torch)
+    describe it. Each test has a cache of its own."""
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    for env in (synthetic.ENV, {"cpu_model": synthetic.ENV["cpu_model"]}):
+        measure_drift(env, 0.01)
 
 
 @pytest.fixture

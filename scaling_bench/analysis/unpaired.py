@@ -1,0 +1,100 @@
+"""What a comparison of two separate runs can claim: what the machines differ in, and how far a
+figure drifts from run to run.
+
+A p-value over the samples of one process a side says whether the two processes differed, not
+whether the code did: two runs of one commit differ by the machine's run-to-run drift, which no
+process's samples see. So where a side's figure comes from one process, a move must also clear
+the drift. With ``σ`` the standard deviation of a figure's log from one fresh process to the next
+(``hardware.drift``), the log ratio of two independent runs of one commit has standard deviation
+``√2·σ``; ``σ`` itself is estimated from a few processes (``dof`` degrees of freedom), so the
+bound a rerun stays within with probability ``1 − α`` is the prediction interval
+``|log ratio| ≤ t(1 − α/2, dof)·√2·σ`` (Student's t). With 5 processes (4 dof) and α = 0.01
+that is 6.5·σ: at σ = 2% a move must exceed 14%, and a 2× slowdown clears it unless σ > 7.5%.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from scipy import stats
+
+from scaling_bench.core.stats import is_finite
+from scaling_bench.hardware.drift import DRIFT_REPETITIONS, recorded_drift
+
+#: The drift taken where none was measured (no ``scaling-bench check`` on this machine, no
+#: ``--processes`` values): about what this project's 2-core VM showed between runs of one
+#: commit; stated in every verdict that leans on it.
+ASSUMED_DRIFT = 0.05
+#: How a row's note starts when the drift alone kept a move from a verdict.
+DRIFT_NOTE = "within run-to-run drift"
+WHAT_INSTEAD = "gate with scaling-bench ab (or run both sides with --processes 5)"
+
+
+@dataclass(frozen=True)
+class Drift:
+    """σ of a figure's log between runs, the degrees of freedom it was estimated with, and
+    where it came from (said in the verdict)."""
+
+    sigma: float
+    dof: int
+    source: str
+
+    def bound(self, alpha: float) -> float:
+        """The relative move a rerun of one commit stays within with probability 1 − α."""
+        t = float(stats.t.ppf(1 - alpha / 2, self.dof))
+        return math.expm1(t * math.sqrt(2) * self.sigma)
+
+    def describe(self, alpha: float) -> str:
+        """``a rerun moves up to ±14% (σ 2.0%, measured by scaling-bench check)``."""
+        return f"a rerun moves up to ±{self.bound(alpha):.0%} (σ {self.sigma:.1%}, {self.source})"
+
+
+def machine_drift(base_env: dict, current_env: dict) -> Drift:
+    """The larger drift cached for either side's machine (``scaling-bench check``), else the
+    assumed one."""
+    found = [d for env in (base_env, current_env) if (d := recorded_drift(env)) is not None]
+    if found:
+        return Drift(max(found), DRIFT_REPETITIONS - 1, "measured by scaling-bench check")
+    return Drift(ASSUMED_DRIFT, DRIFT_REPETITIONS - 1, "assumed: scaling-bench check measures it")
+
+
+def process_drift(base: dict, current: dict) -> Drift | None:
+    """The drift of this very metric, pooled over the sides that ran in several processes
+    (``run --processes``): the spread of its per-process logs about each side's mean."""
+    sides = [
+        [math.log(x) for x in m.get("process_values") or () if is_finite(x) and x > 0]
+        for m in (base, current)
+    ]
+    sides = [s for s in sides if len(s) >= 2]
+    dof = sum(len(s) - 1 for s in sides)
+    if not dof:
+        return None
+    squares = sum((x - statistics.fmean(s)) ** 2 for s in sides for x in s)
+    n = sum(len(s) for s in sides)
+    return Drift(max(math.sqrt(squares / dof), 1e-6), dof, f"from {n} processes' values")
+
+
+def drift_line(count: int, drift: Drift, threshold: float, alpha: float) -> str:
+    """The one line that says why an unpaired gate passed without a verdict, and what to run."""
+    moves = f"{count} move{'s' * (count != 1)} beyond {threshold:.0%}"
+    return f"gate inconclusive: {moves} {DRIFT_NOTE}, where {drift.describe(alpha)}; {WHAT_INSTEAD}"
+
+
+#: Fingerprint keys (``hardware.peaks.fingerprint``) whose difference moves timings by itself,
+#: the kernels' ISA first: a run under ``ATEN_CPU_CAPABILITY=avx2`` is another machine here.
+MACHINE_KEYS = (
+    "cpu_capability", "onednn_max_cpu_isa", "onednn_version", "kernel_key",
+    "torch_threads", "cpu_model", "cpu_logical_cores", "gpu_name", "gpu_count",
+    "gpu_driver_version", "torch_version", "python_version",
+)  # fmt: skip
+
+
+def machine_differences(base_env: dict, current_env: dict) -> list[str]:
+    """``key base → current`` for each timing-relevant key both runs recorded and differ in."""
+    return [
+        f"{key} {base_env[key]} → {current_env[key]}"
+        for key in MACHINE_KEYS
+        if key in base_env and key in current_env and base_env[key] != current_env[key]
+    ]
