@@ -91,10 +91,19 @@ MACHINE_KEYS = (
 )  # fmt: skip
 
 
+#: The keys that name the kernels' selection; a record that has ``kernel_key`` was fingerprinted
+#: with all of them, so one it lacks was unset (no ``ONEDNN_MAX_CPU_ISA`` cap).
+KERNEL_KEYS = MACHINE_KEYS[:4]
+
+
 def machine_differences(base_env: dict, current_env: dict) -> list[str]:
-    """``key base → current`` for each timing-relevant key both runs recorded and differ in."""
-    return [
-        f"{key} {base_env[key]} → {current_env[key]}"
-        for key in MACHINE_KEYS
-        if key in base_env and key in current_env and base_env[key] != current_env[key]
-    ]
+    """``key base → current`` for each timing-relevant key both runs recorded and differ in (a
+    kernel key one side left unset reads ``unset``)."""
+    both = "kernel_key" in base_env and "kernel_key" in current_env
+    out = []
+    for key in MACHINE_KEYS:
+        unset = "unset" if both and key in KERNEL_KEYS else None
+        b, c = base_env.get(key, unset), current_env.get(key, unset)
+        if b is not None and c is not None and b != c:
+            out.append(f"{key} {b} → {c}")
+    return out

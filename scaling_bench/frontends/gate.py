@@ -31,8 +31,8 @@ def show_comparison(
 
         console = Console()
         if comparison.machine_differences:
-            console.print(difference_lines(comparison), markup=False, highlight=False)
+            console.print(difference_lines(comparison), markup=False, soft_wrap=True)
         for table in comparison_tables(comparison, show_all=show_all):
             console.print(table)
-        console.print(gate_line(comparison))
+        console.print(gate_line(comparison), soft_wrap=True)
     return 1 if comparison.failed_gate else 0
