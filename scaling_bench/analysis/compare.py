@@ -12,10 +12,10 @@ their ratio. The test is then a one-sample t-test of the per-pair log ratios aga
 the ratio shown is their geometric mean: what a user computes by hand from the pairs.
 
 Unpaired, with one process a side, the samples' p says only that the two *processes* differed:
-a move then regresses only if it also clears the machine's run-to-run drift,
-``|log ratio| > t(1 − α/2, dof)·√2·σ`` (``analysis.unpaired``: σ from ``--processes`` values, else
-from ``scaling-bench check``, else assumed 5%), and is otherwise inconclusive, exit 0, with one
-line naming ``ab`` and ``--processes`` (``Comparison.drift_line``).
+a move then regresses only if it also clears the run-to-run drift σ, ``|log ratio| >
+t(1 − α/2, dof)·√2·σ`` (``analysis.unpaired``: σ the larger of the metric's ``--processes``
+spread and the machine's, measured by ``scaling-bench check``, never below a 5% floor), and is
+otherwise inconclusive, exit 0, with one line naming ``ab`` and ``--processes``.
 
 By default every spec'd metric with a better direction is compared, except bookkeeping (seconds
 spent timing, the peak MFU is measured against) and derived figures beside their source:
@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -219,11 +219,15 @@ def _judged(
     if p >= alpha:
         return ratio, p, "inconclusive", "; ".join(filter(None, ("within noise", unpaired)))
     if drift is not None and logs is None and not per_process(base, current):
-        drift = process_drift(base, current) or drift
+        drift = max(filter(None, (process_drift(base, current), drift)), key=_bound(alpha))
         if abs(math.log(ratio)) <= math.log1p(drift.bound(alpha)):
             note = f"{DRIFT_NOTE}: {drift.describe(alpha)}"
             return ratio, p, "inconclusive", "; ".join(filter(None, (note, unpaired)))
     return ratio, p, moved, unpaired
+
+
+def _bound(alpha: float) -> Callable[[Drift], float]:
+    return lambda drift: drift.bound(alpha)
 
 
 @dataclass

@@ -108,13 +108,17 @@ def check_drift(device: torch.device) -> list[Result]:
     a relative figure, cached for ``compare`` to gate unpaired runs against; a warning where it
     leaves a 2x slowdown undetectable (the run's figures are then for ``ab`` only)."""
     from scaling_bench.analysis.compare import ALPHA
-    from scaling_bench.analysis.unpaired import Drift
+    from scaling_bench.analysis.unpaired import machine_drift
     from scaling_bench.hardware.drift import DRIFT_REPETITIONS, run_drift
+    from scaling_bench.hardware.peaks import fingerprint
 
     sigma = run_drift(refresh=True)
-    bound = Drift(sigma, DRIFT_REPETITIONS - 1, "").bound(ALPHA)
+    env = fingerprint()
+    drift = machine_drift(env, env)
+    bound = drift.bound(ALPHA)
     summary = (
-        f"σ {sigma:.1%} ({DRIFT_REPETITIONS} processes): unpaired moves count beyond ±{bound:.0%}"
+        f"σ {sigma:.1%} over {DRIFT_REPETITIONS} fresh processes; compare holds an unpaired "
+        f"move to ±{bound:.0%} ({drift.source})"
     )
     return [Result("run-to-run drift", PASS if bound < 1 else WARN, summary, {"sigma": sigma})]
 
