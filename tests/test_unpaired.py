@@ -173,3 +173,19 @@ def test_the_drift_is_the_spread_of_fresh_processes_logged_medians(monkeypatch) 
     monkeypatch.setattr(hardware_drift.subprocess, "run", Done)
     expected = stats.tstd([math.log(x) for x in (0.010, 0.011, 0.0105)])
     assert hardware_drift.measure_drift(3) == pytest.approx(expected)
+
+
+def test_five_processes_a_side_that_agree_closely_are_still_held_to_the_drift(capsys, tmp_path):
+    """Runs minutes apart drift as a whole: five tight processes a side 10% apart pass the test
+    over their values (p 0.008) but not the drift's ±20%; 50% apart they regress."""
+    sides = {}
+    for name, slowdown in (("b", 1.0), ("c", 1.1), ("slow", 1.5)):
+        records = synthetic.run(seed=0, noise=0.002, slowdown=slowdown)
+        for r in records:
+            metric = r["metrics"]["train_step_s"]
+            metric["process_values"] = [metric["value"] * (1 + i / 1000) for i in range(5)]
+        sides[name] = synthetic.write(tmp_path / name, records)
+    code, report, _ = compare(capsys, sides["b"], sides["c"], *TRAIN)
+    assert code == 0 and not report["within_process"]
+    assert all(r["p_value"] < 0.01 and r["note"].startswith(DRIFT_NOTE) for r in report["rows"])
+    assert compare(capsys, sides["b"], sides["slow"], *TRAIN)[0] == 1

@@ -11,8 +11,9 @@ of CURRENT, minutes apart on the same machine, so the machine's drift between ru
 their ratio. The test is then a one-sample t-test of the per-pair log ratios against zero, and
 the ratio shown is their geometric mean: what a user computes by hand from the pairs.
 
-Unpaired, with one process a side, the samples' p says only that the two *processes* differed:
-a move then regresses only if it also clears the run-to-run drift σ, ``|log ratio| >
+Unpaired, the samples' p says only that the two *processes* differed (and per-process values
+of runs minutes apart still drift apart as a whole): a move then regresses only if it also
+clears the run-to-run drift σ, ``|log ratio| >
 t(1 − α/2, dof)·√2·σ`` (``analysis.unpaired``: σ the larger of the metric's ``--processes``
 spread and the machine's, measured by ``scaling-bench check``, never below a 5% floor), and is
 otherwise inconclusive, exit 0, with one line naming ``ab`` and ``--processes``.
@@ -218,7 +219,7 @@ def _judged(
             return ratio, p, "inconclusive", "; ".join(filter(None, (note, unpaired)))
     if p >= alpha:
         return ratio, p, "inconclusive", "; ".join(filter(None, ("within noise", unpaired)))
-    if drift is not None and logs is None and not per_process(base, current):
+    if drift is not None and logs is None:
         drift = max(filter(None, (process_drift(base, current), drift)), key=_bound(alpha))
         if abs(math.log(ratio)) <= math.log1p(drift.bound(alpha)):
             note = f"{DRIFT_NOTE}: {drift.describe(alpha)}"

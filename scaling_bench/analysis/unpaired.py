@@ -3,11 +3,12 @@ figure drifts from run to run.
 
 A p-value over the samples of one process a side says whether the two processes differed, not
 whether the code did: two runs of one commit differ by the machine's run-to-run drift, which no
-process's samples see. So where a side's figure comes from one process, a move must also clear
-the drift. With ``σ`` the standard deviation of a figure's log from one fresh process to the next
-(``hardware.drift``), the log ratio of two independent runs of one commit has standard deviation
-``√2·σ``; ``σ`` itself is estimated from a few processes (``dof`` degrees of freedom), so the
-bound a rerun stays within with probability ``1 − α`` is the prediction interval
+process's samples see (nor, wholly, the values of processes run one after another in one run).
+So in an unpaired comparison a move must also clear the drift. With ``σ`` the standard
+deviation of a figure's log from one fresh process to the next (``hardware.drift``), the log
+ratio of two independent runs of one commit has standard deviation ``√2·σ``; ``σ`` itself is
+estimated from a few processes (``dof`` degrees of freedom), so the bound a rerun stays within
+with probability ``1 − α`` is the prediction interval
 ``|log ratio| ≤ t(1 − α/2, dof)·√2·σ`` (Student's t). With 5 processes (4 dof) and α = 0.01
 that is 6.5·σ: at σ = 6% a move must exceed 48%, and a 2× slowdown clears it unless σ > 7.5%.
 
