@@ -288,8 +288,8 @@ def gate_line(comparison: Comparison) -> str:
         return "\n".join((*notes, line))
     if comparison.within_process and comparison.drift is not None:
         notes.append(
-            f"note: one process a side: a move counts only beyond run-to-run drift "
-            f"({comparison.drift.describe(comparison.alpha)}); {WHAT_INSTEAD}"
+            f"note: one process a side: a move counts only beyond run-to-run drift, where "
+            f"{comparison.drift.describe(comparison.alpha)}; {WHAT_INSTEAD}"
         )
     return "\n".join((*notes, _verdict_line(comparison)))
 
