@@ -13,10 +13,10 @@ the ratio shown is their geometric mean: what a user computes by hand from the p
 
 Unpaired, the samples' p says only that the two *processes* differed (and per-process values
 of runs minutes apart still drift apart as a whole): a move then regresses only if it also
-clears the run-to-run drift σ, ``|log ratio| >
-t(1 − α/2, dof)·√2·σ`` (``analysis.unpaired``: σ the larger of the metric's ``--processes``
-spread and the machine's, measured by ``scaling-bench check``, never below a 5% floor), and is
-otherwise inconclusive, exit 0, with one line naming ``ab`` and ``--processes``.
+clears the run-to-run drift σ, ``|log ratio| > t(1 − α/2, dof)·√2·σ`` (``analysis.unpaired``:
+σ the larger of the metric's ``--processes`` spread and the machine's, measured by
+``scaling-bench check``, never below a 5% floor), and is otherwise inconclusive, exit 0, with
+one line naming ``ab`` and ``--processes`` (``Comparison.drift_line``).
 
 By default every spec'd metric with a better direction is compared, except bookkeeping (seconds
 spent timing, the peak MFU is measured against) and derived figures beside their source:
@@ -162,7 +162,7 @@ def _verdict(
     figure is exact (bytes on disk), so a move needs no test. A figure that did not settle on
     either side says so in the note; a move the sides' conditions explain (``_unlike``) is
     inconclusive. ``paired``: the runs are the two sides of an A/B (module docstring); ``drift``:
-    the machine's run-to-run drift, which a move tested over one process a side must clear."""
+    the machine's run-to-run drift, which an unpaired move must also clear."""
     ratio, p, verdict, note = _judged(base, current, sign, threshold, alpha, counted, paired, drift)
     if verdict in ("improved", "regressed") and (unlike := _unlike(base, current)):
         verdict, note = "inconclusive", "; ".join(n for n in (note, unlike) if n)
@@ -252,7 +252,7 @@ class Comparison:
     within_process: bool = False
     #: Whether the runs are the two sides of an A/B, tested pair by pair (module docstring).
     paired: bool = False
-    #: The run-to-run drift a move tested over one process a side must clear (module docstring).
+    #: The machine's run-to-run drift an unpaired move must clear (module docstring).
     drift: Drift | None = None
 
     @property
@@ -266,7 +266,7 @@ class Comparison:
     @property
     def within_drift(self) -> list[MetricComparison]:
         """The moves beyond the threshold that only the run-to-run drift kept from a verdict."""
-        return [r for r in self.rows if r.note.startswith(DRIFT_NOTE)]
+        return [r for r in self.rows if r.verdict == "inconclusive" and DRIFT_NOTE in r.note]
 
     def drift_line(self) -> str | None:
         """One line saying why the gate holds no verdict on ``within_drift``, and what to run."""
