@@ -68,6 +68,7 @@ def test_the_cpu_check_list_holds_the_cpu_checks():
     assert names == [
         "check_device",
         "check_gemm_peak",
+        "check_drift",
         "check_bandwidth",
         "check_memory_meter",
         "check_tensor_meter",

@@ -11,6 +11,13 @@ of CURRENT, minutes apart on the same machine, so the machine's drift between ru
 their ratio. The test is then a one-sample t-test of the per-pair log ratios against zero, and
 the ratio shown is their geometric mean: what a user computes by hand from the pairs.
 
+Unpaired, the samples' p says only that the two *processes* differed (and per-process values
+of runs minutes apart still drift apart as a whole): a move then regresses only if it also
+clears the run-to-run drift σ, ``|log ratio| > t(1 − α/2, dof)·√2·σ`` (``analysis.unpaired``:
+σ the larger of the metric's ``--processes`` spread and the machine's, measured by
+``scaling-bench check``, never below a 5% floor), and is otherwise inconclusive, exit 0, with
+one line naming ``ab`` and ``--processes`` (``Comparison.drift_line``).
+
 By default every spec'd metric with a better direction is compared, except bookkeeping (seconds
 spent timing, the peak MFU is measured against) and derived figures beside their source:
 samples/s, FLOP/s, MFU from the step time, bytes/s from the save time are their source scaled by
@@ -24,7 +31,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -32,6 +39,14 @@ from typing import Any
 from scipy import stats
 
 import scaling_bench.workloads  # noqa: F401  (registers every workload's metric specs)
+from scaling_bench.analysis.unpaired import (
+    DRIFT_NOTE,
+    Drift,
+    drift_line,
+    machine_differences,
+    machine_drift,
+    process_drift,
+)
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec, find
 from scaling_bench.core.stats import is_finite
@@ -140,19 +155,27 @@ def _verdict(
     alpha: float,
     counted: bool,
     paired: bool = False,
+    drift: Drift | None = None,
 ) -> tuple[float | None, float | None, str, str]:
     """(ratio, p, verdict, note) for one metric; ``sign`` is ``HIGHER``, ``LOWER`` or ``NEITHER``
     (a setting such as the best LR: a move is shown, never judged), and ``counted`` says the
     figure is exact (bytes on disk), so a move needs no test. A figure that did not settle on
-    either side says so in the note; a move between two different clock states (the GPU's SM
-    clock, or throttling, as the device-state meter annotates a metric) is inconclusive.
-    ``paired``: the runs are the two sides of an A/B (module docstring)."""
-    ratio, p, verdict, note = _judged(base, current, sign, threshold, alpha, counted, paired)
-    if verdict in ("improved", "regressed") and (clocks := clock_states_differ(base, current)):
-        verdict, note = "inconclusive", "; ".join(n for n in (note, clocks) if n)
+    either side says so in the note; a move the sides' conditions explain (``_unlike``) is
+    inconclusive. ``paired``: the runs are the two sides of an A/B (module docstring); ``drift``:
+    the machine's run-to-run drift, which an unpaired move must also clear."""
+    ratio, p, verdict, note = _judged(base, current, sign, threshold, alpha, counted, paired, drift)
+    if verdict in ("improved", "regressed") and (unlike := _unlike(base, current)):
+        verdict, note = "inconclusive", "; ".join(n for n in (note, unlike) if n)
     if base.get("settled") is False or current.get("settled") is False:
         note = "; ".join(n for n in (note, "unsettled") if n)
     return ratio, p, verdict, note
+
+
+def _unlike(base: dict, current: dict) -> str:
+    """Why the two figures were taken under conditions that move them by themselves (two
+    different clock states: the GPU's SM clock, or throttling, as the device-state meter
+    annotates a metric), or ``""``."""
+    return clock_states_differ(base, current)
 
 
 def _judged(
@@ -163,6 +186,7 @@ def _judged(
     alpha: float,
     counted: bool,
     paired: bool,
+    drift: Drift | None,
 ) -> tuple[float | None, float | None, str, str]:
     b, c = base.get("value"), current.get("value")
     if not (is_finite(b) and is_finite(c)):
@@ -193,9 +217,18 @@ def _judged(
         if smallest_p(*counts) >= alpha:
             note = f"{counts[0]} vs {counts[1]} processes cannot reach p < {alpha:g}"
             return ratio, p, "inconclusive", "; ".join(filter(None, (note, unpaired)))
-    if p < alpha:
-        return ratio, p, moved, unpaired
-    return ratio, p, "inconclusive", "; ".join(filter(None, ("within noise", unpaired)))
+    if p >= alpha:
+        return ratio, p, "inconclusive", "; ".join(filter(None, ("within noise", unpaired)))
+    if drift is not None and logs is None:
+        drift = max(filter(None, (process_drift(base, current), drift)), key=_bound(alpha))
+        if abs(math.log(ratio)) <= math.log1p(drift.bound(alpha)):
+            note = f"{DRIFT_NOTE}: {drift.describe(alpha)}"
+            return ratio, p, "inconclusive", "; ".join(filter(None, (note, unpaired)))
+    return ratio, p, moved, unpaired
+
+
+def _bound(alpha: float) -> Callable[[Drift], float]:
+    return lambda drift: drift.bound(alpha)
 
 
 @dataclass
@@ -219,6 +252,8 @@ class Comparison:
     within_process: bool = False
     #: Whether the runs are the two sides of an A/B, tested pair by pair (module docstring).
     paired: bool = False
+    #: The machine's run-to-run drift an unpaired move must clear (module docstring).
+    drift: Drift | None = None
 
     @property
     def regressions(self) -> list[MetricComparison]:
@@ -227,6 +262,17 @@ class Comparison:
     @property
     def newly_failed(self) -> list[tuple[str, str, str]]:
         return [s for s in self.status_changes if s[1] == "ok" and s[2] in FAILED_STATUSES]
+
+    @property
+    def within_drift(self) -> list[MetricComparison]:
+        """The moves beyond the threshold that only the run-to-run drift kept from a verdict."""
+        return [r for r in self.rows if r.verdict == "inconclusive" and DRIFT_NOTE in r.note]
+
+    def drift_line(self) -> str | None:
+        """One line saying why the gate holds no verdict on ``within_drift``, and what to run."""
+        if not self.within_drift or self.drift is None:
+            return None
+        return drift_line(len(self.within_drift), self.drift, self.threshold, self.alpha)
 
     @property
     def failed_gate(self) -> bool:
@@ -263,6 +309,8 @@ class Comparison:
             "machine_differences": self.machine_differences,
             "within_process": self.within_process,
             "paired": self.paired,
+            "drift": self.drift and asdict(self.drift) | {"bound": self.drift.bound(self.alpha)},
+            "drift_line": self.drift_line(),
             "status_changes": [
                 {"case_id": c, "base": b, "current": s} for c, b, s in self.status_changes
             ],
@@ -314,6 +362,7 @@ def compare_runs(
     rows = []
     unknown: set[str] = set()
     within_process = False
+    drift = machine_drift(base.env, current.env)
     for case_id in common:
         b, c = base.cases[case_id], current.cases[case_id]
         unknown.update(n for n in (*b.metrics, *c.metrics) if find(n) is None)
@@ -325,7 +374,7 @@ def compare_runs(
             spec = known or _UNSPECIFIED
             bm, cm = b.metrics[name], c.metrics[name]
             ratio, p, verdict, note = _verdict(
-                bm, cm, spec.better, threshold, alpha, spec.counted, paired
+                bm, cm, spec.better, threshold, alpha, spec.counted, paired, drift
             )
             if verdict in ("regressed", "improved") and not spec.gated:
                 verdict, note = "inconclusive", f"{verdict}, not gated: {UNGATED_NOTE}"
@@ -373,24 +422,8 @@ def compare_runs(
         machine_differences=machine_differences(base.env, current.env),
         within_process=within_process,
         paired=paired,
+        drift=drift,
     )
-
-
-#: Fingerprint keys (``hardware.peaks.fingerprint``) whose difference moves timings by itself:
-#: a run under ``OMP_NUM_THREADS=1`` against a 2-thread base is slower for that reason alone.
-MACHINE_KEYS = (
-    "torch_threads", "cpu_model", "cpu_logical_cores", "gpu_name", "gpu_count",
-    "gpu_driver_version", "torch_version", "python_version",
-)  # fmt: skip
-
-
-def machine_differences(base_env: dict, current_env: dict) -> list[str]:
-    """``key base → current`` for each timing-relevant key both runs recorded and differ in."""
-    return [
-        f"{key} {base_env[key]} → {current_env[key]}"
-        for key in MACHINE_KEYS
-        if key in base_env and key in current_env and base_env[key] != current_env[key]
-    ]
 
 
 def parse_threshold(text: str) -> float:

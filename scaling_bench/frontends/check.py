@@ -103,6 +103,26 @@ def check_gemm_peak(device: torch.device) -> list[Result]:
     ]  # fmt: skip
 
 
+def check_drift(device: torch.device) -> list[Result]:
+    """Run-to-run drift: a small fixed step's median in a few fresh processes, their spread as
+    a relative figure, cached for ``compare`` to gate unpaired runs against; a warning where it
+    leaves a 2x slowdown undetectable (the run's figures are then for ``ab`` only)."""
+    from scaling_bench.analysis.compare import ALPHA
+    from scaling_bench.analysis.unpaired import machine_drift
+    from scaling_bench.hardware.drift import DRIFT_REPETITIONS, run_drift
+    from scaling_bench.hardware.peaks import fingerprint
+
+    sigma = run_drift(refresh=True)
+    env = fingerprint()
+    drift = machine_drift(env, env)
+    bound = drift.bound(ALPHA)
+    summary = (
+        f"σ {sigma:.1%} over {DRIFT_REPETITIONS} fresh processes; compare holds an unpaired "
+        f"move to ±{bound:.0%} ({drift.source})"
+    )
+    return [Result("run-to-run drift", PASS if bound < 1 else WARN, summary, {"sigma": sigma})]
+
+
 def _gpu_gemm(device: torch.device, dtype: torch.dtype, precision: str) -> Result:
     import torch
 
@@ -349,6 +369,7 @@ def checks_for(device: torch.device) -> list[Check]:
         return [
             check_device,
             check_gemm_peak,
+            check_drift,
             check_bandwidth,
             check_memory_meter,
             check_tensor_meter,

@@ -1,5 +1,6 @@
-"""What ``compare`` and ``ab`` print: the comparison's tables and gate line, or its JSON; the
-exit status a CI job reads (1 on a regression or a newly failing case)."""
+"""What ``compare`` and ``ab`` print: what the runs' machines differ in, the comparison's tables
+and gate line, or its JSON; the exit status a CI job reads (1 on a regression or a newly
+failing case; 0 when the run-to-run drift leaves a move inconclusive, which the last line says)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ def show_comparison(
     else:
         from rich.console import Console
 
-        from scaling_bench.report.tables import comparison_tables, gate_line
+        from scaling_bench.report.tables import comparison_tables, difference_lines, gate_line
 
         console = Console()
+        if comparison.machine_differences:
+            console.print(difference_lines(comparison), markup=False, soft_wrap=True)
         for table in comparison_tables(comparison, show_all=show_all):
             console.print(table)
-        console.print(gate_line(comparison))
+        console.print(gate_line(comparison), soft_wrap=True)
     return 1 if comparison.failed_gate else 0

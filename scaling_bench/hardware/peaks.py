@@ -28,6 +28,10 @@ import psutil
 import torch
 
 from scaling_bench.core.errors import UserError
+from scaling_bench.hardware.cache import CACHE_DIR_ENV as CACHE_DIR_ENV  # re-exported
+from scaling_bench.hardware.cache import cache_file as cache_file  # re-exported
+from scaling_bench.hardware.cache import measured_cache_path as _cache_path
+from scaling_bench.hardware.cache import read_cache as _read_cache
 
 try:
     import pynvml  # from nvidia-ml-py
@@ -35,7 +39,6 @@ except ImportError:  # a broken install must not stop CPU runs; NVML figures are
     pynvml = None
 
 PEAK_FLOPS_ENV = "SCALING_BENCH_PEAK_FLOPS"
-CACHE_DIR_ENV = "SCALING_BENCH_CACHE_DIR"
 
 PEAK_FLOPS_TABLE_VERSION = 1
 # Dense TFLOP/s by precision, keyed by a pattern searched in torch.cuda.get_device_name(); None
@@ -310,31 +313,6 @@ def measure_gemm_flops(
     if device.type == "cuda":
         return _measure_gpu_gemm_flops(dtype, device)
     return _measure_gemm_flops(dtype, size_s)
-
-
-def cache_file(name: str) -> Path:
-    """``name`` in the folder of figures measured once per machine (``CACHE_DIR_ENV``)."""
-    root = os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "scaling-bench"
-    return Path(root) / name
-
-
-def _cache_path() -> Path:
-    return cache_file("gemm_peak.json")
-
-
-def _read_cache(path: Path) -> dict[str, float]:
-    """The cached peaks, or nothing when the file is missing or not what this module writes."""
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(cached, dict):
-        return {}
-    return {
-        key: value
-        for key, value in cached.items()
-        if isinstance(value, int | float) and math.isfinite(value) and value > 0
-    }
 
 
 def measured_gemm_peak(

@@ -469,8 +469,9 @@ def comparison_png(comparison: Comparison) -> bytes:
     fig = Figure(figsize=(3 + 1.5 * len(families), 1.2 + 0.32 * len(metrics)), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(grid, cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
-    ax.set_xticks(range(len(families)), list(families))
-    ax.set_yticks(range(len(metrics)), metrics, fontsize="small")
+    # Names from records (a plugin's family) are drawn as typed, never parsed as mathtext.
+    ax.set_xticks(range(len(families)), list(families), parse_math=False)
+    ax.set_yticks(range(len(metrics)), metrics, fontsize="small", parse_math=False)
     for i, metric in enumerate(metrics):
         for j, family in enumerate(families):
             if cell := families[family].get(metric):

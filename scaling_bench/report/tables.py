@@ -19,6 +19,7 @@ from scaling_bench.analysis.compare import FAILED_STATUSES, Comparison
 from scaling_bench.analysis.fits import CONFIDENCE, ScalingFit, by_series, scaling_fits
 from scaling_bench.analysis.frontier import is_frontier_record
 from scaling_bench.analysis.theory import THEORY_TOLERANCE, theory_checks
+from scaling_bench.analysis.unpaired import WHAT_INSTEAD
 from scaling_bench.core.metrics import find
 from scaling_bench.core.units import fmt_bytes
 from scaling_bench.report.summary import UNSETTLED_MARK, UNSETTLED_NOTE, summary_table, unsettled
@@ -268,19 +269,27 @@ def unknown_line(names: Sequence[str]) -> str:
     )
 
 
+def difference_lines(comparison: Comparison) -> str:
+    """What the two runs' machines differ in (the kernels' ISA first), one note a line."""
+    return "\n".join(f"note: the runs differ in {d}" for d in comparison.machine_differences)
+
+
 def gate_line(comparison: Comparison) -> str:
-    """The last lines of ``compare``: what the runs differ in, what the test could see, and what
-    the exit code means, for a CI log."""
-    notes = [f"note: the runs differ in {d}" for d in comparison.machine_differences]
+    """The last lines of ``compare``: how the test was made, and what the exit code means, for
+    a CI log. What the runs' machines differ in is said first, above the tables
+    (``difference_lines``)."""
+    notes = []
     if comparison.paired:
         notes.append(
             "note: paired: each ratio is the geometric mean over the rounds' ratios, each round "
             "of CURRENT beside the same round of BASE; p from a t-test of their logs"
         )
-    if comparison.within_process:
+    if not comparison.failed_gate and (line := comparison.drift_line()):
+        return "\n".join((*notes, line))
+    if comparison.within_process and comparison.drift is not None:
         notes.append(
-            "note: figures tested over one process's samples a side, which leaves run-to-run "
-            "noise untested; gate with scaling-bench ab (or run both sides with --processes 5)"
+            f"note: one process a side: a move counts only beyond run-to-run drift, where "
+            f"{comparison.drift.describe(comparison.alpha)}; {WHAT_INSTEAD}"
         )
     return "\n".join((*notes, _verdict_line(comparison)))
 
