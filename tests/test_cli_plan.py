@@ -160,5 +160,5 @@ def test_console_script_reports_user_errors_without_traceback() -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == (
-        "scaling-bench: error: unknown family 'nope'; choose from mlp, cnn, resnet, vit, gpt"
+        f"scaling-bench: error: unknown family 'nope'; choose from {', '.join(FAMILY_NAMES)}"
     )

@@ -6,7 +6,11 @@ Each family is one module that provides: ``Config`` (a frozen dataclass validate
 FLOPs, 2·m·n·k, as ``torch.utils.flop_counter`` counts them), ``build(cfg, device, dtype)``,
 ``sample_batch(cfg, batch_size, device, dtype)`` returning ``(inputs, targets)`` for a
 cross-entropy loss, and ``config_for(target_params, **overrides)`` (the sizing rule).
-Sequence families also provide ``tokens_per_sample(cfg)``.
+``INPUT`` names the kind of input it takes (``"vector"``, ``"image"``: with ``input_shape(cfg)``
+and a ``n_classes`` field; ``"tokens"``: with ``vocab_size`` and ``seq_len`` fields), which
+decides the datasets that can feed it. Sequence families also provide ``tokens_per_sample(cfg)``;
+decoders that serve with a KV cache ``kv_cache``, ``kv_cache_bytes``, ``context_length``,
+``prefill`` and ``decode_step`` (``models/attention.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from types import ModuleType
 
 from scaling_bench.core.errors import UserError
 
-FAMILY_NAMES = ("mlp", "cnn", "resnet", "vit", "gpt")
+FAMILY_NAMES = ("mlp", "cnn", "resnet", "vit", "gpt", "llama")
 
 
 def family(name: str) -> ModuleType:

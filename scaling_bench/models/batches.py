@@ -18,6 +18,11 @@ def classification_batch(
     return x, y
 
 
+def image_shape(cfg: object) -> tuple[int, ...]:
+    """RGB images of the config's ``image_size``."""
+    return (3, cfg.image_size, cfg.image_size)
+
+
 def image_batch(
     cfg: object,
     batch_size: int,
@@ -25,5 +30,4 @@ def image_batch(
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """RGB images of the config's ``image_size`` and labels below its ``n_classes``."""
-    shape = (3, cfg.image_size, cfg.image_size)
-    return classification_batch(shape, cfg.n_classes, batch_size, device, dtype)
+    return classification_batch(image_shape(cfg), cfg.n_classes, batch_size, device, dtype)

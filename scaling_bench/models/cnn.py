@@ -28,6 +28,7 @@ from scaling_bench.models.batches import classification_batch
 from scaling_bench.models.sizing import fit_width
 
 DEFAULT_BATCH_SIZE = 128
+INPUT = "image"  # the kind of input it takes: which datasets can feed it
 #: Mostly convolutions: on CUDA its fp32 runs at cuDNN's TF32 setting, so its peak follows it.
 CONVOLUTIONAL = True
 BASE_WIDTHS = (6, 16, 120, 84)  # c1, c2, f1, f2 at width_mult 1
@@ -102,6 +103,10 @@ def build(
             nn.Linear(f2, cfg.n_classes),
         )
     return model.to(dtype=dtype)
+
+
+def input_shape(cfg: CNNConfig) -> tuple[int, ...]:
+    return (3, 32, 32)
 
 
 def sample_batch(

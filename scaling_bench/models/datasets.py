@@ -8,15 +8,17 @@ same arguments give the same tensors.
 
 - ``synthetic`` (every family): a teacher–student task. A fixed random teacher labels Gaussian
   inputs of the family's input shape: ``argmax(tanh(x·W1)·W2)`` with a 64-unit hidden layer
-  (tanh is odd, so no class is favoured on average). For gpt, sequences of a random Markov chain
-  over the vocabulary (transition logits ~ N(0, 2²)), whose entropy rate is the loss floor.
+  (tanh is odd, so no class is favoured on average). For the token families, sequences of a
+  random Markov chain over the vocabulary (transition logits ~ N(0, 2²)), whose entropy rate is
+  the loss floor.
+  Which datasets fit a family follows the kind of input its module declares (``INPUT``).
 - ``digits`` (mlp, cnn, resnet, vit): scikit-learn's 1,797 handwritten 8×8 digits, which ship
   inside the package (so train_size + heldout_size ≤ 1,797). Images go to the model's input by
   bilinear resizing: 3×S×S for the image families (grey copied to three channels), and for mlp
   the largest C×k×k with C·k² ≤ d_in, flattened and zero-padded to d_in (28×28 for the default
   d_in of 784, raw 8×8 for d_in=64).
-- ``text`` (gpt): bytes of the standard library's own ``.py`` files, site-packages left out
-  (vocabulary 256, so the config's ``vocab_size`` must be at least 256). A file goes to the
+- ``text`` (token families): bytes of the standard library's own ``.py`` files, site-packages
+  left out (vocabulary 256, so the config's ``vocab_size`` must be at least 256). A file goes to the
   held-out side when the CRC-32 of its path below the stdlib folder is 0 mod 10 (about a tenth
   of the files), so the split is stable as files come and go; samples are ``seq_len + 1``-byte
   windows at uniform offsets into each side's concatenated bytes (a window may straddle two
@@ -45,14 +47,17 @@ import torch.nn.functional as F
 
 from scaling_bench.core.errors import UserError
 from scaling_bench.models import FAMILY_NAMES
+from scaling_bench.models import family as family_module
 
-IMAGE_FAMILIES = ("mlp", "cnn", "resnet", "vit")
-#: Which families each dataset can feed.
+#: The kinds of input a family declares (its module's ``INPUT``): a flat vector, a 3×S×S image
+#: (both with ``input_shape(cfg)`` and ``n_classes``), or token ids (``vocab_size``, ``seq_len``).
+VECTOR, IMAGE, TOKENS = "vector", "image", "tokens"
+#: Which kinds of input each dataset can feed.
 DATASETS: dict[str, tuple[str, ...]] = {
-    "synthetic": FAMILY_NAMES,
-    "digits": IMAGE_FAMILIES,
-    "text": ("gpt",),
-    "cifar10": IMAGE_FAMILIES,
+    "synthetic": (VECTOR, IMAGE, TOKENS),
+    "digits": (VECTOR, IMAGE),
+    "text": (TOKENS,),
+    "cifar10": (VECTOR, IMAGE),
 }
 TEACHER_WIDTH = 64
 MARKOV_LOGIT_STD = 2.0
@@ -72,12 +77,18 @@ _CIFAR_ROOT_NEEDED = (
 )
 
 
-def input_shape(family: str, cfg: object) -> tuple[int, ...]:
-    """One sample's input shape for a classifier family (the cnn is fixed at 32×32 RGB)."""
-    if family == "mlp":
-        return (cfg.d_in,)
-    size = 32 if family == "cnn" else cfg.image_size
-    return (3, size, size)
+def input_shape(family_name: str, cfg: object) -> tuple[int, ...]:
+    """One sample's input shape for a classifier family, as the family declares it."""
+    return family_module(family_name).input_shape(cfg)
+
+
+def feeds(name: str, family_name: str) -> bool:
+    """Whether dataset ``name`` can feed the family, by the kind of input it declares."""
+    return family_module(family_name).INPUT in DATASETS[name]
+
+
+def _families_fed(name: str) -> list[str]:
+    return [f for f in FAMILY_NAMES if feeds(name, f)]
 
 
 def check_dataset(
@@ -86,8 +97,8 @@ def check_dataset(
     """Refuse, before any case runs, a dataset that does not fit the family or is not on disk."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-    if family not in DATASETS[name]:
-        fits = ", ".join(DATASETS[name])
+    if not feeds(name, family):
+        fits = ", ".join(_families_fed(name))
         raise UserError(f"dataset {name!r} does not fit family {family!r}; it feeds {fits}")
     if name == "cifar10" and not download:
         if data_root is None:
@@ -119,7 +130,8 @@ def load_dataset(
         raise UserError(f"label_noise={label_noise} must be in [0, 1)")
     g = torch.Generator().manual_seed(seed)
     sizes = (train_size, heldout_size)
-    if name == "synthetic" and family == "gpt":
+    tokens = family_module(family).INPUT == TOKENS
+    if name == "synthetic" and tokens:
         data = _markov_sequences(cfg, sizes, g)
     elif name == "synthetic":
         data = _teacher_labelled(input_shape(family, cfg), cfg.n_classes, sizes, g)
@@ -132,7 +144,7 @@ def load_dataset(
             )
         images = _digits(sizes, g) if name == "digits" else _cifar10(data_root, download, sizes, g)
         data = Dataset(*((_fit_images(x, family, cfg), y) for x, y in images))
-    n_classes = cfg.vocab_size if family == "gpt" else cfg.n_classes
+    n_classes = cfg.vocab_size if tokens else cfg.n_classes
     train_x, train_y = data.train
     return Dataset((train_x, _flip_labels(train_y, label_noise, n_classes, g)), data.heldout)
 
@@ -255,7 +267,7 @@ def _cifar10(
 def _fit_images(images: torch.Tensor, family: str, cfg: object) -> torch.Tensor:
     """``(N, C, H, W)`` images resized (and for mlp flattened and padded) to the model's input."""
     shape = input_shape(family, cfg)
-    if family == "mlp":
+    if family_module(family).INPUT == VECTOR:
         channels = images.shape[1]
         side = math.isqrt(cfg.d_in // channels)
         if side == 0:

@@ -28,12 +28,11 @@ weigh more, so the steps are coarser: 2.7% at 1e4, up to 4.3% between 1e4 and 1e
 fields stay put and only the free ones move; with d_model pinned and n_head free, n_head is
 the largest divisor of d_model up to max(1, L // 2).
 
-Serving (the family's decode capability: ``kv_cache``, ``prefill``, ``decode_step``): a
-``KVCache`` holds every layer's keys and values, preallocated for the prompt and the tokens to
-come, as servers keep it; ``GPT.forward(idx, cache)`` writes the new positions' keys and values
-into it and attends over all the cached ones, so a decode step costs one token's matmuls plus a
-read of the cache. Attention is causal (``is_causal=True``) only where the cache was empty (the
-prompt); a single new token attends to every cached position without a mask.
+Serving (the family's decode capability: ``kv_cache``, ``prefill``, ``decode_step``, written
+once for the decoder families in ``models/attention.py``): a ``KVCache`` holds every layer's
+keys and values, preallocated for the prompt and the tokens to come, as servers keep it;
+``GPT.forward(idx, cache)`` writes the new positions' keys and values into it and attends over
+all the cached ones, so a decode step costs one token's matmuls plus a read of the cache.
 """
 
 from __future__ import annotations
@@ -43,13 +42,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from scaling_bench.core.errors import ConfigError
+from scaling_bench.models import attention
+from scaling_bench.models.attention import CausalSelfAttention, KVCache, cached_forward
 from scaling_bench.models.sizing import fit_free_knobs
 
 DEFAULT_BATCH_SIZE = 16
+INPUT = "tokens"  # the kind of input it takes: which datasets can feed it
 #: The config field that repeats identical blocks: activations grow linearly in it.
 DEPTH_FIELD = "n_layer"
 ASPECT_RATIO = 64  # widest d_model per layer in the sizing ladder
@@ -118,47 +119,13 @@ def train_flops_per_sample(cfg: GPTConfig) -> int:
     return train_flops_per_token(cfg) * cfg.seq_len
 
 
-def _qk_norm(cfg: GPTConfig) -> nn.Module:
-    return nn.LayerNorm(cfg.head_dim, bias=cfg.bias) if cfg.qk_layernorm else nn.Identity()
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.n_head = cfg.n_head
-        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
-        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
-        self.q_norm, self.k_norm = _qk_norm(cfg), _qk_norm(cfg)
-
-    def forward(
-        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0
-    ) -> torch.Tensor:
-        """``kv``: this layer's cache buffers; the new positions ``[start, start + T)`` are
-        written into them and the queries attend over positions ``[0, start + T)``."""
-        B, T, C = x.shape
-        q, k, v = (
-            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-            for t in self.c_attn(x).split(C, dim=2)
-        )
-        q, k = self.q_norm(q), self.k_norm(k)
-        mask = None
-        if kv is not None:
-            end = start + T
-            kv[0][:, :, start:end] = k
-            kv[1][:, :, start:end] = v
-            k, v = kv[0][:, :, :end], kv[1][:, :, :end]
-            if start and T > 1:  # a chunk after cached positions: causal from its offset
-                mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(start)
-        causal = start == 0 and T > 1
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
-        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
-
-
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
-        self.attn = CausalSelfAttention(cfg)
+        self.attn = CausalSelfAttention(
+            cfg.d_model, cfg.n_head, bias=cfg.bias, qk_layernorm=cfg.qk_layernorm
+        )
         self.ln_2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.mlp = nn.Sequential(
             nn.Linear(cfg.d_model, 4 * cfg.d_model, bias=cfg.bias),
@@ -176,35 +143,6 @@ class Block(nn.Module):
 CHECKPOINT_BLOCKS = (Block,)  # what --activation-checkpointing recomputes
 
 
-class KVCache:
-    """Keys and values of every layer for ``capacity`` positions of ``batch_size`` sequences,
-    ``(B, n_head, capacity, head_dim)`` each; positions ``[0, length)`` are filled."""
-
-    def __init__(
-        self,
-        cfg: GPTConfig,
-        batch_size: int,
-        capacity: int,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        if capacity > cfg.seq_len:
-            raise ConfigError(f"a cache of {capacity} positions exceeds seq_len={cfg.seq_len}")
-        shape = (batch_size, cfg.n_head, capacity, cfg.head_dim)
-        self.layers = [
-            (torch.zeros(shape, device=device, dtype=dtype),
-             torch.zeros(shape, device=device, dtype=dtype))
-            for _ in range(cfg.n_layer)
-        ]  # fmt: skip
-        self.capacity = capacity
-        self.length = 0
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the cache tensors, as allocated."""
-        return sum(t.numel() * t.element_size() for kv in self.layers for t in kv)
-
-
 def kv_cache(
     cfg: GPTConfig,
     batch_size: int,
@@ -212,12 +150,16 @@ def kv_cache(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> KVCache:
-    return KVCache(cfg, batch_size, capacity, device, dtype)
+    return KVCache(_kv_shape(cfg), batch_size, capacity, cfg.seq_len, device, dtype)
+
+
+def _kv_shape(cfg: GPTConfig) -> tuple[int, int, int]:
+    return cfg.n_layer, cfg.n_head, cfg.head_dim
 
 
 def kv_cache_bytes(cfg: GPTConfig, batch_size: int, positions: int, itemsize: int) -> int:
     """Keys and values of every layer: ``2·L·B·T·d·itemsize``."""
-    return 2 * cfg.n_layer * batch_size * positions * cfg.d_model * itemsize
+    return attention.kv_cache_bytes(_kv_shape(cfg), batch_size, positions, itemsize)
 
 
 def context_length(cfg: GPTConfig) -> int:
@@ -225,34 +167,15 @@ def context_length(cfg: GPTConfig) -> int:
     return cfg.seq_len
 
 
-def prefill(model: nn.Module, prompt: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """The prompt ``(B, P)`` into an empty cache; the greedy next token ``(B, 1)``."""
-    return model(prompt, cache)[:, -1:].argmax(-1)
-
-
-def decode_step(model: nn.Module, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """One token ``(B, 1)`` at the cache's next position; the greedy token after it."""
-    return model(token, cache)[:, -1:].argmax(-1)
-
-
 def generate(
     model: nn.Module, prompt: torch.Tensor, n_new: int, use_cache: bool = True
 ) -> torch.Tensor:
-    """``prompt`` followed by ``n_new`` greedy tokens: with the cache, a prefill and one decode
-    step per token; without, the whole sequence again for each token (the reference)."""
-    tokens = prompt
-    if use_cache:
-        cfg = model.cfg
-        param = next(model.parameters())
-        cache = kv_cache(cfg, prompt.shape[0], prompt.shape[1] + n_new, param.device, param.dtype)
-        token = prefill(model, prompt, cache)
-        for _ in range(n_new - 1):
-            tokens = torch.cat([tokens, token], dim=1)
-            token = decode_step(model, token, cache)
-        return torch.cat([tokens, token], dim=1)
-    for _ in range(n_new):
-        tokens = torch.cat([tokens, model(tokens)[:, -1:].argmax(-1)], dim=1)
-    return tokens
+    """``prompt`` and ``n_new`` greedy tokens, with the KV cache or recomputing (the reference)."""
+    return attention.generate(model, prompt, n_new, kv_cache, use_cache)
+
+
+prefill = attention.prefill  # the decode capability, shared by the decoder families
+decode_step = attention.decode_step
 
 
 class GPT(nn.Module):
@@ -286,14 +209,7 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         start = cache.length if cache is not None else 0
         pos = torch.arange(start, start + idx.shape[1], device=idx.device)
-        x = self.wte(idx) + self.wpe(pos)
-        if cache is None:
-            for block in self.h:
-                x = block(x)
-        else:
-            for block, kv in zip(self.h, cache.layers, strict=True):
-                x = block(x, kv, start)
-            cache.length = start + idx.shape[1]
+        x = cached_forward(self.h, self.wte(idx) + self.wpe(pos), cache)
         return self.lm_head(self.ln_f(x))
 
 

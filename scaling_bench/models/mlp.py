@@ -20,6 +20,7 @@ from scaling_bench.models.sizing import fit_width
 #: Large enough that the GEMMs, not the optimizer step, set the pace: on a 2-core CPU a
 #: 1e7-parameter step reaches 41% of the GEMM peak at batch 128 and 70% at 512.
 DEFAULT_BATCH_SIZE = 512
+INPUT = "vector"  # the kind of input it takes: which datasets can feed it
 #: The config field that repeats identical blocks: activations grow linearly in it.
 DEPTH_FIELD = "n_layer"
 
@@ -70,6 +71,10 @@ def build(
                 layers.append(nn.ReLU())
             layers.append(nn.Linear(d_in, d_out))
     return nn.Sequential(*layers).to(dtype=dtype)
+
+
+def input_shape(cfg: MLPConfig) -> tuple[int, ...]:
+    return (cfg.d_in,)
 
 
 def sample_batch(

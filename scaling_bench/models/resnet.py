@@ -22,10 +22,11 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from scaling_bench.core.errors import ConfigError
-from scaling_bench.models.batches import image_batch
+from scaling_bench.models.batches import image_batch, image_shape
 from scaling_bench.models.sizing import fit_free_knobs
 
 DEFAULT_BATCH_SIZE = 128
+INPUT = "image"  # the kind of input it takes: which datasets can feed it
 #: The config field that repeats identical blocks: activations grow linearly in it.
 DEPTH_FIELD = "layers"
 CHECKPOINT_BLOCKS = (BasicBlock,)  # what --activation-checkpointing recomputes
@@ -139,6 +140,7 @@ def build(
 
 
 sample_batch = image_batch
+input_shape = image_shape
 
 
 def _widths(k: int) -> tuple[int, int, int, int]:

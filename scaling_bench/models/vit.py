@@ -23,10 +23,11 @@ from torch import nn
 from torchvision.models.vision_transformer import EncoderBlock, VisionTransformer
 
 from scaling_bench.core.errors import ConfigError
-from scaling_bench.models.batches import image_batch
+from scaling_bench.models.batches import image_batch, image_shape
 from scaling_bench.models.sizing import fit_free_knobs
 
 DEFAULT_BATCH_SIZE = 128
+INPUT = "image"  # the kind of input it takes: which datasets can feed it
 #: The config field that repeats identical blocks: activations grow linearly in it.
 DEPTH_FIELD = "n_layer"
 CHECKPOINT_BLOCKS = (EncoderBlock,)  # what --activation-checkpointing recomputes
@@ -129,6 +130,7 @@ def build(
 
 
 sample_batch = image_batch
+input_shape = image_shape
 
 
 def _n_head(n_layer: int, d_model: int | None = None) -> int:

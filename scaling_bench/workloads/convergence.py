@@ -62,8 +62,8 @@ from scaling_bench.core.optimizers import make_optimizer
 from scaling_bench.core.precision import Precision
 from scaling_bench.core.stats import single, summarize
 from scaling_bench.models import family, tokens_per_sample
+from scaling_bench.models.attention import CausalSelfAttention
 from scaling_bench.models.datasets import load_dataset
-from scaling_bench.models.gpt import CausalSelfAttention
 from scaling_bench.workloads.base import Column, Context, Needs, Workload, register
 from scaling_bench.workloads.setup import CaseSetup
 from scaling_bench.workloads.stability import (
@@ -169,12 +169,11 @@ def _evaluate(
 
 @torch.no_grad()
 def max_attention_logit(model: nn.Module, tokens: torch.Tensor) -> float:
-    """Largest causal ``q·k/sqrt(head_dim)`` over layers and heads of a gpt on ``tokens``."""
-    qs: list[torch.Tensor] = []
-    ks: list[torch.Tensor] = []
+    """Largest causal ``q·k/sqrt(head_dim)`` over layers and heads of a decoder on ``tokens``
+    (grouped key heads are shared by their query heads)."""
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
     attns = [m for m in model.modules() if isinstance(m, CausalSelfAttention)]
-    hooks = [a.q_norm.register_forward_hook(lambda m, i, out: qs.append(out)) for a in attns]
-    hooks += [a.k_norm.register_forward_hook(lambda m, i, out: ks.append(out)) for a in attns]
+    hooks = [a.scores.register_forward_hook(lambda m, i, out: pairs.append(out)) for a in attns]
     was_training = model.training
     model.eval()
     try:
@@ -184,7 +183,8 @@ def max_attention_logit(model: nn.Module, tokens: torch.Tensor) -> float:
             hook.remove()
         model.train(was_training)
     largest = -math.inf
-    for q, k in zip(qs, ks, strict=True):
+    for q, k in pairs:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         logits = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])
         causal = torch.ones(logits.shape[-2:], dtype=torch.bool, device=logits.device).tril()
         largest = max(largest, logits.masked_fill(~causal, -math.inf).max().item())

@@ -34,7 +34,7 @@ from scaling_bench.hardware.bandwidth import memory_bandwidth
 from scaling_bench.meters import latency
 from scaling_bench.meters.latency import measure_calls
 from scaling_bench.models import family
-from scaling_bench.models.datasets import DATASETS, load_dataset
+from scaling_bench.models.datasets import feeds, load_dataset
 from scaling_bench.models.loss import loss_of
 from scaling_bench.workloads.base import Column, Context, Workload, register
 from scaling_bench.workloads.convergence import LOSS_UNIT
@@ -284,7 +284,7 @@ def _quality(setup: CaseSetup) -> dict[str, dict]:
             out[f"{NAME}_top1_agreement"] = single(agree, "fraction")
             out[f"{NAME}_kl_divergence"] = single(kl, LOSS_UNIT)
             del reference
-        name = next((d for d in QUALITY_DATASETS if case.family in DATASETS[d]), None)
+        name = next((d for d in QUALITY_DATASETS if feeds(d, case.family)), None)
         if name is not None:
             data = load_dataset(name, case.family, setup.plan.config, train_size=1,
                                 heldout_size=HELDOUT_SAMPLES)  # fmt: skip
