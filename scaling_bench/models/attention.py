@@ -5,8 +5,9 @@ One fused projection makes the queries of ``n_head`` heads and the keys and valu
 attention is ``n_kv_head == n_head``), an optional LayerNorm over head_dim on q and k, optional
 rotary positions on q and k, then ``F.scaled_dot_product_attention`` (``enable_gqa`` where the
 heads are grouped, so no repeated keys are materialised outside the kernel). The decoder families
-differ only in what surrounds it, so serving (``KVCache``, ``prefill``, ``decode_step``,
-``generate``) is written once here.
+differ only in what surrounds it, so serving (``kv_cache``, ``kv_cache_bytes``,
+``context_length``, ``prefill``, ``decode_step``, ``generate``) is written once here and each
+decoder family exposes it as its decode capability.
 
 Serving: a ``KVCache`` holds every layer's keys and values, ``(B, n_kv_head, capacity,
 head_dim)``, preallocated for the prompt and the tokens to come, as servers keep it. The new
@@ -16,8 +17,6 @@ chunk after cached positions, no mask for a single new token.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -102,27 +101,25 @@ class CausalSelfAttention(nn.Module):
 
 
 class KVCache:
-    """Keys and values of ``n_layer`` layers for ``capacity`` positions of ``batch_size``
-    sequences, ``(B, n_kv_head, capacity, head_dim)`` each; positions ``[0, length)`` are
-    filled."""
+    """Keys and values of every layer for ``capacity`` positions of ``batch_size`` sequences,
+    ``(B, n_kv_head, capacity, head_dim)`` each; positions ``[0, length)`` are filled. ``cfg`` is
+    a decoder's config: ``n_layer``, ``n_kv_head``, ``head_dim``, ``seq_len``."""
 
     def __init__(
         self,
-        shape: tuple[int, int, int],
+        cfg: object,
         batch_size: int,
         capacity: int,
-        context: int,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        n_layer, n_kv_head, head_dim = shape
-        if capacity > context:
-            raise ConfigError(f"a cache of {capacity} positions exceeds seq_len={context}")
-        size = (batch_size, n_kv_head, capacity, head_dim)
+        if capacity > cfg.seq_len:
+            raise ConfigError(f"a cache of {capacity} positions exceeds seq_len={cfg.seq_len}")
+        size = (batch_size, cfg.n_kv_head, capacity, cfg.head_dim)
         self.layers = [
             (torch.zeros(size, device=device, dtype=dtype),
              torch.zeros(size, device=device, dtype=dtype))
-            for _ in range(n_layer)
+            for _ in range(cfg.n_layer)
         ]  # fmt: skip
         self.capacity = capacity
         self.length = 0
@@ -133,12 +130,17 @@ class KVCache:
         return sum(t.numel() * t.element_size() for kv in self.layers for t in kv)
 
 
-def kv_cache_bytes(
-    shape: tuple[int, int, int], batch_size: int, positions: int, itemsize: int
-) -> int:
-    """Keys and values of every layer: ``2·L·B·T·n_kv_head·head_dim·itemsize``."""
-    n_layer, n_kv_head, head_dim = shape
-    return 2 * n_layer * batch_size * positions * n_kv_head * head_dim * itemsize
+kv_cache = KVCache  # the decode capability's constructor, as the families expose it
+
+
+def kv_cache_bytes(cfg: object, batch_size: int, positions: int, itemsize: int) -> int:
+    """Keys and values of the KV heads of every layer: ``2·L·B·T·n_kv_head·head_dim·itemsize``."""
+    return 2 * cfg.n_layer * batch_size * positions * cfg.n_kv_head * cfg.head_dim * itemsize
+
+
+def context_length(cfg: object) -> int:
+    """The most positions a sequence can have (gpt's position table, llama's rotary tables)."""
+    return cfg.seq_len
 
 
 def prefill(model: nn.Module, prompt: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -152,19 +154,14 @@ def decode_step(model: nn.Module, token: torch.Tensor, cache: KVCache) -> torch.
 
 
 def generate(
-    model: nn.Module,
-    prompt: torch.Tensor,
-    n_new: int,
-    make_cache: Callable[..., KVCache],
-    use_cache: bool = True,
+    model: nn.Module, prompt: torch.Tensor, n_new: int, use_cache: bool = True
 ) -> torch.Tensor:
-    """``prompt`` followed by ``n_new`` greedy tokens: with the cache (``make_cache(cfg, batch,
-    capacity, device, dtype)``), a prefill and one decode step per token; without, the whole
-    sequence again for each token (the reference)."""
+    """``prompt`` followed by ``n_new`` greedy tokens: with the cache, a prefill and one decode
+    step per token; without, the whole sequence again for each token (the reference)."""
     tokens = prompt
     if use_cache:
         param = next(model.parameters())
-        cache = make_cache(
+        cache = KVCache(
             model.cfg, prompt.shape[0], prompt.shape[1] + n_new, param.device, param.dtype
         )
         token = prefill(model, prompt, cache)

@@ -1,4 +1,4 @@
-"""Random classification batches: what every non-sequence family trains on when timed."""
+"""Random batches: what every family trains on when timed."""
 
 from __future__ import annotations
 
@@ -31,3 +31,15 @@ def image_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """RGB images of the config's ``image_size`` and labels below its ``n_classes``."""
     return classification_batch(image_shape(cfg), cfg.n_classes, batch_size, device, dtype)
+
+
+def token_batch(
+    cfg: object,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids below ``vocab_size`` and their next tokens, ``seq_len`` of each;
+    ``dtype`` is unused (ids are int64)."""
+    tokens = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len + 1), device=device)
+    return tokens[:, :-1], tokens[:, 1:]

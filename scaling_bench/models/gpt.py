@@ -47,6 +47,7 @@ from torch import nn
 from scaling_bench.core.errors import ConfigError
 from scaling_bench.models import attention
 from scaling_bench.models.attention import CausalSelfAttention, KVCache, cached_forward
+from scaling_bench.models.batches import token_batch
 from scaling_bench.models.sizing import fit_free_knobs
 
 DEFAULT_BATCH_SIZE = 16
@@ -72,6 +73,11 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
+
+    @property
+    def n_kv_head(self) -> int:
+        """Multi-head attention: every head has its own keys and values (for the KV cache)."""
+        return self.n_head
 
 
 Config = GPTConfig
@@ -143,39 +149,12 @@ class Block(nn.Module):
 CHECKPOINT_BLOCKS = (Block,)  # what --activation-checkpointing recomputes
 
 
-def kv_cache(
-    cfg: GPTConfig,
-    batch_size: int,
-    capacity: int,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> KVCache:
-    return KVCache(_kv_shape(cfg), batch_size, capacity, cfg.seq_len, device, dtype)
-
-
-def _kv_shape(cfg: GPTConfig) -> tuple[int, int, int]:
-    return cfg.n_layer, cfg.n_head, cfg.head_dim
-
-
-def kv_cache_bytes(cfg: GPTConfig, batch_size: int, positions: int, itemsize: int) -> int:
-    """Keys and values of every layer: ``2·L·B·T·d·itemsize``."""
-    return attention.kv_cache_bytes(_kv_shape(cfg), batch_size, positions, itemsize)
-
-
-def context_length(cfg: GPTConfig) -> int:
-    """The most positions a sequence can have: the position table's length."""
-    return cfg.seq_len
-
-
-def generate(
-    model: nn.Module, prompt: torch.Tensor, n_new: int, use_cache: bool = True
-) -> torch.Tensor:
-    """``prompt`` and ``n_new`` greedy tokens, with the KV cache or recomputing (the reference)."""
-    return attention.generate(model, prompt, n_new, kv_cache, use_cache)
-
-
-prefill = attention.prefill  # the decode capability, shared by the decoder families
+kv_cache = attention.kv_cache  # the decode capability, shared by the decoder families
+kv_cache_bytes = attention.kv_cache_bytes
+context_length = attention.context_length
+prefill = attention.prefill
 decode_step = attention.decode_step
+generate = attention.generate
 
 
 class GPT(nn.Module):
@@ -221,15 +200,7 @@ def build(
     return model.to(dtype=dtype)
 
 
-def sample_batch(
-    cfg: GPTConfig,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random token ids and their next tokens; ``dtype`` is unused (ids are int64)."""
-    tokens = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len + 1), device=device)
-    return tokens[:, :-1], tokens[:, 1:]
+sample_batch = token_batch
 
 
 def _default_n_head(n_layer: int) -> int:

@@ -50,6 +50,7 @@ from scaling_bench.models.attention import (
     cached_forward,
     rotary_tables,
 )
+from scaling_bench.models.batches import token_batch
 from scaling_bench.models.sizing import fit_free_knobs
 
 DEFAULT_BATCH_SIZE = 16
@@ -215,50 +216,15 @@ def build(
     return model.to(dtype=dtype)
 
 
-def sample_batch(
-    cfg: LlamaConfig,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random token ids and their next tokens; ``dtype`` is unused (ids are int64)."""
-    tokens = torch.randint(0, cfg.vocab_size, (batch_size, cfg.seq_len + 1), device=device)
-    return tokens[:, :-1], tokens[:, 1:]
+sample_batch = token_batch
 
 
-def _kv_shape(cfg: LlamaConfig) -> tuple[int, int, int]:
-    return cfg.n_layer, cfg.n_kv_head, cfg.head_dim
-
-
-def kv_cache(
-    cfg: LlamaConfig,
-    batch_size: int,
-    capacity: int,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> KVCache:
-    return KVCache(_kv_shape(cfg), batch_size, capacity, cfg.seq_len, device, dtype)
-
-
-def kv_cache_bytes(cfg: LlamaConfig, batch_size: int, positions: int, itemsize: int) -> int:
-    """Keys and values of the KV heads only: ``2·L·B·T·n_kv_head·head_dim·itemsize``."""
-    return attention.kv_cache_bytes(_kv_shape(cfg), batch_size, positions, itemsize)
-
-
-def context_length(cfg: LlamaConfig) -> int:
-    """The most positions a sequence can have: the rotary tables' length."""
-    return cfg.seq_len
-
-
-def generate(
-    model: nn.Module, prompt: torch.Tensor, n_new: int, use_cache: bool = True
-) -> torch.Tensor:
-    """``prompt`` and ``n_new`` greedy tokens, with the KV cache or recomputing (the reference)."""
-    return attention.generate(model, prompt, n_new, kv_cache, use_cache)
-
-
-prefill = attention.prefill  # the decode capability, shared by the decoder families
+kv_cache = attention.kv_cache  # the decode capability, shared by the decoder families
+kv_cache_bytes = attention.kv_cache_bytes
+context_length = attention.context_length
+prefill = attention.prefill
 decode_step = attention.decode_step
+generate = attention.generate
 
 
 def ffn_multiple(d_model: int) -> int:
