@@ -32,6 +32,7 @@ from typing import Any
 from scipy import stats
 
 import scaling_bench.workloads  # noqa: F401  (registers every workload's metric specs)
+from scaling_bench.analysis.busy import busy_note
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec, find
 from scaling_bench.core.stats import is_finite
@@ -145,11 +146,14 @@ def _verdict(
     (a setting such as the best LR: a move is shown, never judged), and ``counted`` says the
     figure is exact (bytes on disk), so a move needs no test. A figure that did not settle on
     either side says so in the note; a move between two different clock states (the GPU's SM
-    clock, or throttling, as the device-state meter annotates a metric) is inconclusive.
+    clock, or throttling, as the device-state meter annotates a metric) is inconclusive, and so
+    is any unpaired comparison with a side timed on a busy machine (``analysis.busy``).
     ``paired``: the runs are the two sides of an A/B (module docstring)."""
     ratio, p, verdict, note = _judged(base, current, sign, threshold, alpha, counted, paired)
     if verdict in ("improved", "regressed") and (clocks := clock_states_differ(base, current)):
         verdict, note = "inconclusive", "; ".join(n for n in (note, clocks) if n)
+    if busy := busy_note(base, current):  # an A/B's pairs shared the machine's load alike
+        verdict, note = verdict if paired else "inconclusive", "; ".join(filter(None, (note, busy)))
     if base.get("settled") is False or current.get("settled") is False:
         note = "; ".join(n for n in (note, "unsettled") if n)
     return ratio, p, verdict, note

@@ -31,11 +31,13 @@ from scaling_bench.meters.timing import BlockMeter
 
 #: What ``ForeignLoad.metrics`` records, before a workload's prefix: about the measurement,
 #: never compared (the busy flag on the timed figure is what ``compare`` reads).
+FOREIGN_SHARE = MetricSpec(
+    "foreign_cpu_fraction", "fraction", NEITHER, "bookkeeping", label="CPU used by other processes"
+)
 SPECS = (
-    MetricSpec("foreign_cpu_fraction", "fraction", NEITHER, "bookkeeping",
-               label="CPU used by other processes"),
+    FOREIGN_SHARE,
     MetricSpec("load_avg_1m", "tasks", NEITHER, "bookkeeping", label="1-minute load average"),
-)  # fmt: skip
+)
 BUSY_SHARE = 0.05
 """Other processes' share of the machine above which a figure is marked busy: as much as
 ``compare``'s default threshold, so a neighbour that can move a figure past the gate by itself

@@ -15,13 +15,21 @@ from collections.abc import Sequence
 from rich.console import RenderableType
 from rich.text import Text
 
+from scaling_bench.analysis.busy import busy_comparison_line, machine_busy_line
 from scaling_bench.analysis.compare import FAILED_STATUSES, Comparison
 from scaling_bench.analysis.fits import CONFIDENCE, ScalingFit, by_series, scaling_fits
 from scaling_bench.analysis.frontier import is_frontier_record
 from scaling_bench.analysis.theory import THEORY_TOLERANCE, theory_checks
 from scaling_bench.core.metrics import find
 from scaling_bench.core.units import fmt_bytes
-from scaling_bench.report.summary import UNSETTLED_MARK, UNSETTLED_NOTE, summary_table, unsettled
+from scaling_bench.report.summary import (
+    BUSY_LEGEND,
+    UNSETTLED_MARK,
+    UNSETTLED_NOTE,
+    busy,
+    summary_table,
+    unsettled,
+)
 from scaling_bench.report.terminal import FittedTable, TextColumn
 
 #: Fingerprint keys shown first; the rest follow in their own order.
@@ -146,6 +154,11 @@ class Findings:
     @property
     def unsettled_note(self) -> str | None:
         return UNSETTLED_NOTE if unsettled(self.records) else None
+
+    @property
+    def busy_note(self) -> str | None:
+        """The busy mark's legend and how busy the machine was, where a figure is marked."""
+        return f"{BUSY_LEGEND}. {machine_busy_line(self.records)}." if busy(self.records) else None
 
     @property
     def flag_rows(self) -> list[tuple[str, ...]]:
@@ -282,6 +295,7 @@ def gate_line(comparison: Comparison) -> str:
             "note: figures tested over one process's samples a side, which leaves run-to-run "
             "noise untested; gate with scaling-bench ab (or run both sides with --processes 5)"
         )
+    notes += filter(None, [busy_comparison_line(comparison.rows)])
     return "\n".join((*notes, _verdict_line(comparison)))
 
 
