@@ -118,7 +118,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
             f"{design.predicted_s:.0f}s of training after {design.probe_s:.0f}s of probing",
             file=sys.stderr,
         )
-        run_design(design, out, args.resume, progress)
+        _, kept = run_design(design, out, args.resume, progress)
     except RunInterrupted as exc:
         print(f"scaling-bench: {exc}", file=sys.stderr)
         return 130
@@ -135,5 +135,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
     else:
         print("\n".join(summary_lines(analysis)))
+    if kept:
+        print(f"scaling-bench: {kept}", file=sys.stderr)
     print(f"scaling-bench: wrote {out / FRONTIER_JSON} and {out / 'report.html'}", file=sys.stderr)
     return 0
