@@ -127,7 +127,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     analysis = analyse(records, seconds=seconds, target_loss=args.target_loss,
                        bootstrap=args.bootstrap)  # fmt: skip
     if analysis is None:
-        raise UserError(f"{out}: no run of the design finished; its records say why")
+        raise UserError(f"{out}: no run of the design finished; {kept or 'its records say why'}")
     data = finite_json(analysis.to_dict() | {"design": design.to_dict()})
     (out / FRONTIER_JSON).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     (out / "report.html").write_text(build_html(records, str(out)), encoding="utf-8")
