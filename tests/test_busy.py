@@ -108,3 +108,22 @@ def test_a_figure_not_marked_busy_has_no_busy_reason() -> None:
     assert busy_reason({"value": 1.0, "busy": False, "foreign_cpu_fraction": 0.01}) is None
     assert busy_reason({"value": 1.0}) is None
     assert busy_reason({"value": 1.0, "busy": True}) == "busy machine"
+
+
+def test_a_paired_comparison_on_a_busy_machine_keeps_its_verdict_and_notes_the_load(
+    capsys, tmp_path
+):
+    """An A/B's rounds alternate under the same load, so the pairs still judge the change."""
+    from test_ab import DRIFT, rounds_of
+
+    sides = []
+    for name, factor in (("b", 1.0), ("c", 1.07)):
+        records = rounds_of([factor * d for d in DRIFT])
+        records[0]["metrics"]["train_step_s"] |= {"busy": True, "foreign_cpu_fraction": 0.45}
+        sides.append(synthetic.write(tmp_path / name, records))
+    assert (
+        main(["compare", *map(str, sides), "--metric", "train_step_s", "--paired", "--json"]) == 1
+    )
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["verdict"] == "regressed"
+    assert "busy machine: other processes used 45% of the CPUs (base)" in row["note"]
