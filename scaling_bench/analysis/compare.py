@@ -39,6 +39,7 @@ from typing import Any
 from scipy import stats
 
 import scaling_bench.workloads  # noqa: F401  (registers every workload's metric specs)
+from scaling_bench.analysis.busy import busy_note
 from scaling_bench.analysis.unpaired import (
     DRIFT_NOTE,
     Drift,
@@ -161,11 +162,14 @@ def _verdict(
     (a setting such as the best LR: a move is shown, never judged), and ``counted`` says the
     figure is exact (bytes on disk), so a move needs no test. A figure that did not settle on
     either side says so in the note; a move the sides' conditions explain (``_unlike``) is
-    inconclusive. ``paired``: the runs are the two sides of an A/B (module docstring); ``drift``:
-    the machine's run-to-run drift, which an unpaired move must also clear."""
+    inconclusive, and so is any unpaired comparison with a side timed on a busy machine
+    (``analysis.busy``). ``paired``: the runs are the two sides of an A/B (module docstring);
+    ``drift``: the machine's run-to-run drift, which an unpaired move must also clear."""
     ratio, p, verdict, note = _judged(base, current, sign, threshold, alpha, counted, paired, drift)
     if verdict in ("improved", "regressed") and (unlike := _unlike(base, current)):
         verdict, note = "inconclusive", "; ".join(n for n in (note, unlike) if n)
+    if busy := busy_note(base, current):  # an A/B's pairs shared the machine's load alike
+        verdict, note = verdict if paired else "inconclusive", "; ".join(filter(None, (note, busy)))
     if base.get("settled") is False or current.get("settled") is False:
         note = "; ".join(n for n in (note, "unsettled") if n)
     return ratio, p, verdict, note

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -154,7 +155,8 @@ class Campaign:
     #: replays its step again; a ``max`` batch is not here: its worker confirms it by a step.
     plans: dict[str, Plan] = field(default_factory=dict)
 
-    def run(self, progress: bool = True) -> list[dict]:
+    def run(self, progress: bool = True, stop: Callable[[Case], bool] | None = None) -> list[dict]:
+        """The cases through the runner; ``stop`` as ``runner.run_cases`` takes it."""
         from scaling_bench.engine.runner import run_cases
 
         execute, derive, known = EXECUTE, None, {k: {"plan": p} for k, p in self.plans.items()}
@@ -176,6 +178,7 @@ class Campaign:
             settings=self.settings,
             launcher=self._take_launcher(),
             known=known,
+            stop=stop,
         )
 
     def _take_launcher(self) -> Launcher | None:

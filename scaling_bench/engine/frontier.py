@@ -517,10 +517,14 @@ def _flat(n: float) -> float:
     return 1.0
 
 
-def run_design(d: Design, out: Path, resume: bool, progress: bool) -> list[dict]:
-    """Every run of the design, as convergence cases through the campaign and the runner."""
+def run_design(d: Design, out: Path, resume: bool, progress: bool) -> tuple[list[dict], str | None]:
+    """Every run of the design, as convergence cases through the campaign and the runner, and
+    the line saying why some were left where a time budget ran out (``engine.frontier_budget``:
+    the runs get what the design left them after the probe and the analysis)."""
     from scaling_bench.engine.campaign import prepare
+    from scaling_bench.engine.frontier_budget import BudgetKeeper
 
+    started = time.perf_counter()
     o = d.options
     timeout = TIMEOUT_FACTOR * max(r.predicted_s for r in d.runs) + 60.0
     spec = _spec(o, Convergence.name, [r.target_params for r in d.runs], timeout_s=(timeout,))
@@ -535,4 +539,13 @@ def run_design(d: Design, out: Path, resume: bool, progress: bool) -> list[dict]
         if base.case_id in campaign.skipped:
             skipped[case.case_id] = campaign.skipped[base.case_id]
     campaign = replace(campaign, cases=cases, skipped=skipped, resume=resume)
-    return campaign.run(progress=progress)
+    if o.seconds is None:
+        return campaign.run(progress=progress), None
+    done = {r["case_id"] for r in load_records(out / RESULTS_FILE)}
+    plans = [(c.case_id, r) for c, r in zip(cases, d.runs, strict=True) if c.case_id not in skipped]
+    keeper = BudgetKeeper(
+        {i: r for i, r in plans if i not in done},
+        deadline=started + o.seconds - d.probe_s - ANALYSIS_S,
+        begun={r.budget for i, r in plans if i in done},
+    )
+    return campaign.run(progress=progress, stop=keeper.stop), keeper.note(len(d.runs))

@@ -59,6 +59,8 @@ def _metrics(per_process: list[dict[str, dict]]) -> dict[str, dict]:
             merged |= {"value": value, "n": sum(m.get("n", 1) for m in metrics)}
         if any("settled" in m for m in metrics):
             merged["settled"] = all(m.get("settled", True) for m in metrics)
+        if any("busy" in m for m in metrics):  # timed on a busy machine in any process
+            merged["busy"] = any(m.get("busy") is True for m in metrics)
         out[name] = merged | {"process_values": values}
     return out
 

@@ -86,6 +86,7 @@ def run_cases(
     settings: Settings | None = None,
     launcher: Launcher | None = None,
     known: Mapping[str, Mapping[str, Any]] | None = None,
+    stop: Callable[[RunnableCase], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Run each case not yet recorded in ``out_dir/results.jsonl``; return the records written.
 
@@ -102,6 +103,8 @@ def run_cases(
     while the grid was planned) for the run's one slot; the run closes it, whatever happens.
     ``known`` maps a case id to keyword arguments ``execute`` gets beside the case (pickled into
     the job): what this process already worked out, such as the case's plan, is not redone.
+    ``stop(case)``, asked before each case starts, ends the run there: that case and the ones
+    after it stay unrecorded, for ``--resume`` (a time budget that the cases so far overran).
     """
     with contextlib.ExitStack() as stack:
         if launcher is not None:
@@ -120,7 +123,7 @@ def run_cases(
         with ResultsLock(out_dir):
             return _run_locked(
                 cases, execute, out_dir, timeout_s, env, resume, progress, skipped or {}, derive,
-                settings or Settings(), launcher, known or {},
+                settings or Settings(), launcher, known or {}, stop or (lambda case: False),
             )  # fmt: skip
 
 
@@ -137,6 +140,7 @@ def _run_locked(
     settings: Settings,
     launcher: Launcher | None,
     known: Mapping[str, Mapping[str, Any]],
+    stop: Callable[[RunnableCase], bool],
 ) -> list[dict[str, Any]]:
     """``run_cases`` while this process holds the results folder's lock."""
     results_path = out_dir / RESULTS_FILE
@@ -173,7 +177,7 @@ def _run_locked(
                 if case.case_id in skipped:
                     keep(_skipped(case, skipped[case.case_id], env))
             runs = [case for case in pending if case.case_id not in skipped]
-            _Slots(settings, launcher).run(runs, measure, keep)
+            _Slots(settings, launcher, stop).run(runs, measure, keep)
         except KeyboardInterrupt:
             raise RunInterrupted(len(records), len(pending), results_path) from None
     order = {case.case_id: i for i, case in enumerate(pending)}
@@ -187,8 +191,14 @@ class _Slots:
     left unrecorded (they run again on ``--resume``), as with one slot; a record being written is
     finished first. One slot uses ``given``, a launcher started earlier, where there is one."""
 
-    def __init__(self, settings: Settings, given: Launcher | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        given: Launcher | None = None,
+        stop: Callable[[RunnableCase], bool] = lambda case: False,
+    ) -> None:
         self.settings = settings
+        self.stop = stop
         self.given = given
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -256,7 +266,7 @@ class _Slots:
                 self.ready.wait()
             while not self.stopping.is_set():
                 with self.lock:
-                    if not queue:
+                    if not queue or self.stop(queue[0]):
                         return
                     case = queue.pop(0)
                 record = measure(case, launcher)

@@ -118,7 +118,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
             f"{design.predicted_s:.0f}s of training after {design.probe_s:.0f}s of probing",
             file=sys.stderr,
         )
-        run_design(design, out, args.resume, progress)
+        _, kept = run_design(design, out, args.resume, progress)
     except RunInterrupted as exc:
         print(f"scaling-bench: {exc}", file=sys.stderr)
         return 130
@@ -127,7 +127,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     analysis = analyse(records, seconds=seconds, target_loss=args.target_loss,
                        bootstrap=args.bootstrap)  # fmt: skip
     if analysis is None:
-        raise UserError(f"{out}: no run of the design finished; its records say why")
+        raise UserError(f"{out}: no run of the design finished; {kept or 'its records say why'}")
     data = finite_json(analysis.to_dict() | {"design": design.to_dict()})
     (out / FRONTIER_JSON).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     (out / "report.html").write_text(build_html(records, str(out)), encoding="utf-8")
@@ -135,5 +135,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
     else:
         print("\n".join(summary_lines(analysis)))
+    if kept:
+        print(f"scaling-bench: {kept}", file=sys.stderr)
     print(f"scaling-bench: wrote {out / FRONTIER_JSON} and {out / 'report.html'}", file=sys.stderr)
     return 0

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scaling_bench.analysis.busy import machine_busy_line
 from scaling_bench.core.units import fmt_bytes
 from scaling_bench.engine.isolation import FOREIGN_PROCESSES
+from scaling_bench.meters.foreign_load import BUSY_SHARE
 from scaling_bench.report.terminal import FittedTable, TextColumn
 from scaling_bench.store.records import RESULTS_FILE, load_records
 from scaling_bench.workloads.base import Column, ordered
@@ -31,6 +33,7 @@ def _cell(column: Column) -> Callable[[dict], str]:
             return ""
         text = fmt_bytes(value) if column.fmt == "bytes" else column.fmt.format(value)
         marks = UNSETTLED_MARK * (metric.get("settled") is False)
+        marks += BUSY_MARK * (metric.get("busy") is True)
         return text + marks + THROTTLED_MARK * (metric.get("throttled") is True)
 
     return cell
@@ -42,6 +45,22 @@ UNSETTLED_NOTE = (
     f"{UNSETTLED_MARK} unsettled: fewer than the minimum samples, or the median's 95% CI wider "
     "than its target; raise --budget"
 )
+
+
+#: Beside a figure timed while other processes used the CPUs (``meters.foreign_load``).
+BUSY_MARK = "^"
+BUSY_LEGEND = (
+    f"{BUSY_MARK} busy: timed while other processes used more than {BUSY_SHARE:.0%} of the "
+    "machine's CPUs; rerun on a quiet machine before reading or comparing it"
+)
+
+
+def busy(records: list[dict]) -> bool:
+    return any(
+        isinstance(m, dict) and m.get("busy") is True
+        for r in records
+        for m in r["metrics"].values()
+    )
 
 
 #: Beside a figure timed while the GPU throttled (``meters.device_state``).
@@ -121,6 +140,8 @@ def summarize_run(
     console.print(summary_table(records, f"{len(records)} cases in {out / RESULTS_FILE}"))
     if unsettled(records):
         console.print(UNSETTLED_NOTE)
+    if busy(records):
+        console.print(BUSY_LEGEND)
     if throttled(records):
         console.print(THROTTLED_NOTE)
     if shared := shared_device(records):
@@ -132,3 +153,5 @@ def summarize_run(
     timed = timed_seconds(ran)
     wall = time.perf_counter() - started
     console.print(f"wall time {wall:.1f}s, of which {timed:.1f}s ({timed / wall:.0%}) timed")
+    if line := machine_busy_line(ran):
+        console.print(line)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from rich.console import RenderableType
 from rich.text import Text
 
+from scaling_bench.analysis.busy import busy_comparison_line, machine_busy_line
 from scaling_bench.analysis.compare import FAILED_STATUSES, Comparison
 from scaling_bench.analysis.fits import CONFIDENCE, ScalingFit, by_series, scaling_fits
 from scaling_bench.analysis.frontier import is_frontier_record
@@ -22,7 +23,14 @@ from scaling_bench.analysis.theory import THEORY_TOLERANCE, theory_checks
 from scaling_bench.analysis.unpaired import WHAT_INSTEAD
 from scaling_bench.core.metrics import find
 from scaling_bench.core.units import fmt_bytes
-from scaling_bench.report.summary import UNSETTLED_MARK, UNSETTLED_NOTE, summary_table, unsettled
+from scaling_bench.report.summary import (
+    BUSY_LEGEND,
+    UNSETTLED_MARK,
+    UNSETTLED_NOTE,
+    busy,
+    summary_table,
+    unsettled,
+)
 from scaling_bench.report.terminal import FittedTable, TextColumn
 
 #: Fingerprint keys shown first; the rest follow in their own order.
@@ -147,6 +155,11 @@ class Findings:
     @property
     def unsettled_note(self) -> str | None:
         return UNSETTLED_NOTE if unsettled(self.records) else None
+
+    @property
+    def busy_note(self) -> str | None:
+        """The busy mark's legend and how busy the machine was, where a figure is marked."""
+        return f"{BUSY_LEGEND}. {machine_busy_line(self.records)}." if busy(self.records) else None
 
     @property
     def flag_rows(self) -> list[tuple[str, ...]]:
@@ -291,6 +304,7 @@ def gate_line(comparison: Comparison) -> str:
             f"note: one process a side: a move counts only beyond run-to-run drift, where "
             f"{comparison.drift.describe(comparison.alpha)}; {WHAT_INSTEAD}"
         )
+    notes += filter(None, [busy_comparison_line(comparison.rows)])
     return "\n".join((*notes, _verdict_line(comparison)))
 
 

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 from scaling_bench.core.metrics import HIGHER, LOWER, NEITHER, MetricSpec, prefixed
 from scaling_bench.core.stats import scaled, single
-from scaling_bench.meters import device_state, energy, memory, timing
+from scaling_bench.meters import device_state, energy, foreign_load, memory, timing
 from scaling_bench.meters.device_state import DeviceStateMeter
 from scaling_bench.meters.energy import EnergyMeter
+from scaling_bench.meters.foreign_load import ForeignLoad
 from scaling_bench.meters.memory import PeakMemory
 from scaling_bench.meters.timing import measure
 from scaling_bench.workloads import compiled
@@ -63,7 +64,8 @@ class TimedWorkload(Workload):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        meters = (*timing.SPECS, *memory.SPECS, *energy.SPECS, *device_state.SPECS, *compiled.SPECS)
+        meters = (*timing.SPECS, *memory.SPECS, *energy.SPECS, *device_state.SPECS, *compiled.SPECS,
+                  *foreign_load.SPECS)  # fmt: skip
         own = prefixed(cls.name, (*meters, *DERIVED_SPECS))
         cls.specs = (*own, PEAK_FLOPS, ACHIEVABLE_FLOPS, *cls.specs)
         flops = MetricSpec(f"{cls.name}_flops_per_sample", "FLOP", NEITHER, "predicted")
@@ -88,20 +90,22 @@ class TimedWorkload(Workload):
             PeakMemory(setup.device, baseline_rss_bytes=ctx.baseline_rss_bytes) as peaks,
             EnergyMeter(setup.device, shared_machine=shared) as joules,
             DeviceStateMeter(setup.device) as state,
+            ForeignLoad() as load,
         ):
+            own = () if ctx.distributed else (load,)  # a case's other ranks are not foreign
             timed = measure(step, setup.device, budget_s=setup.case.budget_s, agree=ctx.agree,
-                            meters=(joules, state), rel_ci=setup.case.ci_target)  # fmt: skip
+                            meters=(joules, state, *own), rel_ci=setup.case.ci_target)  # fmt: skip
         metrics = timed.metrics(self.name) | {f"{self.name}_timed_s": single(timed.timed_s, "s")}
         if is_compiled:
             metrics |= cold | compiled.recompiles(self.name, frames)
-        metered = peaks.metrics() | joules.metrics() | state.metrics()
+        metered = peaks.metrics() | joules.metrics() | state.metrics() | load.metrics()
         metrics |= {f"{self.name}_{name}": m for name, m in metered.items()}
         step_s = metrics[f"{self.name}_step_s"]
-        step_s |= state.annotation()
+        step_s |= state.annotation() | load.annotation()
         if joules.left_out:
             step_s["energy_left_out"] = joules.left_out
         if f"{self.name}_energy_per_step_j" in metrics:
-            metrics[f"{self.name}_energy_per_step_j"] |= state.annotation()
+            metrics[f"{self.name}_energy_per_step_j"] |= state.annotation() | load.annotation()
         return metrics
 
     def derive(self, metrics: dict[str, dict], setup: CaseSetup, ctx: Context) -> dict[str, dict]:
@@ -127,7 +131,8 @@ class TimedWorkload(Workload):
             out[f"{self.name}_samples_per_s_per_rank"] = scaled(
                 step_s, p.batch_size, "samples/s", invert=True
             )
-        state = device_state.clock_state(step_s)  # a derived figure ran at its source's clocks
+        # A derived figure ran at its source's clocks, on its source's (busy or quiet) machine.
+        state = device_state.clock_state(step_s) | foreign_load.busy_state(step_s)
         return {name: metric | state for name, metric in out.items()}
 
     def predict(self, plan: Plan, device: torch.device, ctx: Context) -> dict[str, dict]:

@@ -1,0 +1,144 @@
+"""The CPU time other processes used while a figure was timed, and the load average.
+
+The quick grid, run while other jobs held this 2-core machine's cores, took 476 s instead of
+~62 s, and its figures came out unsettled and out of order with nothing saying why. So at the
+edges of each timed block the machine's busy CPU seconds (``/proc/stat`` through
+``psutil.cpu_times``: every state but idle and I/O wait, steal included: a neighbouring VM's
+time is time this one did not get) are read beside this process's own (``os.times``: its
+threads and the children it reaped). Over the timed blocks, the difference per wall second is
+the cores other processes used; as a share of the machine's logical cores it is
+``foreign_cpu_fraction``. Above ``BUSY_SHARE`` the figure was timed on a busy machine: the
+step-time metric and the figures derived from it say so (``busy``), the summary marks them and
+``compare`` calls their comparison inconclusive.
+
+``/proc/stat`` counts in clock ticks (10 ms), as long as the shortest block, so one block's
+reading is mostly quantisation: the blocks are pooled, never judged one by one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import psutil
+
+from scaling_bench.core.metrics import NEITHER, MetricSpec
+from scaling_bench.core.stats import single, summarize
+from scaling_bench.meters.timing import BlockMeter
+
+#: What ``ForeignLoad.metrics`` records, before a workload's prefix: about the measurement,
+#: never compared (the busy flag on the timed figure is what ``compare`` reads).
+FOREIGN_SHARE = MetricSpec(
+    "foreign_cpu_fraction", "fraction", NEITHER, "bookkeeping", label="CPU used by other processes"
+)
+SPECS = (
+    FOREIGN_SHARE,
+    MetricSpec("load_avg_1m", "tasks", NEITHER, "bookkeeping", label="1-minute load average"),
+)
+BUSY_SHARE = 0.05
+"""Other processes' share of the machine above which a figure is marked busy: as much as
+``compare``'s default threshold, so a neighbour that can move a figure past the gate by itself
+is named (on 2 cores, a tenth of a core)."""
+#: What ``annotation`` adds to a timed metric, and what a figure derived from it carries.
+ANNOTATION_KEYS = ("busy", "foreign_cpu_fraction")
+
+
+def machine_busy_s() -> float:
+    """Busy CPU seconds of the whole machine since boot, summed over its logical CPUs: all but
+    idle and I/O wait (guest time is already inside user time)."""
+    t = psutil.cpu_times()
+    guest = getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - guest
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process, all its threads, and its reaped children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class ForeignLoad(BlockMeter):
+    """Context manager: pass it to ``timing.measure(meters=...)``; ``metrics()`` once it ended.
+    The readings are injectable so the arithmetic can be checked exactly."""
+
+    def __init__(
+        self,
+        machine: Callable[[], float] = machine_busy_s,
+        own: Callable[[], float] = own_cpu_s,
+        clock: Callable[[], float] = time.monotonic,
+        load: Callable[[], float] = lambda: os.getloadavg()[0],
+        cores: int | None = None,
+    ) -> None:
+        self._machine, self._own, self._clock, self._load = machine, own, clock, load
+        self.cores = cores or psutil.cpu_count() or 1
+        self.foreign_s = 0.0
+        self.wall_s = 0.0
+        self.blocks = 0
+        self.loads: list[float] = []
+        self._start: tuple[float, float, float] | None = None
+
+    def __enter__(self) -> ForeignLoad:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._start = None
+
+    def block_started(self) -> None:
+        self._start = (self._clock(), self._machine(), self._own())
+
+    def block_ended(self, block_s: float, calls: int) -> None:
+        if self._start is None:
+            return
+        wall, machine, own = self._start
+        self._start = None
+        self.wall_s += self._clock() - wall
+        # Ticks of the two counters fall apart: a block can read fewer machine than own seconds.
+        self.foreign_s += max(0.0, (self._machine() - machine) - (self._own() - own))
+        self.blocks += 1
+        self.loads.append(float(self._load()))
+
+    @property
+    def fraction(self) -> float | None:
+        """Other processes' CPU seconds per wall second over the blocks, per logical core."""
+        return self.foreign_s / self.wall_s / self.cores if self.wall_s > 0 else None
+
+    @property
+    def busy(self) -> bool:
+        return (self.fraction or 0.0) > BUSY_SHARE
+
+    def metrics(self) -> dict[str, dict]:
+        """The pooled share, with the cores it is of and how many blocks it covers; the load
+        average's spread over the blocks. Nothing where no block was read."""
+        if self.fraction is None:
+            return {}
+        share = single(self.fraction, "fraction") | {
+            "n": self.blocks,
+            "foreign_cores": self.foreign_s / self.wall_s,
+            "cores": self.cores,
+            "wall_s": self.wall_s,
+            "busy": self.busy,
+            "busy_share": BUSY_SHARE,
+        }
+        return {
+            "foreign_cpu_fraction": share,
+            "load_avg_1m": summarize(self.loads, "tasks", keep_samples=False),
+        }
+
+    def annotation(self) -> dict[str, Any]:
+        """What the timed metric carries: whether it was timed on a busy machine, and the share."""
+        if self.fraction is None:
+            return {}
+        return {"busy": self.busy, "foreign_cpu_fraction": self.fraction}
+
+
+def busy_state(metric: dict) -> dict[str, Any]:
+    """The busy annotation a metric carries, for the figures derived from it to carry too."""
+    return {k: metric[k] for k in ANNOTATION_KEYS if k in metric}
