@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
+from scaling_bench.config.case import RecordedCase
 from scaling_bench.core.errors import UserError
 
 STATUSES = ("ok", "oom", "timeout", "crashed", "skipped", "diverged")
@@ -48,7 +49,7 @@ class Record(TypedDict):
 
     schema_version: int
     case_id: Annotated[str, Field(min_length=1)]
-    case: dict[str, Any]
+    case: RecordedCase
     status: Literal[STATUSES]  # type: ignore[valid-type]
     error: str | None
     params: Count | None
