@@ -10,6 +10,7 @@ the record's ``case`` holds them in full. A case does no work: planning it is th
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, field, fields, make_dataclass, replace
 from typing import Any, NotRequired, Required
 
@@ -93,10 +94,11 @@ Case.__doc__ = "One case of a grid: a value per axis (``axes.AXES``)."
 
 
 def _recorded_kind(axis: Axis) -> Any:
-    """An axis's type in a record's ``case``: JSON holds lists for tuples, objects for mappings."""
+    """An axis's type in a record's ``case``: a list or tuple (``to_dict`` keeps tuples, JSON
+    has lists) for a sequence, an object for a mapping."""
     if axis.name in _MAPPINGS:
         return dict[str, Any]
-    return list[axis.kind] if axis.sequence else axis.kind
+    return Sequence[axis.kind] if axis.sequence else axis.kind
 
 
 #: A record's ``case`` (``Case.to_dict``), for the record schema: every axis's value of its type,

@@ -27,9 +27,10 @@ def show_comparison(
         from rich.console import Console
 
         from scaling_bench.report.tables import comparison_tables, gate_line
+        from scaling_bench.report.text import printable
 
         console = Console()
         for table in comparison_tables(comparison, show_all=show_all):
             console.print(table)
-        console.print(gate_line(comparison))
+        console.print(printable(gate_line(comparison), lines=True), markup=False)
     return 1 if comparison.failed_gate else 0

@@ -63,6 +63,7 @@ class Record(TypedDict):
 
 RECORD = TypeAdapter(Record)  # built once: building it costs more than checking a record
 METRIC = TypeAdapter(Metric)
+METRICS = TypeAdapter(dict[str, Metric])
 
 _EXPECTED = {
     "dict_type": "should be an object",
@@ -73,6 +74,7 @@ _EXPECTED = {
     "bool_type": "should be true or false",
     "finite_number": "should be a finite number",
     "missing": "is missing",
+    "sequence_str": "should be a list",
 }
 
 
