@@ -20,6 +20,7 @@ from scaling_bench.workloads import base
 
 PLUGINS = {
     "p_raise": 'raise RuntimeError("plugin p_raise exploded at import")\n',
+    "p_escape": 'raise RuntimeError("clears \\x1b[2J the screen")\n',
     "p_dupe": (
         "from scaling_bench.workloads.base import register\n"
         "from scaling_bench.workloads.forward import Forward\n\n\n"
@@ -73,6 +74,7 @@ RUN = ["run", "--families", "mlp", "--sizes", "1e4", "--budget", "0.2", "--no-pr
         ("run", "p_raise", "RuntimeError while importing: plugin p_raise exploded at import"),
         ("compare", "p_raise", "RuntimeError while importing: plugin p_raise exploded at import"),
         ("run", "p_dupe", "ValueError while importing: workload 'forward' registered twice"),
+        ("compare", "p_escape", "RuntimeError while importing: clears \\x1b[2J the screen"),
     ],
 )
 def test_a_plugin_that_fails_to_import_is_one_line_naming_it_and_exit_2(
