@@ -17,7 +17,7 @@ from typing import Any, NotRequired, Required
 from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from scaling_bench.config.axes import AXES, Axis, declared_defaults
+from scaling_bench.config.axes import AXES, BY_NAME, Axis, declared_defaults
 from scaling_bench.config.sizes import format_size
 from scaling_bench.core.precision import PRECISIONS
 from scaling_bench.models import FAMILY_NAMES
@@ -110,10 +110,7 @@ RecordedCase = with_config(ConfigDict(extra="allow", strict=True))(
         "RecordedCase",
         {
             "case_id": NotRequired[str],
-            **{
-                old: NotRequired[_recorded_kind(next(a for a in AXES if a.name == new))]
-                for old, new in _RENAMED.items()
-            },
+            **{old: NotRequired[_recorded_kind(BY_NAME[new])] for old, new in _RENAMED.items()},
             **{
                 a.name: (Required if a.name in _REQUIRED else NotRequired)[_recorded_kind(a)]
                 for a in AXES

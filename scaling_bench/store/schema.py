@@ -10,6 +10,8 @@ Numbers must be finite (JSON has no NaN or infinity; a figure that is not finite
 null) and of their JSON type: no coercion, since readers use the values as they are in the file.
 A metric is ``{value, unit?, n?, median?, p10?, p90?, iqr?, samples?}`` plus any keys a workload
 adds (``by_lr``, ``curves``, ``source``, ``converged``, …), which are kept unchecked.
+A record's ``case`` holds each axis's value of its type (``config.case.RecordedCase``; ``family``
+and ``target_params`` required): ``"case": {}`` is ``case.family: is missing``.
 """
 
 from __future__ import annotations
