@@ -19,6 +19,8 @@ from typing import Any
 from scaling_bench.engine.protocol import save_partial
 
 EXECUTE = "faults:run"
+#: The axes every record's case holds (``config.case.RecordedCase``).
+SHAPE = {"family": "mlp", "target_params": 1e4}
 CPU_ALLOCATOR_MESSAGE = (
     "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
     "you tried to allocate 1125899906842624 bytes. Error code 12 (Cannot allocate memory)"
@@ -32,7 +34,8 @@ class Case:
     marker: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fault": self.fault, "marker": self.marker}
+        """A record's case names its family and size (the store checks it); the rest is ours."""
+        return {**SHAPE, "fault": self.fault, "marker": self.marker}
 
 
 class OutOfMemoryError(RuntimeError):

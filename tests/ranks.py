@@ -36,6 +36,8 @@ class Case:
     def to_dict(self) -> dict[str, Any]:
         return {
             "case_id": self.case_id,
+            "family": "mlp",
+            "target_params": LOSS_SIZE,
             "fault": self.fault,
             "marker": self.marker,
             "strategy": self.strategy,

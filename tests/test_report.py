@@ -104,7 +104,7 @@ def test_an_error_with_pipes_and_line_breaks_stays_in_its_markdown_line(results:
     lines = markdown.splitlines()
     failure = next(line for line in lines if line.startswith("- `mlp-1e7-fp32-cpu`"))
     assert failure.startswith("- `mlp-1e7-fp32-cpu`: crashed RuntimeError: a \\| b ## Traceback")
-    assert failure.endswith(r"\| x \| <script>alert(1)</script> &")
+    assert failure.endswith(r"\| x \| &lt;script&gt;alert(1)&lt;/script&gt; &amp;")
     assert not any(line.startswith(("## Traceback", "| x")) for line in lines)
     tables = "\n".join(line if line.startswith("|") else "" for line in lines).split("\n\n")
     for table in filter(None, (t.strip() for t in tables)):  # every row as many cells as its header

@@ -29,7 +29,7 @@ from scaling_bench.store.records import (
 def record(case_id: str = "mlp-1e5-fp32-cpu", status: str = "ok", **fields) -> dict:
     return make_record(
         case_id,
-        {"family": "mlp", "params": 1e5},
+        {"family": "mlp", "target_params": 1e5},
         status,
         env={"host": "test"},
         started_at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from faults import CPU_ALLOCATOR_MESSAGE, EXECUTE, Case
+from faults import CPU_ALLOCATOR_MESSAGE, EXECUTE, SHAPE, Case
 
 from scaling_bench.core.errors import UserError
 from scaling_bench.engine import malloc
@@ -86,7 +86,7 @@ def test_ok_record_carries_the_returned_fields_and_the_parents_env(fault_run):
     assert record["status"] == "ok" and record["error"] is None
     assert (record["params"], record["config"]) == (10, {"d_model": 2})
     assert record["metrics"] == {"x": {"value": 1.0, "unit": "s"}}
-    assert record["case"] == {"fault": "ok", "marker": ""}
+    assert record["case"] == {**SHAPE, "fault": "ok", "marker": ""}
     assert record["env"] == ENV
     assert datetime.fromisoformat(record["started_at"]).utcoffset().total_seconds() == 0
     assert record["duration_s"] >= 0
@@ -211,12 +211,17 @@ def test_run_stopped_mid_grid_then_resumed_holds_each_case_once(tmp_path, stop):
 
 def recorded(case_id: str) -> dict:
     return make_record(
-        case_id, {}, "ok", env=ENV, started_at=datetime.now().astimezone(), duration_s=0
+        case_id,
+        SHAPE,
+        "ok",
+        env=ENV,
+        started_at=datetime.now().astimezone(),
+        duration_s=0,
     )
 
 
 @pytest.mark.parametrize("resume", [False, True])
-@pytest.mark.parametrize("damage", ["cut_off", "other_schema"])
+@pytest.mark.parametrize("damage", ["cut_off", "other_schema", "empty_case"])
 def test_corrupt_results_file_is_refused_before_anything_runs_and_left_unchanged(
     tmp_path, resume, damage
 ):
@@ -224,12 +229,16 @@ def test_corrupt_results_file_is_refused_before_anything_runs_and_left_unchanged
     append_record(results_path, recorded("earlier"))
     with open(results_path, "a") as f:
         f.write('{"schema_version": 1, "case_id": "cut' if damage == "cut_off" else "")
-    if damage == "other_schema":
-        text = results_path.read_text().replace('"schema_version": 1', '"schema_version": 2')
+    replaced = {"other_schema": ('"schema_version": 1', '"schema_version": 2'),
+                "empty_case": ('"case": {"family": "mlp", "target_params": 10000.0}',
+                               '"case": {}')}  # fmt: skip
+    if damage in replaced:
+        text = results_path.read_text().replace(*replaced[damage])
         results_path.write_text(text)
     before = results_path.read_bytes()
     marker = tmp_path / "ran"
-    expected = "line 2: not valid JSON" if damage == "cut_off" else "schema_version 2"
+    expected = {"cut_off": "line 2: not valid JSON", "other_schema": "schema_version 2",
+                "empty_case": "line 1: case.family: is missing"}[damage]  # fmt: skip
     with pytest.raises(UserError, match=expected):
         run([Case("new", "touch_marker", str(marker))], tmp_path, resume=resume)
     assert results_path.read_bytes() == before
@@ -271,7 +280,7 @@ def test_execute_module_importable_in_the_parent_is_importable_in_the_worker(tmp
 
     class SizedCase(Case):
         def to_dict(self):
-            return {"n": 7}
+            return {**SHAPE, "n": 7}
 
     [record] = run_cases(
         [SizedCase("sized")],

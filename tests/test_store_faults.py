@@ -32,7 +32,7 @@ from scaling_bench.store.records import RESULTS_FILE, append_record, load_record
 def record(case_id: str) -> dict:
     return make_record(
         case_id,
-        {"family": "mlp"},
+        {"family": "mlp", "target_params": 1e5},
         "ok",
         env={"hostname": "test"},
         started_at=datetime(2025, 1, 1, tzinfo=UTC),
@@ -274,10 +274,27 @@ def test_the_default_root_is_the_system_temporary_folder(monkeypatch, tmp_path):
         ("params", "abc", "params: should be an integer, got 'abc'"),
         ("predicted", None, "predicted: should be an object, got null"),
         ("case", None, "case: should be an object, got null"),
+        ("case", {}, "case.family: is missing"),
+        (
+            "case",
+            {"family": "mlp", "target_params": "1e5"},
+            "case.target_params: should be a number, got '1e5'",
+        ),
+        ("case", {"family": 5, "target_params": 1e5}, "case.family: should be a string, got 5"),
+        (
+            "case",
+            {"family": "mlp", "target_params": 1e5, "workloads": "train"},
+            "case.workloads: should be a list, got 'train'",
+        ),
+        (
+            "case",
+            {"family": "mlp", "target_params": 1e5, "overrides": [1]},
+            "case.overrides: should be an object, got a list",
+        ),
     ],
 )
-@pytest.mark.parametrize("command", ["report", "compare"])
-def test_a_record_of_the_wrong_shape_stops_report_and_compare_with_one_line(
+@pytest.mark.parametrize("command", ["report", "compare", "merge"])
+def test_a_record_of_the_wrong_shape_stops_report_compare_and_merge_with_one_line(
     capsys, tmp_path, command, field, value, message
 ):
     good, bad = tmp_path / "good", tmp_path / "bad"
@@ -290,6 +307,8 @@ def test_a_record_of_the_wrong_shape_stops_report_and_compare_with_one_line(
     args = [str(bad)] if command == "report" else [str(good), str(bad)]
     if command == "report":
         args += ["--html", str(tmp_path / "report.html")]
+    if command == "merge":
+        args += ["--out", str(tmp_path / "merged")]
     code = main([command, *args])
     err = capsys.readouterr().err
     assert code == 2

@@ -35,6 +35,8 @@ from scaling_bench.models import FAMILY_NAMES
 MAX_SECONDS = 7 * 24 * 3600.0
 Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=1)]
+#: A parameter count: what a record's case holds (flags are read by ``parse_sizes``).
+Size = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 _BYTE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
@@ -220,7 +222,7 @@ AXES: tuple[Axis, ...] = (
         token=lambda c: c.family, choices=lambda: FAMILY_NAMES,
     ),
     Axis(
-        "target_params", float, None, "1e5,1e6 or 1e5:1e8:x10 (factor) or 1e5:1e8:7 (points)",
+        "target_params", Size, None, "1e5,1e6 or 1e5:1e8:x10 (factor) or 1e5:1e8:7 (points)",
         flag="--sizes", key="sizes", env="SCALING_BENCH_SIZES", multi=True,
         token=lambda c: format_size(c.target_params), parse_text=parse_sizes, noun="size",
     ),

@@ -10,10 +10,14 @@ the record's ``case`` holds them in full. A case does no work: planning it is th
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, field, fields, make_dataclass, replace
-from typing import Any
+from typing import Any, NotRequired, Required
 
-from scaling_bench.config.axes import AXES, declared_defaults
+from pydantic import ConfigDict, with_config
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
+
+from scaling_bench.config.axes import AXES, BY_NAME, Axis, declared_defaults
 from scaling_bench.config.sizes import format_size
 from scaling_bench.core.precision import PRECISIONS
 from scaling_bench.models import FAMILY_NAMES
@@ -22,6 +26,8 @@ from scaling_bench.models import FAMILY_NAMES
 _RENAMED = {"dtype": "precision"}
 #: Axes whose value is a mapping, kept in the case as sorted ``(key, value)`` pairs (hashable).
 _MAPPINGS = ("overrides", "convergence")
+#: Axes without a default: a case names them.
+_REQUIRED = ("family", "target_params")
 
 
 def _hashable(values: dict[str, object]) -> tuple[tuple[str, object], ...]:
@@ -76,7 +82,7 @@ Case = make_dataclass(
     "Case",
     [
         (a.name, Any, _default(a.name, a.default))
-        if a.default is not None or a.name not in ("family", "target_params")
+        if a.default is not None or a.name not in _REQUIRED
         else (a.name, Any)
         for a in AXES
     ],
@@ -85,6 +91,33 @@ Case = make_dataclass(
 )
 Case.__module__ = __name__
 Case.__doc__ = "One case of a grid: a value per axis (``axes.AXES``)."
+
+
+def _recorded_kind(axis: Axis) -> Any:
+    """An axis's type in a record's ``case``: a list or tuple (``to_dict`` keeps tuples, JSON
+    has lists) for a sequence, an object for a mapping."""
+    if axis.name in _MAPPINGS:
+        return dict[str, Any]
+    return Sequence[axis.kind] if axis.sequence else axis.kind
+
+
+#: A record's ``case`` (``Case.to_dict``), for the record schema: every axis's value of its type,
+#: so a hand-edited or foreign record (``"case": {}``, ``"target_params": "1e5"``) is refused by
+#: the store with its field instead of failing in whichever reader builds its ``Case``. Keys of
+#: other versions pass unchecked.
+RecordedCase = with_config(ConfigDict(extra="allow", strict=True))(
+    TypedDict(
+        "RecordedCase",
+        {
+            "case_id": NotRequired[str],
+            **{old: NotRequired[_recorded_kind(BY_NAME[new])] for old, new in _RENAMED.items()},
+            **{
+                a.name: (Required if a.name in _REQUIRED else NotRequired)[_recorded_kind(a)]
+                for a in AXES
+            },
+        },
+    )
+)
 
 _ID = re.compile(
     rf"^(?P<family>{'|'.join(FAMILY_NAMES)})-(?P<size>\d+(\.\d+)?e\d+)"

@@ -45,14 +45,18 @@ DISTRIBUTED_EXECUTE = "scaling_bench.engine.distributed.launch:run_case"
 
 
 def predicted_peak_bytes(case: Case, p: Plan) -> int:
-    """What the case's largest workload should hold: training state and activations, or weights.
+    """What the case's largest workload should hold: training state and activations; or, where
+    no workload trains, what a forward pass holds at least: the weights, the buffers and the
+    batch (phase-independent parts of the step's prediction; a forward's activations come on
+    top), so that ``--batch-sizes 1e12`` is skipped, not a petabyte allocation.
 
     A distributed case needs one rank's share per device (FSDP shards the state, so a model too
     big for one device can fit); on a CPU, all the node's ranks share the host's memory.
     """
     memory = rank_memory(p.train_memory, case.strategy, case.world_size)
     trains = any(w.trains for w in ordered(case.workloads))
-    need = memory.total_bytes if trains else memory.weights_bytes
+    forward = memory.weights_bytes + memory.buffers_bytes + memory.batch_bytes
+    need = memory.total_bytes if trains else forward
     return need * (case.nproc_per_node if case.device == "cpu" else 1)
 
 

@@ -30,9 +30,15 @@ from scaling_bench.engine.worker import clip, is_oom
 from scaling_bench.hardware.peaks import measured_gemm_peak, peak_flops
 from scaling_bench.meters.memory import baseline_rss
 from scaling_bench.predict.plan import Plan
+from scaling_bench.store.records import figures_problem
 from scaling_bench.workloads.base import Context, Needs, Workload, ordered
 from scaling_bench.workloads.setup import CaseSetup
 from scaling_bench.workloads.timed import ACHIEVABLE_FLOPS, PEAK_FLOPS
+
+
+class UnrecordableFigures(ValueError):
+    """A workload returned a figure the record cannot hold (NaN, a wrong type)."""
+
 
 #: How ranks combine their metrics: ``gather(metrics)`` returns the combined ones.
 Gather = Callable[[dict[str, dict]], dict[str, dict]]
@@ -124,13 +130,16 @@ def execute(
         save_partial(known | {"metrics": metrics})
         try:
             raw = run_workload(w, setup, ctx, derive=gather is None)
+            if problem := figures_problem(raw):
+                raise UnrecordableFigures(f"{w.name}: its figures cannot be recorded: {problem}")
             metrics |= raw
         except Exception as exc:
             if gather is not None:
                 raise
             status = "oom" if is_oom(exc) else "crashed"
             detail = f"{type(exc).__name__}: {exc}" if status == "oom" else format_exc()
-            outcome = {"status": status, "error": clip(f"{w.name}: {detail}")}
+            error = str(exc) if isinstance(exc, UnrecordableFigures) else f"{w.name}: {detail}"
+            outcome = {"status": status, "error": clip(error)}
             break
         if status := w.outcome(raw):
             outcome["status"] = status

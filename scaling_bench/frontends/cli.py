@@ -513,8 +513,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return _run_command(args) if getattr(args, "runs_cases", False) else args.func(args)
-    except UserError as exc:
-        print(f"scaling-bench: error: {exc}", file=sys.stderr)
+    except UserError as exc:  # its text may quote a data file: shown, never obeyed
+        from scaling_bench.report.text import printable
+
+        print(f"scaling-bench: error: {printable(exc, lines=True)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # another command: nothing of it is worth a traceback
         print("scaling-bench: interrupted", file=sys.stderr)

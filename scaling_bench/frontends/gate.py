@@ -28,11 +28,13 @@ def show_comparison(
         from rich.console import Console
 
         from scaling_bench.report.tables import comparison_tables, difference_lines, gate_line
+        from scaling_bench.report.text import printable
 
         console = Console()
         if comparison.machine_differences:
-            console.print(difference_lines(comparison), markup=False, soft_wrap=True)
+            lines = printable(difference_lines(comparison), lines=True)
+            console.print(lines, markup=False, soft_wrap=True)
         for table in comparison_tables(comparison, show_all=show_all):
             console.print(table)
-        console.print(gate_line(comparison), soft_wrap=True)
+        console.print(printable(gate_line(comparison), lines=True), markup=False, soft_wrap=True)
     return 1 if comparison.failed_gate else 0

@@ -8,6 +8,7 @@ case sits at the batch its search settled on. Nothing measured, nothing drawn.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import replace
 
@@ -28,10 +29,12 @@ def _value(record: dict, section: str, name: str) -> float | None:
 
 def batch_of(record: dict, workload: str) -> int | None:
     """The batch a record's ``workload`` ran at: throughput × step time (exact: one is the other
-    scaled by the batch), so a family's default and a ``max`` batch read alike."""
+    scaled by the batch), so a family's default and a ``max`` batch read alike; None where the
+    two give no batch (one missing, or a hand-edited figure whose product overflows)."""
     rate = _value(record, "metrics", throughput_metric(workload))
     step = _value(record, "metrics", f"{workload}_step_s")
-    return round(rate * step) if rate and step else None
+    batch = rate * step if rate and step else math.nan
+    return round(batch) if math.isfinite(batch) else None
 
 
 def _lines(groups: dict[str, list[dict]], workload: str) -> dict[str, list[tuple[int, dict]]]:

@@ -35,6 +35,7 @@ from scaling_bench.predict.memory import PHASES
 from scaling_bench.report.batches import batch_plots
 from scaling_bench.report.serving import serving_plots
 from scaling_bench.report.tables import machine_line, metric_label
+from scaling_bench.report.text import drawn_literally
 from scaling_bench.workloads.base import ordered
 from scaling_bench.workloads.convergence import LOSS_UNIT
 
@@ -57,7 +58,7 @@ def _unit_label(unit: str) -> str:
 def png_bytes(fig: Figure) -> bytes:
     """The figure as PNG at 100 dpi, cropped to what is drawn."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    drawn_literally(fig).savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 

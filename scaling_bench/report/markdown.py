@@ -8,17 +8,20 @@ import re
 from scaling_bench.report.frontier import frontier_section, left_out_note
 from scaling_bench.report.tables import Findings
 from scaling_bench.report.templating import environment
+from scaling_bench.report.text import markdown_code, markdown_text
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def table_cell(text: object) -> str:
-    """Text that stays inside one markdown table cell: ``|`` escaped, line breaks as spaces."""
+    """Text that stays inside one markdown table cell: ``|`` escaped, line breaks as spaces
+    (the rest of its escaping is every expression's, ``markdown_text``)."""
     return _LINE_BREAK.sub(" ", str(text)).replace("|", r"\|")
 
 
-_TEMPLATES = environment(autoescape=False)
+_TEMPLATES = environment(autoescape=False, finalize=markdown_text)
 _TEMPLATES.filters["cell"] = table_cell
+_TEMPLATES.filters["code"] = markdown_code
 
 
 def build_markdown(records: list[dict], source: str) -> str:

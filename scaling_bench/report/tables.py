@@ -32,6 +32,7 @@ from scaling_bench.report.summary import (
     unsettled,
 )
 from scaling_bench.report.terminal import FittedTable, TextColumn
+from scaling_bench.report.text import printable
 
 #: Fingerprint keys shown first; the rest follow in their own order.
 MACHINE_KEYS = ("gpu_name", "cpu_model", "hostname", "torch_version", "git_commit")
@@ -269,7 +270,7 @@ def comparison_tables(comparison: Comparison, show_all: bool = False) -> list[Re
             table.add_row(metric, *(f"{c[0]:.3g}×" if c else "" for c in cells))
         tables.append(table)
     if comparison.unknown_metrics:
-        tables.append(Text(unknown_line(comparison.unknown_metrics), style="yellow"))
+        tables.append(Text(printable(unknown_line(comparison.unknown_metrics)), style="yellow"))
     return tables
 
 

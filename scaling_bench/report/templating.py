@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 
-def environment(autoescape: bool) -> Environment:
-    """Templates from ``report/templates``; an undefined name is an error, not an empty string."""
+def environment(
+    autoescape: bool, finalize: Callable[[object], object] | None = None
+) -> Environment:
+    """Templates from ``report/templates``; an undefined name is an error, not an empty string;
+    ``finalize`` escapes every expression's value for a format that autoescape does not know."""
     return Environment(
+        finalize=finalize,
         loader=PackageLoader("scaling_bench.report"),
         autoescape=autoescape,
         undefined=StrictUndefined,

@@ -15,6 +15,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from scaling_bench.report.text import printable
+
 
 @dataclass(frozen=True)
 class TextColumn:
@@ -37,7 +39,8 @@ class FittedTable:
     ``key_columns`` cells as a heading, then ``header value`` for each other non-empty cell,
     packed into lines, so every figure is printed whole however narrow the console (rich would
     otherwise squeeze the figure columns of a wide table to nothing). Cells are plain text (no
-    markup: a case id may hold brackets) or ``rich.text.Text``."""
+    markup: a case id may hold brackets) or ``rich.text.Text``, each shown ``printable``: rich
+    strips only some control characters, and a data file's escape sequence must do nothing."""
 
     title: str
     columns: Sequence[TextColumn]
@@ -49,7 +52,11 @@ class FittedTable:
         self.rows.append(cells)
 
     def table(self) -> Table:
-        table = Table(title=self.title or None, caption=self.caption or None)
+        title, caption = printable(self.title, lines=True), printable(self.caption, lines=True)
+        table = Table(
+            title=Text(title, style="table.title") if title else None,
+            caption=Text(caption, style="table.caption") if caption else None,
+        )
         for c in self.columns:
             table.add_column(c.header, justify=c.justify, style=c.style, no_wrap=True)
         for row in self.rows:
@@ -69,7 +76,7 @@ class FittedTable:
         the row's key cells, then ``header value`` pairs packed into indented lines, a pair never
         split across two."""
         if self.title:
-            yield Text(self.title, style="italic")
+            yield Text(printable(self.title, lines=True), style="italic")
         for row in self.rows:
             key = Text("  ").join(_text(c) for c in row[: self.key_columns] if str(c))
             key.stylize("bold")
@@ -83,7 +90,7 @@ class FittedTable:
             ]
             yield from _packed(pairs, width)
         if self.caption:
-            yield Text(self.caption, style="dim")
+            yield Text(printable(self.caption, lines=True), style="dim")
 
 
 def _packed(items: Sequence[Text], width: int, indent: int = 4, gap: int = 2) -> Iterator[Text]:
@@ -103,4 +110,6 @@ def _packed(items: Sequence[Text], width: int, indent: int = 4, gap: int = 2) ->
 
 
 def _text(cell: Cell) -> Text:
-    return cell if isinstance(cell, Text) else Text(str(cell))
+    if isinstance(cell, Text):
+        return Text(printable(cell.plain), style=cell.style, justify=cell.justify)
+    return Text(printable(cell))

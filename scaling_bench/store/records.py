@@ -26,9 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from scaling_bench.core.durable import fsync_path
 from scaling_bench.core.errors import UserError
-from scaling_bench.store.schema import RECORD, STATUSES, validated
+from scaling_bench.store.schema import METRICS, RECORD, STATUSES, describe, validated
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.jsonl"
@@ -156,6 +158,21 @@ def problem_with(record: dict[str, Any]) -> str | None:
         return str(exc)
     except (TypeError, ValueError):
         return f"{_non_finite(record) or 'a value'} is not JSON (NaN, infinite or not a number)"
+    return None
+
+
+def figures_problem(metrics: dict[str, Any]) -> str | None:
+    """Why a workload's figures cannot be recorded (``metrics.x.value: should be a finite number,
+    got NaN``), or None: checked as the workload ends, so one bad figure ends its case with the
+    field named while the figures of the workloads before it stay in the record."""
+    try:
+        METRICS.validate_python(metrics)
+        json.dumps(metrics, allow_nan=False)
+    except ValidationError as exc:
+        return describe(exc, "metrics")
+    except (TypeError, ValueError):
+        field = _non_finite(metrics, "metrics") or "a value"
+        return f"{field} is not JSON (NaN, infinite or not a number)"
     return None
 
 

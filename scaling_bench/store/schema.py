@@ -10,6 +10,8 @@ Numbers must be finite (JSON has no NaN or infinity; a figure that is not finite
 null) and of their JSON type: no coercion, since readers use the values as they are in the file.
 A metric is ``{value, unit?, n?, median?, p10?, p90?, iqr?, samples?}`` plus any keys a workload
 adds (``by_lr``, ``curves``, ``source``, ``converged``, …), which are kept unchecked.
+A record's ``case`` holds each axis's value of its type (``config.case.RecordedCase``; ``family``
+and ``target_params`` required): ``"case": {}`` is ``case.family: is missing``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
+from scaling_bench.config.case import RecordedCase
 from scaling_bench.core.errors import UserError
 
 STATUSES = ("ok", "oom", "timeout", "crashed", "skipped", "diverged")
@@ -48,7 +51,7 @@ class Record(TypedDict):
 
     schema_version: int
     case_id: Annotated[str, Field(min_length=1)]
-    case: dict[str, Any]
+    case: RecordedCase
     status: Literal[STATUSES]  # type: ignore[valid-type]
     error: str | None
     params: Count | None
@@ -62,6 +65,7 @@ class Record(TypedDict):
 
 RECORD = TypeAdapter(Record)  # built once: building it costs more than checking a record
 METRIC = TypeAdapter(Metric)
+METRICS = TypeAdapter(dict[str, Metric])
 
 _EXPECTED = {
     "dict_type": "should be an object",
@@ -72,6 +76,7 @@ _EXPECTED = {
     "bool_type": "should be true or false",
     "finite_number": "should be a finite number",
     "missing": "is missing",
+    "sequence_str": "should be a list",
 }
 
 

@@ -21,11 +21,18 @@ for _name in BUILTIN:
 
 
 def load_plugins(modules: Iterable[str] = ()) -> tuple[str, ...]:
-    """Import ``modules`` and the installed entry points; return every plugin module loaded."""
+    """Import ``modules`` and the installed entry points; return every plugin module loaded.
+    Whatever a plugin raises while it imports (its own error, a workload name registered
+    twice) is the user's to fix: one line naming the plugin and the error, not a traceback."""
     names = [*(ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)), *modules]
     for name in names:
         try:
             importlib.import_module(name)
         except ImportError as exc:
             raise UserError(f"--plugin {name}: cannot import it ({exc})") from None
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise UserError(
+                f"--plugin {name}: raised {type(exc).__name__} while importing: {first}"
+            ) from None
     return tuple(dict.fromkeys(names))

@@ -21,6 +21,7 @@ from scaling_bench.core.errors import UserError
 from scaling_bench.core.metrics import NEITHER, MetricSpec, register
 from scaling_bench.core.stats import single
 from scaling_bench.meters.memory import PeakMemory
+from scaling_bench.meters.tensor_memory import storage_bytes
 from scaling_bench.predict.batch import MARGIN, MAX_BATCH, BatchFit
 from scaling_bench.workloads.base import ordered
 from scaling_bench.workloads.steps import forward_step, train_step
@@ -47,11 +48,6 @@ SPECS = (
 register(SPECS)
 
 
-def _resident_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    seen = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
-    return sum(seen.values())
-
-
 def _cpu_peak_bytes(step: Callable[[], object], resident: int) -> int:
     """Peak live tensor bytes of a CPU step: the allocations the profiler saw during it (their
     running sum's maximum) on top of the tensors that existed before. RSS would not do: it keeps
@@ -75,11 +71,12 @@ def try_step(
     step: Callable[[], object], device: torch.device, resident: Iterable[torch.Tensor]
 ) -> int | None:
     """The step's peak bytes (allocated on CUDA, live tensors on a CPU), None when it ran out
-    of memory; ``resident``: the tensors that exist before it (weights, optimizer state)."""
+    of memory; ``resident``: the tensors that exist before it (weights, optimizer state; a
+    quantized weight's bytes are its inner tensors', ``storage_bytes``)."""
     release_memory(device)
     try:
         if device.type != "cuda":
-            return _cpu_peak_bytes(step, _resident_bytes(resident))
+            return _cpu_peak_bytes(step, storage_bytes(resident))
         with PeakMemory(device) as peaks:
             step()
     except (torch.OutOfMemoryError, MemoryError):
