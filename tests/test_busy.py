@@ -81,7 +81,7 @@ def test_a_slowdown_timed_on_a_busy_machine_is_inconclusive_and_a_quiet_one_stil
     capsys, tmp_path
 ):
     base = synthetic.write(tmp_path / "base", busy_run(seed=0, busy_cases=0))
-    slow = synthetic.write(tmp_path / "slow", busy_run(seed=1, slowdown=1.2, busy_cases=6))
+    slow = synthetic.write(tmp_path / "slow", busy_run(seed=1, slowdown=1.5, busy_cases=6))
     assert main(["compare", str(base), str(slow), "--json"]) == 1
     rows = json.loads(capsys.readouterr().out)["rows"]
     train = [r for r in rows if r["metric"] == "train_step_s"]

@@ -298,15 +298,15 @@ def gate_line(comparison: Comparison) -> str:
             "note: paired: each ratio is the geometric mean over the rounds' ratios, each round "
             "of CURRENT beside the same round of BASE; p from a t-test of their logs"
         )
+    busy = [line for line in [busy_comparison_line(comparison.rows)] if line]
     if not comparison.failed_gate and (line := comparison.drift_line()):
-        return "\n".join((*notes, line))
+        return "\n".join((*notes, *busy, line))
     if comparison.within_process and comparison.drift is not None:
         notes.append(
             f"note: one process a side: a move counts only beyond run-to-run drift, where "
             f"{comparison.drift.describe(comparison.alpha)}; {WHAT_INSTEAD}"
         )
-    notes += filter(None, [busy_comparison_line(comparison.rows)])
-    return "\n".join((*notes, _verdict_line(comparison)))
+    return "\n".join((*notes, *busy, _verdict_line(comparison)))
 
 
 def _verdict_line(comparison: Comparison) -> str:
