@@ -172,7 +172,6 @@ def scratch_bytes(func: Any, args: tuple, kwargs: dict) -> int:
         (
             str(func),
             tuple(_signature(x) for x in tree_leaves((args, kwargs))),
-            torch.backends.mkldnn.enabled,
             cpu_cache_key("kernel scratch"),
         )
     )
