@@ -16,6 +16,8 @@ from scaling_bench.hardware.peaks import (
     table_peak_flops,
 )
 
+pytestmark = pytest.mark.kernels  # what the CPU's kernels select: run under a second ISA too
+
 T = 1e12
 
 

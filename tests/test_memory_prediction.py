@@ -14,6 +14,8 @@ from scaling_bench.predict.memory import PARTS, affine_in_batch, live_bytes_of, 
 from scaling_bench.predict.plan import plan
 from scaling_bench.workloads.steps import train_step
 
+pytestmark = pytest.mark.kernels  # what the CPU's kernels select: run under a second ISA too
+
 TOLERANCE = 0.05
 
 
@@ -59,8 +61,18 @@ def test_each_family_peaks_where_and_as_high_as_predicted(name: str, precision: 
     cfg = family(name).config_for(size)
     pred = predicted(name, cfg, batch_size, precision)
     meter = measured_peak(name, cfg, batch_size, precision)
-    assert meter.peak_bytes / pred.peak_bytes == pytest.approx(1, abs=TOLERANCE)
+    assert meter.peak_bytes == pred.peak_bytes
     assert meter.peak_phase == pred.peak_phase
+
+
+def test_every_phase_is_predicted_to_the_byte_with_the_loss_and_the_wrapped_numbers() -> None:
+    """An MLP whose step peaks in the optimizer: there the step still holds its loss, and each
+    AdamW update with a number wraps it in 0-dim tensors for the call (12 bytes in fp32), which
+    the replay once left out (the peak 16 bytes low)."""
+    cfg = family("mlp").config_for(1e6)
+    pred, meter = predicted("mlp", cfg, 512), measured_peak("mlp", cfg, 512)
+    assert pred.peak_phase == "optimizer"
+    assert meter.phase_peaks == {phase: parts["total"] for phase, parts in pred.phases.items()}
 
 
 def test_the_kernel_scratch_is_counted_where_it_lands_on_the_peak() -> None:
@@ -131,7 +143,7 @@ def test_precisions_and_optimizer_implementations(precision, optimizer, implemen
     cfg = family("gpt").config_for(3e4)
     pred = predicted("gpt", cfg, 4, precision, optimizer, implementation)
     meter = measured_peak("gpt", cfg, 4, precision, optimizer, implementation)
-    assert meter.peak_bytes / pred.peak_bytes == pytest.approx(1, abs=TOLERANCE)
+    assert meter.peak_bytes == pred.peak_bytes
 
 
 def test_activation_checkpointing_is_replayed_as_it_recomputes() -> None:
@@ -148,7 +160,7 @@ def test_the_foreach_step_holds_temporaries_the_size_of_all_parameters() -> None
     loop, foreach = (predicted("mlp", cfg, 1, implementation=i).phases["optimizer"]
                      for i in ("for-loop", "foreach"))  # fmt: skip
     largest = max(p.numel() * 4 for p in family("mlp").build(cfg, "meta").parameters())
-    assert loop["transient"] == 2 * largest
+    assert loop["transient"] == 2 * largest + 4  # and the fp32 loss the step still holds
     assert foreach["transient"] >= family("mlp").param_count(cfg) * 4
 
 

@@ -13,6 +13,8 @@ from scaling_bench.models import family
 from scaling_bench.predict import cpu_kernels
 from scaling_bench.predict.memory import step_peak
 
+pytestmark = pytest.mark.kernels  # what the CPU's kernels select: run under a second ISA too
+
 
 def test_a_known_allocation_is_the_peak_and_freed_by_the_end() -> None:
     with memory_profile() as prof:

@@ -55,7 +55,8 @@ _NOT_RUN = {
 }
 #: Matmuls, which in fp32 and fp64 run MKL's GEMM and allocate nothing: only their
 #: reduced-precision calls (oneDNN's brgemm) are run. Elementwise (``pointwise``) kernels
-#: allocate nothing either; skipping both keeps a large plan from running its big GEMMs.
+#: allocate nothing but the 0-dim tensors their numbers are wrapped in, so only those with a
+#: number are run, on one-element tensors; both keep a large plan from running its big GEMMs.
 _MATMULS = {
     torch.ops.aten.mm.default,
     torch.ops.aten.addmm.default,
@@ -136,6 +137,14 @@ def _signature(x: object) -> object:
     return x if isinstance(x, int | float | bool | str | torch.dtype | None) else repr(x)
 
 
+def _pointwise_signature(x: object) -> object:
+    """What an elementwise kernel's scratch depends on: the dtypes and ranks, and the kinds of
+    its numbers (each wrapped in a 0-dim tensor for the call), never the sizes or values."""
+    if isinstance(x, torch.Tensor):
+        return (x.dim(), x.dtype)
+    return type(x).__name__ if isinstance(x, int | float | bool) else _signature(x)
+
+
 def _real(x: object) -> object:
     """A zero tensor like ``x`` (its storage, strides and offset), or ``x`` itself."""
     if not isinstance(x, torch.Tensor):
@@ -144,10 +153,18 @@ def _real(x: object) -> object:
     return storage.as_strided(x.shape, x.stride(), x.storage_offset())
 
 
-def _scratch_of_call(func: Any, args: tuple, kwargs: dict) -> int:
-    """Bytes the call holds above what it leaves live, at its peak, run for real."""
+def _tiny(x: object) -> object:
+    """A one-element zero tensor of ``x``'s rank and dtype, or ``x`` itself."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    return torch.zeros((1,) * x.dim(), dtype=x.dtype)
+
+
+def _scratch_of_call(func: Any, args: tuple, kwargs: dict, make: Any = _real) -> int:
+    """Bytes the call holds above what it leaves live, at its peak, run for real on the tensors
+    ``make`` gives for the fake ones."""
     with unset_fake_temporarily(), torch.no_grad(), torch.autocast("cpu", enabled=False):
-        real_args, real_kwargs = tree_map(_real, (args, kwargs))
+        real_args, real_kwargs = tree_map(make, (args, kwargs))
         func(*real_args, **real_kwargs)  # a warm-up: oneDNN creates its primitive once
         with memory_profile() as prof:
             out = func(*real_args, **real_kwargs)
@@ -159,24 +176,23 @@ def _scratch_of_call(func: Any, args: tuple, kwargs: dict) -> int:
 def scratch_bytes(func: Any, args: tuple, kwargs: dict) -> int:
     """The scratch the CPU kernel of ``func`` allocates inside one call on these (fake) tensors:
     bytes live at the call's peak beyond its inputs and the outputs it returns."""
-    tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-    if func in _NOT_RUN or func.is_view or not tensors or torch.Tag.pointwise in func.tags:
+    leaves = tree_leaves((args, kwargs))
+    tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+    if func in _NOT_RUN or func.is_view or not tensors:
+        return 0
+    pointwise = torch.Tag.pointwise in func.tags
+    if pointwise and not any(isinstance(x, int | float | bool) for x in leaves):
         return 0
     if func in _MATMULS and all(t.dtype in _MKL_DTYPES for t in tensors):
         return 0
     if any(t.device.type != "cpu" for t in tensors):
         return 0
-    if sum(t.untyped_storage().nbytes() for t in tensors) > PROBE_LIMIT_BYTES:
+    if not pointwise and sum(t.untyped_storage().nbytes() for t in tensors) > PROBE_LIMIT_BYTES:
         return 0
-    key = repr(
-        (
-            str(func),
-            tuple(_signature(x) for x in tree_leaves((args, kwargs))),
-            cpu_cache_key("kernel scratch"),
-        )
-    )
+    signature = _pointwise_signature if pointwise else _signature
+    key = repr((str(func), tuple(signature(x) for x in leaves), cpu_cache_key("kernel scratch")))
     found = _measured.get(key)
     if found is None:
-        found = _scratch_of_call(func, args, kwargs)
+        found = _scratch_of_call(func, args, kwargs, _tiny if pointwise else _real)
         _measured.put(key, found)
     return found
