@@ -2,8 +2,9 @@
 
 On the CPU a oneDNN or reduced-precision kernel allocates buffers of its own through the same
 allocator as the tensors (so the tensor meter sees them), holds them only during the call, and
-frees them before it returns. Measured on isolated ops here (torch 2.14, oneDNN 3.12, a Xeon with
-AVX-512 bf16 and AMX, 2 threads; ``tests/test_memory_prediction.py`` pins the stable ones):
+frees them before it returns. Measured on isolated ops (torch 2.14, oneDNN 3.12, a Xeon with
+AVX-512 bf16 and AMX, 2 threads; ``tests/test_memory_prediction.py`` holds the probe to the meter
+on the machine at hand, whatever these figures are there):
 
 * a convolution with few channels runs in oneDNN's blocked layout: its forward writes the
   output as nChw16c, ⌈C_out/16⌉·16·N·H_out·W_out·itemsize, and reorders it to the plain output
@@ -17,17 +18,32 @@ AVX-512 bf16 and AMX, 2 threads; ``tests/test_memory_prediction.py`` pins the st
 * bf16 batch norm, layer norm and reductions (``sum``, ``mean``) accumulate in an fp32 buffer
   of the input's size or of the reduced one; the flash attention kernel for the CPU holds
   per-thread blocks of fp32 scores and accumulators;
-* fp32 matmuls (MKL) and elementwise kernels allocate nothing.
+* an elementwise kernel given a number wraps it in 0-dim tensors for the call (a double and one
+  of the tensor's dtype: 12 bytes in fp32), which is what an AdamW step's for-loop peak holds
+  above its temporaries;
+* fp32 matmuls (MKL) and elementwise kernels without a number allocate nothing.
 
-Since which of these a call makes follows oneDNN's heuristics (the shapes, the dtype, the ISA, the
-thread count, ``torch.backends.mkldnn``) rather than a closed form, ``scratch_bytes`` measures it:
-it runs the op once on real zero tensors of the same shapes, strides and dtypes under the
+Under ``ONEDNN_MAX_CPU_ISA=AVX2`` (``ATEN_CPU_CAPABILITY=avx2`` or ``default``; an AMD EPYC with
+AVX-512 bf16, 2 threads) the same calls differ: oneDNN blocks a convolution's channels by 8, a
+bf16 convolution falls back to ATen's im2col (cnn 1e5 bf16's scratch at the peak 15 MB, not
+1.2 MB), and a bf16 mm holds none.
+
+Since which of these a call makes follows the kernel libraries' heuristics (the shapes, the
+dtype, the ISA, the thread count, ``torch.backends.mkldnn``) rather than a closed form,
+``scratch_bytes`` measures it: it runs the op once on real zero tensors of the same shapes, strides
+and dtypes (an elementwise op on one-element ones: its scratch is its numbers') under the
 profiler's memory events, after a warm-up call, and keeps the bytes above what the call leaves
 live, cached per signature (a repeated block costs one measurement) and kept on disk beside the
-GEMM peak (``CACHE_FILE``, keyed by the CPU, the threads and torch), so a machine measures each
-signature once: a cold plan of a 1e6 conv net takes seconds longer, a warm one does not. An op
-whose tensors would take more than ``PROBE_LIMIT_BYTES`` is not run and counted as allocating no
-scratch.
+GEMM peak (``CACHE_FILE``). The key is the signature and ``hardware.peaks.cpu_cache_key``, which
+holds everything that selects the kernel (``hardware.kernels.selection``: CPU model and flags,
+torch and oneDNN versions, ``get_cpu_capability()``, the ISA variables set, threads, oneDNN on):
+a key without the ISA served the AVX-512 figures to an AVX2 run (a bf16 cnn 1e5 step predicted at
+40% of its peak). So a machine measures each signature once per kernel selection: a cold plan of a
+1e6 conv net takes seconds longer, a warm one does not. Keyed so, the predicted peak is the
+meter's to the byte for every family at 1e5 and 1e6, fp32 and bf16, natively (AVX-512), under
+``avx2`` and under ``default`` (``studies/memory_prediction.py --isas native,avx2,default``). An
+op whose tensors would take more than ``PROBE_LIMIT_BYTES`` is not run and counted as allocating
+no scratch.
 """
 
 from __future__ import annotations
