@@ -5,15 +5,22 @@ For each case: the replayed prediction (``predict.memory.step_peak``, what ``pla
 CPU, built as the engine builds it, measured by ``meters.tensor_memory.TensorMemory`` after a
 warm-up step, and timed without the meter (median of a few steps) to give the meter's overhead.
 Prints a markdown table; with ``--batch-sizes`` also checks ``affine_in_batch`` at several
-batch sizes.
+batch sizes. ``--isas native,avx2,default`` runs the grid once per kernel ISA, each in a process of
+its own under ``ATEN_CPU_CAPABILITY`` and ``ONEDNN_MAX_CPU_ISA`` (read when torch loads), all
+sharing one kernel-scratch cache: a figure cached under one ISA must not be served to another.
 
     python studies/memory_prediction.py [--sizes 1e5,1e7] [--families ...] [--precisions ...]
+    python studies/memory_prediction.py --sizes 1e5,1e6 --optimizers adamw --repeats 1 \
+        --isas native,avx2,default
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -59,6 +66,27 @@ def measure(name: str, size: float, prec_name: str, optimizer: str, batch_size: 
             "batch_size": batch_size}  # fmt: skip
 
 
+#: The environment of each ISA ``--isas`` names: oneDNN capped at AVX2 below the native one.
+ISAS = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "default": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
+
+
+def run_isas(args: argparse.Namespace) -> None:
+    """This grid again in a process per ISA of ``args.isas``, one table, a column for the ISA."""
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "isas"]
+    for n, isa in enumerate(args.isas.split(",")):
+        env = {k: v for k, v in os.environ.items() if k not in ISAS["avx2"]} | ISAS[isa]
+        done = subprocess.run([sys.executable, __file__, *argv], env=env, text=True,
+                              capture_output=True, check=True)  # fmt: skip
+        header, rule, *rows = done.stdout.splitlines()
+        if n == 0:
+            print(f"| ISA {header}\n|---{rule}")
+        print("\n".join(f"| {isa} {row}" for row in rows), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default=",".join(FAMILY_NAMES))
@@ -68,8 +96,12 @@ def main() -> None:
     parser.add_argument("--implementation", default=default_implementation("cpu"))
     parser.add_argument("--batch-sizes", default="", help="check affine_in_batch at these")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--isas", default="", help=f"a process per ISA of {', '.join(ISAS)}")
     args = parser.parse_args()
-    print("| case | predicted | measured peak | measured/predicted | peak during (pred/meas) "
+    if args.isas:
+        run_isas(args)
+        return
+    print("| case | predicted | measured peak | measured − predicted | peak during (pred/meas) "
           "| kernel scratch at peak | step s | metered step s (×) | replay s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.families.split(","):
@@ -84,7 +116,7 @@ def main() -> None:
                                   args.implementation)  # fmt: skip
                     plan_s = time.perf_counter() - start
                     print(f"| {name} {size:.0e} {prec} {optimizer} | {p.peak_bytes:,} | "
-                          f"{m['peak']:,} | {m['peak'] / p.peak_bytes:.3f} | {p.peak_phase}/"
+                          f"{m['peak']:,} | {m['peak'] - p.peak_bytes:+,} | {p.peak_phase}/"
                           f"{m['phase']} | {p.phases[p.peak_phase]['kernel_scratch']:,} | "
                           f"{m['step_s']:.4f} | {m['metered_s']:.4f} "
                           f"({m['metered_s'] / m['step_s']:.2f}×) | {plan_s:.2f} |",

@@ -16,6 +16,8 @@ from scaling_bench.hardware.peaks import (
     table_peak_flops,
 )
 
+pytestmark = pytest.mark.kernels  # what the CPU's kernels select: run under a second ISA too
+
 T = 1e12
 
 
@@ -44,6 +46,21 @@ def test_fingerprint_names_cpu_memory_and_software_with_units():
     assert env.get("torch_cuda_version") == torch.version.cuda
     assert None not in env.values()
     json.dumps(env)
+
+
+def test_fingerprint_names_the_kernel_selection_and_its_key_follows_the_isa_cap(monkeypatch):
+    """Two runs under different ISA caps are two machines: the record says which, by name and
+    by the key the kernel caches use."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    env, key = fingerprint(), hardware.cpu_cache_key("gemm peak")
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert "onednn_max_cpu_isa" not in env
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = fingerprint()
+    assert capped["onednn_max_cpu_isa"] == "AVX2"
+    assert capped["kernel_key"] != env["kernel_key"]
+    assert hardware.cpu_cache_key("gemm peak") != key
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")

@@ -114,6 +114,7 @@ def test_gpt_serving_records_ttft_tpot_cache_bytes_and_bandwidth(fast_latency) -
     assert "inference_top1_agreement" not in m  # fp32 is the reference: nothing to agree with
 
 
+@pytest.mark.kernels
 def test_int8_weights_cost_less_and_their_quality_is_measured(fast_latency) -> None:
     fp32 = measured(tiny_case())
     int8 = measured(tiny_case(precision="int8-weight"))
@@ -134,6 +135,7 @@ def test_a_family_without_decode_gets_the_per_call_forward_latency_only(fast_lat
     assert not any(name.startswith("inference_decode") for name in m)
 
 
+@pytest.mark.kernels
 def test_int8_keeps_a_tied_head_tied_and_quantizes_the_other_linears() -> None:
     cfg = gpt.GPTConfig(**dict(TINY_GPT))
     model = gpt.build(cfg)
@@ -299,6 +301,7 @@ def test_a_run_without_inference_has_no_serving_sections() -> None:
     assert serving_plots(groups, styles(groups)) == []
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("backend", ["torchao", "torch.ao dynamic"])
 def test_both_int8_backends_store_fewer_weight_bytes_and_keep_the_head_tied(
     monkeypatch, backend: str

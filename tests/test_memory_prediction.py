@@ -14,6 +14,8 @@ from scaling_bench.predict.memory import PARTS, affine_in_batch, live_bytes_of, 
 from scaling_bench.predict.plan import plan
 from scaling_bench.workloads.steps import train_step
 
+pytestmark = pytest.mark.kernels  # what the CPU's kernels select: run under a second ISA too
+
 TOLERANCE = 0.05
 
 
@@ -39,9 +41,10 @@ def predicted(name, cfg, batch_size, precision="fp32", optimizer="adamw",
                      implementation, recompute)  # fmt: skip
 
 
-#: Small cases per family (size, batch). At the smallest widths a convolution's oneDNN scratch
-#: (blocked copies, channels padded to 16) is up to a third of the step, and bf16 matmuls' up to a
-#: sixth: these pin the kernel scratch the replay adds (``predict.cpu_kernels``).
+#: Small cases per family (size, batch). At the smallest widths a convolution's scratch (oneDNN's
+#: blocked copies, or im2col where oneDNN has no kernel for the ISA) is up to a third of the step
+#: or more, and bf16 matmuls' up to a sixth: these pin the kernel scratch the replay adds
+#: (``predict.cpu_kernels``), whichever kernels the machine runs.
 CASES = {
     "mlp": (3e4, 64),
     "cnn": (3e4, 16),
@@ -49,34 +52,44 @@ CASES = {
     "vit": (3e4, 4),
     "gpt": (3e4, 4),
 }
-#: The families whose CPU kernels hold scratch at a bf16 step's peak.
-BF16_SCRATCH = ("mlp", "cnn", "resnet")
 
 
-@pytest.mark.parametrize(
-    ("name", "precision"),
-    [*((name, "fp32") for name in CASES), *((name, "bf16") for name in BF16_SCRATCH)],
-)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", CASES)
 def test_each_family_peaks_where_and_as_high_as_predicted(name: str, precision: str) -> None:
     size, batch_size = CASES[name]
     cfg = family(name).config_for(size)
     pred = predicted(name, cfg, batch_size, precision)
     meter = measured_peak(name, cfg, batch_size, precision)
-    assert meter.peak_bytes / pred.peak_bytes == pytest.approx(1, abs=TOLERANCE)
+    assert meter.peak_bytes == pred.peak_bytes
     assert meter.peak_phase == pred.peak_phase
 
 
+def test_every_phase_is_predicted_to_the_byte_with_the_loss_and_the_wrapped_numbers() -> None:
+    """An MLP whose step peaks in the optimizer: there the step still holds its loss, and each
+    AdamW update with a number wraps it in 0-dim tensors for the call (12 bytes in fp32), which
+    the replay once left out (the peak 16 bytes low)."""
+    cfg = family("mlp").config_for(1e6)
+    pred, meter = predicted("mlp", cfg, 512), measured_peak("mlp", cfg, 512)
+    assert pred.peak_phase == "optimizer"
+    assert meter.phase_peaks == {phase: parts["total"] for phase, parts in pred.phases.items()}
+
+
 def test_the_kernel_scratch_is_counted_where_it_lands_on_the_peak() -> None:
-    """Without it the peak of a small conv net is a quarter too low: it is there, and only on
-    the CPU (a CUDA plan replayed on the CPU's dispatch leaves it out)."""
+    """A small conv net's kernels hold scratch at its peak wherever the meter sees more than its
+    tensors (a quarter of the step with AVX-512 here): the prediction counts it, and only on the
+    CPU (a CUDA plan replayed on the CPU's dispatch leaves it out)."""
     cfg = family("cnn").config_for(3e4)
     cpu = predicted("cnn", cfg, 16)
-    scratch = cpu.phases[cpu.peak_phase]["kernel_scratch"]
-    assert scratch > 0.1 * cpu.peak_bytes
-    cuda = step_peak("cnn", cfg, 16, precisions.get("fp32"), "adamw", "for-loop", device="cuda")
-    if not torch.cuda.is_available():
-        assert all(phase["kernel_scratch"] == 0 for phase in cuda.phases.values())
-        assert cuda.peak_bytes < cpu.peak_bytes
+    meter = measured_peak("cnn", cfg, 16)
+    assert meter.peak_bytes == pytest.approx(cpu.peak_bytes, rel=TOLERANCE)
+    if torch.cuda.is_available():
+        return
+    bare = step_peak("cnn", cfg, 16, precisions.get("fp32"), "adamw", "for-loop", device="cuda")
+    assert all(phase["kernel_scratch"] == 0 for phase in bare.phases.values())
+    assert abs(meter.peak_bytes - cpu.peak_bytes) <= abs(meter.peak_bytes - bare.peak_bytes)
+    if meter.peak_bytes > (1 + TOLERANCE) * bare.peak_bytes:
+        assert cpu.phases[cpu.peak_phase]["kernel_scratch"] > 0
 
 
 def _meter_scratch(func, *args) -> int:
@@ -98,28 +111,27 @@ _CONV = (None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)  # bias, stride, paddin
 
 @pytest.mark.parametrize("mkldnn", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_convolutions_scratch_follows_its_rule_and_the_meter(mkldnn, dtype, monkeypatch) -> None:
-    """oneDNN writes a 3-channel conv's output blocked (nChw16c: 8 channels padded to 16); the
-    native kernel (oneDNN off) unfolds its input (im2col: C·k·k columns per output pixel)."""
+def test_a_convolutions_scratch_is_the_meters_under_either_backend(mkldnn, dtype, monkeypatch):
+    """A few-channel conv's kernel holds scratch (oneDNN a blocked output, the native kernel an
+    im2col copy of its input; which, and its size, follow the ISA): the probe sees what the meter
+    sees, on the machine at hand."""
     n, c, c_out, h, k = 8, 3, 8, 32, 5
     x, w = torch.randn(n, c, h, h, dtype=dtype), torch.randn(c_out, c, k, k, dtype=dtype)
-    out_pixels, itemsize = (h - k + 1) ** 2, x.element_size()
-    rule = n * 16 * out_pixels * itemsize if mkldnn else n * c * k * k * out_pixels * itemsize
     conv = torch.ops.aten.convolution.default
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", mkldnn)
-    assert _fake_scratch(conv, x, w, *_CONV) == rule
-    assert _meter_scratch(conv, x, w, *_CONV) == rule
+    assert _fake_scratch(conv, x, w, *_CONV) == _meter_scratch(conv, x, w, *_CONV)
 
 
-def test_bf16_matmul_scratch_is_the_meters_and_fp32_has_none() -> None:
-    """bf16 mm runs oneDNN's brgemm, whose scratchpad (a packed copy of the right operand, fp32
-    accumulators) follows its blocking heuristics: measured, it matches the meter's; MKL's fp32
-    mm allocates none."""
+def test_matmul_scratch_is_the_meters_in_either_precision() -> None:
+    """A bf16 mm may run oneDNN's brgemm, whose scratchpad (packed operands, fp32 accumulators)
+    follows its blocking heuristics and the ISA, or a kernel with none: measured, it is the
+    meter's either way; an fp32 mm (MKL) is not run, and the meter sees it allocate nothing."""
     mm = torch.ops.aten.mm.default
     for m, k, n in ((512, 784, 93), (93, 512, 784), (64, 512, 512)):
         a, b = torch.randn(m, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16)
-        assert _fake_scratch(mm, a, b) == _meter_scratch(mm, a, b) > k * n * 2
-        assert _fake_scratch(mm, a.float(), b.float()) == 0
+        assert _fake_scratch(mm, a, b) == _meter_scratch(mm, a, b)
+        a, b = a.float(), b.float()
+        assert _fake_scratch(mm, a, b) == 0 == _meter_scratch(mm, a, b)
 
 
 @pytest.mark.parametrize(
@@ -131,7 +143,7 @@ def test_precisions_and_optimizer_implementations(precision, optimizer, implemen
     cfg = family("gpt").config_for(3e4)
     pred = predicted("gpt", cfg, 4, precision, optimizer, implementation)
     meter = measured_peak("gpt", cfg, 4, precision, optimizer, implementation)
-    assert meter.peak_bytes / pred.peak_bytes == pytest.approx(1, abs=TOLERANCE)
+    assert meter.peak_bytes == pred.peak_bytes
 
 
 def test_activation_checkpointing_is_replayed_as_it_recomputes() -> None:
@@ -148,7 +160,7 @@ def test_the_foreach_step_holds_temporaries_the_size_of_all_parameters() -> None
     loop, foreach = (predicted("mlp", cfg, 1, implementation=i).phases["optimizer"]
                      for i in ("for-loop", "foreach"))  # fmt: skip
     largest = max(p.numel() * 4 for p in family("mlp").build(cfg, "meta").parameters())
-    assert loop["transient"] == 2 * largest
+    assert loop["transient"] == 2 * largest + 4  # and the fp32 loss the step still holds
     assert foreach["transient"] >= family("mlp").param_count(cfg) * 4
 
 

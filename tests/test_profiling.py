@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -12,6 +13,8 @@ from scaling_bench.core.profiling import cpu_memory_events, memory_profile, peak
 from scaling_bench.models import family
 from scaling_bench.predict import cpu_kernels
 from scaling_bench.predict.memory import step_peak
+
+pytestmark = pytest.mark.kernels  # what the CPU's kernels select: run under a second ISA too
 
 
 def test_a_known_allocation_is_the_peak_and_freed_by_the_end() -> None:
@@ -41,3 +44,24 @@ def test_kernel_scratch_is_measured_once_per_machine(monkeypatch: pytest.MonkeyP
     again = step_peak("cnn", cfg, 16, fp32, "adamw", "for-loop")
     assert again.peak_bytes == first.peak_bytes
     assert fresh.bytes
+
+
+@pytest.mark.parametrize(
+    ("variable", "values"),
+    [("ONEDNN_MAX_CPU_ISA", ("AVX2", "SSE41")), ("ATEN_CPU_CAPABILITY", ("default", "avx2"))],
+)
+def test_kernel_scratch_of_another_isa_is_measured_afresh(
+    monkeypatch: pytest.MonkeyPatch, variable: str, values: tuple[str, str]
+) -> None:
+    """The scratch is keyed by what selects the kernel: a process under another ISA cap finds
+    nothing cached by this one (under AVX2 a bf16 conv's scratch is 4.7x this CPU's AVX-512 one),
+    and runs the kernels itself."""
+    cfg = family("cnn").config_for(3e4)
+    fp32 = precisions.get("fp32")
+    step_peak("cnn", cfg, 16, fp32, "adamw", "for-loop")
+    monkeypatch.setenv(variable, next(v for v in values if v != os.environ.get(variable)))
+    monkeypatch.setattr(cpu_kernels, "_measured", cpu_kernels._Measured())
+    ran = []
+    monkeypatch.setattr(cpu_kernels, "_scratch_of_call", lambda *a: ran.append(a) or 0)
+    step_peak("cnn", cfg, 16, fp32, "adamw", "for-loop")
+    assert ran

@@ -43,6 +43,7 @@ def test_unknown_precision_is_a_user_error_naming_the_choices() -> None:
         precisions.get("fp9")
 
 
+@pytest.mark.kernels
 def test_amp_keeps_fp32_weights_and_gradients_and_runs_matmuls_in_bf16() -> None:
     setup = _setup(precision="amp-bf16")
     outputs: list[torch.dtype] = []
@@ -56,6 +57,7 @@ def test_amp_keeps_fp32_weights_and_gradients_and_runs_matmuls_in_bf16() -> None
     assert {t.dtype for t in state} == {torch.float32}
 
 
+@pytest.mark.kernels
 def test_pure_bf16_keeps_everything_in_bf16() -> None:
     setup = _setup(precision="bf16")
     setup.train_step()()
@@ -68,6 +70,7 @@ def test_amp_fp16_scales_the_loss() -> None:
     assert setup.scaler is not None and setup.scaler.get_scale() > 1
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize(
     ("precision", "param_bytes", "copies"), [("fp32", 4, 0), ("bf16", 2, 0), ("amp-bf16", 4, 2)]
 )
@@ -82,6 +85,7 @@ def test_memory_prediction_follows_the_precision(
     assert m.weight_copies_bytes <= copies * p.params  # the matmuls' weights, not LayerNorm's
 
 
+@pytest.mark.kernels
 def test_amp_activations_are_traced_in_the_low_precision() -> None:
     full, amp = (plan("gpt", 1e5, precision=n).train_memory for n in ("fp32", "amp-bf16"))
     assert amp.activations_bytes < full.activations_bytes
@@ -313,6 +317,7 @@ def test_tf32_precision_turns_tf32_matmuls_on_and_fp32_off() -> None:
     assert torch.backends.cuda.matmul.fp32_precision == "ieee"
 
 
+@pytest.mark.kernels
 @needs_cuda
 def test_fp8_converts_the_aligned_linear_layers() -> None:
     reason = precisions.get("fp8").skip_reason(torch.device("cuda"))

@@ -5,6 +5,8 @@ import torch
 
 from scaling_bench.meters.tensor_memory import TensorMemory, storage_bytes
 
+pytestmark = pytest.mark.kernels  # what the CPU's kernels select: run under a second ISA too
+
 MB = 1_000_000
 
 

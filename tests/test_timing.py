@@ -7,6 +7,8 @@ import torch
 from scaling_bench.core.errors import UserError
 from scaling_bench.meters.timing import MIN_BLOCK_S, SETTLE_BUDGETS, WARMUP_BUDGETS, measure
 
+pytestmark = pytest.mark.kernels  # what the CPU's kernels select: run under a second ISA too
+
 
 def test_sleep_of_20_ms_is_recovered_within_5_percent():
     timing = measure(lambda: time.sleep(0.02), "cpu", min_samples=6, max_samples=12)

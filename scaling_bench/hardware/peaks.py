@@ -32,6 +32,7 @@ from scaling_bench.hardware.cache import CACHE_DIR_ENV as CACHE_DIR_ENV  # re-ex
 from scaling_bench.hardware.cache import cache_file as cache_file  # re-exported
 from scaling_bench.hardware.cache import measured_cache_path as _cache_path
 from scaling_bench.hardware.cache import read_cache as _read_cache
+from scaling_bench.hardware.kernels import cpu_model, kernel_env, kernel_key
 
 try:
     import pynvml  # from nvidia-ml-py
@@ -100,17 +101,6 @@ def nvml() -> Iterator[ModuleType | None]:
             lib.nvmlShutdown()
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _git(repo_dir: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(
@@ -136,7 +126,7 @@ def fingerprint(repo_dir: Path | None = None) -> dict:
     files, since results written into the checkout would otherwise always mark it dirty.
     """
     env = {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_physical_cores": psutil.cpu_count(logical=False),
         "cpu_logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -146,6 +136,7 @@ def fingerprint(repo_dir: Path | None = None) -> dict:
         "python_version": platform.python_version(),
         "torch_version": torch.__version__,
         "torch_cuda_version": torch.version.cuda,
+        **kernel_env(),
     }
     if torch.cuda.is_available():
         env |= {
@@ -321,9 +312,9 @@ def measured_gemm_peak(
     """Achievable peak FLOP/s for ``dtype``: the best GEMM, measured once per machine (a CPU)
     or device (a GPU: the shape search, under the matmul TF32 setting for fp32) and cached.
 
-    The cache key is what changes the figure: CPU model, logical cores, torch threads, torch
-    version and dtype; on a GPU its name, CUDA version and the TF32 setting instead of the
-    threads. The file is replaced atomically; an unreadable one is measured over.
+    The cache key is what changes the figure: ``cpu_cache_key`` (CPU, threads, torch, the
+    kernel selection) and dtype; on a GPU its name, CUDA and torch versions, the TF32 setting and
+    dtype. The file is replaced atomically; an unreadable one is measured over.
     A measurement taken while other processes load the CPU comes out low (up to 3.5x here), so
     ``refresh`` measures again and keeps the higher figure: the cache only ever moves towards
     the machine's real peak, and MFU never passes 1 because of a busy moment. A CPU figure
@@ -333,9 +324,9 @@ def measured_gemm_peak(
     if device.type == "cuda":
         tf32 = dtype == torch.float32 and matmul_tf32_enabled()
         where = (torch.cuda.get_device_name(device), f"cuda {torch.version.cuda}", f"tf32 {tf32}")
+        key = (*where, f"torch {torch.__version__}", str(dtype))
     else:
-        where = (_cpu_model(), f"{os.cpu_count()} cpus", f"{torch.get_num_threads()} threads")
-    key = (*where, f"torch {torch.__version__}", str(dtype))
+        key = (*cpu_cache_key("gemm peak"), str(dtype))
     known = refresh and "|".join(key) in _read_cache(_cache_path())
     size_s = _GEMM_REFRESH_S if known else None
     return cached_measurement(key, lambda: measure_gemm_flops(dtype, device, size_s), refresh)
@@ -343,9 +334,11 @@ def measured_gemm_peak(
 
 def cpu_cache_key(what: str) -> tuple[str, ...]:
     """What changes a CPU figure measured once per machine: CPU model, cores, torch threads and
-    version (``what`` names the figure)."""
-    where = (_cpu_model(), f"{os.cpu_count()} cpus", f"{torch.get_num_threads()} threads")
-    return (what, *where, f"torch {torch.__version__}")
+    version, and the digest of everything that selects the kernels (``hardware.kernels``: ISA
+    caps, oneDNN version, capability), so a run under another ISA measures afresh (``what`` names
+    the figure)."""
+    where = (cpu_model(), f"{os.cpu_count()} cpus", f"{torch.get_num_threads()} threads")
+    return (what, *where, f"torch {torch.__version__}", f"kernels {kernel_key()}")
 
 
 def cached_measurement(key: tuple[str, ...], measure: Callable[[], float], refresh: bool) -> float:

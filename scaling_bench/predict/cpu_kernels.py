@@ -2,8 +2,9 @@
 
 On the CPU a oneDNN or reduced-precision kernel allocates buffers of its own through the same
 allocator as the tensors (so the tensor meter sees them), holds them only during the call, and
-frees them before it returns. Measured on isolated ops here (torch 2.14, oneDNN 3.12, a Xeon with
-AVX-512 bf16 and AMX, 2 threads; ``tests/test_memory_prediction.py`` pins the stable ones):
+frees them before it returns. Measured on isolated ops (torch 2.14, oneDNN 3.12, a Xeon with
+AVX-512 bf16 and AMX, 2 threads; ``tests/test_memory_prediction.py`` holds the probe to the meter
+on the machine at hand, whatever these figures are there):
 
 * a convolution with few channels runs in oneDNN's blocked layout: its forward writes the
   output as nChw16c, ⌈C_out/16⌉·16·N·H_out·W_out·itemsize, and reorders it to the plain output
@@ -17,17 +18,32 @@ AVX-512 bf16 and AMX, 2 threads; ``tests/test_memory_prediction.py`` pins the st
 * bf16 batch norm, layer norm and reductions (``sum``, ``mean``) accumulate in an fp32 buffer
   of the input's size or of the reduced one; the flash attention kernel for the CPU holds
   per-thread blocks of fp32 scores and accumulators;
-* fp32 matmuls (MKL) and elementwise kernels allocate nothing.
+* an elementwise kernel given a number wraps it in 0-dim tensors for the call (a double and one
+  of the tensor's dtype: 12 bytes in fp32), which is what an AdamW step's for-loop peak holds
+  above its temporaries;
+* fp32 matmuls (MKL) and elementwise kernels without a number allocate nothing.
 
-Since which of these a call makes follows oneDNN's heuristics (the shapes, the dtype, the ISA, the
-thread count, ``torch.backends.mkldnn``) rather than a closed form, ``scratch_bytes`` measures it:
-it runs the op once on real zero tensors of the same shapes, strides and dtypes under the
+Under ``ONEDNN_MAX_CPU_ISA=AVX2`` (``ATEN_CPU_CAPABILITY=avx2`` or ``default``; an AMD EPYC with
+AVX-512 bf16, 2 threads) the same calls differ: oneDNN blocks a convolution's channels by 8, a
+bf16 convolution falls back to ATen's im2col (cnn 1e5 bf16's scratch at the peak 15 MB, not
+1.2 MB), and a bf16 mm holds none.
+
+Since which of these a call makes follows the kernel libraries' heuristics (the shapes, the
+dtype, the ISA, the thread count, ``torch.backends.mkldnn``) rather than a closed form,
+``scratch_bytes`` measures it: it runs the op once on real zero tensors of the same shapes, strides
+and dtypes (an elementwise op on one-element ones: its scratch is its numbers') under the
 profiler's memory events, after a warm-up call, and keeps the bytes above what the call leaves
 live, cached per signature (a repeated block costs one measurement) and kept on disk beside the
-GEMM peak (``CACHE_FILE``, keyed by the CPU, the threads and torch), so a machine measures each
-signature once: a cold plan of a 1e6 conv net takes seconds longer, a warm one does not. An op
-whose tensors would take more than ``PROBE_LIMIT_BYTES`` is not run and counted as allocating no
-scratch.
+GEMM peak (``CACHE_FILE``). The key is the signature and ``hardware.peaks.cpu_cache_key``, which
+holds everything that selects the kernel (``hardware.kernels.selection``: CPU model and flags,
+torch and oneDNN versions, ``get_cpu_capability()``, the ISA variables set, threads, oneDNN on):
+a key without the ISA served the AVX-512 figures to an AVX2 run (a bf16 cnn 1e5 step predicted at
+40% of its peak). So a machine measures each signature once per kernel selection: a cold plan of a
+1e6 conv net takes seconds longer, a warm one does not. Keyed so, the predicted peak is the
+meter's to the byte for every family at 1e5 and 1e6, fp32 and bf16, natively (AVX-512), under
+``avx2`` and under ``default`` (``studies/memory_prediction.py --isas native,avx2,default``). An
+op whose tensors would take more than ``PROBE_LIMIT_BYTES`` is not run and counted as allocating
+no scratch.
 """
 
 from __future__ import annotations
@@ -55,7 +71,8 @@ _NOT_RUN = {
 }
 #: Matmuls, which in fp32 and fp64 run MKL's GEMM and allocate nothing: only their
 #: reduced-precision calls (oneDNN's brgemm) are run. Elementwise (``pointwise``) kernels
-#: allocate nothing either; skipping both keeps a large plan from running its big GEMMs.
+#: allocate nothing but the 0-dim tensors their numbers are wrapped in, so only those with a
+#: number are run, on one-element tensors; both keep a large plan from running its big GEMMs.
 _MATMULS = {
     torch.ops.aten.mm.default,
     torch.ops.aten.addmm.default,
@@ -136,6 +153,14 @@ def _signature(x: object) -> object:
     return x if isinstance(x, int | float | bool | str | torch.dtype | None) else repr(x)
 
 
+def _pointwise_signature(x: object) -> object:
+    """What an elementwise kernel's scratch depends on: the dtypes and ranks, and the kinds of
+    its numbers (each wrapped in a 0-dim tensor for the call), never the sizes or values."""
+    if isinstance(x, torch.Tensor):
+        return (x.dim(), x.dtype)
+    return type(x).__name__ if isinstance(x, int | float | bool) else _signature(x)
+
+
 def _real(x: object) -> object:
     """A zero tensor like ``x`` (its storage, strides and offset), or ``x`` itself."""
     if not isinstance(x, torch.Tensor):
@@ -144,10 +169,18 @@ def _real(x: object) -> object:
     return storage.as_strided(x.shape, x.stride(), x.storage_offset())
 
 
-def _scratch_of_call(func: Any, args: tuple, kwargs: dict) -> int:
-    """Bytes the call holds above what it leaves live, at its peak, run for real."""
+def _tiny(x: object) -> object:
+    """A one-element zero tensor of ``x``'s rank and dtype, or ``x`` itself."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    return torch.zeros((1,) * x.dim(), dtype=x.dtype)
+
+
+def _scratch_of_call(func: Any, args: tuple, kwargs: dict, make: Any = _real) -> int:
+    """Bytes the call holds above what it leaves live, at its peak, run for real on the tensors
+    ``make`` gives for the fake ones."""
     with unset_fake_temporarily(), torch.no_grad(), torch.autocast("cpu", enabled=False):
-        real_args, real_kwargs = tree_map(_real, (args, kwargs))
+        real_args, real_kwargs = tree_map(make, (args, kwargs))
         func(*real_args, **real_kwargs)  # a warm-up: oneDNN creates its primitive once
         with memory_profile() as prof:
             out = func(*real_args, **real_kwargs)
@@ -159,25 +192,23 @@ def _scratch_of_call(func: Any, args: tuple, kwargs: dict) -> int:
 def scratch_bytes(func: Any, args: tuple, kwargs: dict) -> int:
     """The scratch the CPU kernel of ``func`` allocates inside one call on these (fake) tensors:
     bytes live at the call's peak beyond its inputs and the outputs it returns."""
-    tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-    if func in _NOT_RUN or func.is_view or not tensors or torch.Tag.pointwise in func.tags:
+    leaves = tree_leaves((args, kwargs))
+    tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+    if func in _NOT_RUN or func.is_view or not tensors:
+        return 0
+    pointwise = torch.Tag.pointwise in func.tags
+    if pointwise and not any(isinstance(x, int | float | bool) for x in leaves):
         return 0
     if func in _MATMULS and all(t.dtype in _MKL_DTYPES for t in tensors):
         return 0
     if any(t.device.type != "cpu" for t in tensors):
         return 0
-    if sum(t.untyped_storage().nbytes() for t in tensors) > PROBE_LIMIT_BYTES:
+    if not pointwise and sum(t.untyped_storage().nbytes() for t in tensors) > PROBE_LIMIT_BYTES:
         return 0
-    key = repr(
-        (
-            str(func),
-            tuple(_signature(x) for x in tree_leaves((args, kwargs))),
-            torch.backends.mkldnn.enabled,
-            cpu_cache_key("kernel scratch"),
-        )
-    )
+    signature = _pointwise_signature if pointwise else _signature
+    key = repr((str(func), tuple(signature(x) for x in leaves), cpu_cache_key("kernel scratch")))
     found = _measured.get(key)
     if found is None:
-        found = _scratch_of_call(func, args, kwargs)
+        found = _scratch_of_call(func, args, kwargs, _tiny if pointwise else _real)
         _measured.put(key, found)
     return found

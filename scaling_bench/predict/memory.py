@@ -203,10 +203,10 @@ def _replay(
             loss = loss_of(model, batch)
         live.enter("backward")
         loss.backward()
-        del loss
         live.enter("optimizer")
-        opt.step()
+        opt.step()  # with the loss live, as a step that returns it holds it
         live.phase = None
+        del loss
     cpu_kernels.save()
     return StepPeak(live.peaks)
 
