@@ -51,6 +51,7 @@ CASES = {
     "resnet": (3e4, 4),
     "vit": (3e4, 4),
     "gpt": (3e4, 4),
+    "llama": (3e4, 4),
 }
 
 
