@@ -119,6 +119,8 @@ def execute(
         "config": asdict(setup.plan.config),
         "predicted": predicted(workloads, setup, ctx),
     }
+    if setup.plan.active_params is not None:
+        known["active_params"] = setup.plan.active_params
     peak_name = precisions.get(case.precision).peak_name
     peak = single(ctx.peak_flops, PEAK_FLOPS.unit) | {"source": peak_source, "dtype": peak_name}
     metrics: dict[str, dict] = {PEAK_FLOPS.name: peak} | setup.found

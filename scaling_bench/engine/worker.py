@@ -40,7 +40,7 @@ from scaling_bench.engine.protocol import (
 )
 from scaling_bench.store.records import STATUSES
 
-RESULT_FIELDS = ("status", "error", "params", "config", "metrics", "predicted")
+RESULT_FIELDS = ("status", "error", "params", "active_params", "config", "metrics", "predicted")
 ERROR_CHARS = 2000
 # torch's CPU allocator reports failure as a plain RuntimeError with this text; MPS and some CUDA
 # paths say "out of memory" in a RuntimeError too.

@@ -20,7 +20,7 @@ from types import ModuleType
 
 from scaling_bench.core.errors import UserError
 
-FAMILY_NAMES = ("mlp", "cnn", "resnet", "vit", "gpt", "llama")
+FAMILY_NAMES = ("mlp", "cnn", "resnet", "vit", "gpt", "llama", "moe")
 
 
 def family(name: str) -> ModuleType:

@@ -35,7 +35,7 @@ stay put (a published shape through ``--set`` pins them all).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -238,6 +238,13 @@ def ffn_width(d_model: int) -> int:
     return -(-(8 * d_model) // (3 * multiple)) * multiple
 
 
+def ffn_between(d_model: int, d_next: int, step: int, rungs: int) -> int:
+    """Llama's d_ff on rung ``step`` of ``rungs`` between two head sizes: d_model's width, then
+    equal steps up to d_next's (two rungs: half the count's step each)."""
+    narrow, wide = ffn_width(d_model), ffn_width(d_next)
+    return narrow + (wide - narrow) * step // (rungs - 1)
+
+
 def kv_heads(n_head: int) -> int:
     """The largest divisor of ``n_head`` up to n_head / ``KV_GROUP`` (at least one)."""
     return max(g for g in range(1, max(1, n_head // KV_GROUP) + 1) if n_head % g == 0)
@@ -245,6 +252,23 @@ def kv_heads(n_head: int) -> int:
 
 def config_for(target_params: float, **overrides: object) -> LlamaConfig:
     check_fields(overrides)
+    return fit_ladder(target_params, overrides, LlamaConfig, param_count, "d_ff")
+
+
+def fit_ladder(
+    target_params: float,
+    overrides: Mapping[str, object],
+    make_config: Callable[..., object],
+    count_of: Callable[[object], int],
+    ffn_field: str,
+    ffn_rungs: int = 2,
+    ffn_of: Callable[[int, int, int, int], int] | None = None,
+) -> object:
+    """The config nearest to ``target_params`` on the llama ladder, made by ``make_config``
+    (counted by ``count_of``) with the SwiGLU width in ``ffn_field``: ``ffn_rungs`` rungs per
+    head size, the width of each ``ffn_of(d_model, next d_model, rung, ffn_rungs)``
+    (``ffn_between``; the moe family, whose experts dominate its count, steps finer)."""
+    ffn_of = ffn_of or ffn_between
 
     def heads(n_layer: int) -> int:
         if "n_head" in overrides:
@@ -261,28 +285,30 @@ def config_for(target_params: float, **overrides: object) -> LlamaConfig:
                        default=1)  # fmt: skip
         return rule
 
-    def make(n_layer: int, k: int) -> LlamaConfig:
-        """Depth ``n_layer``, width rung ``k``; pinned fields override both. Odd rungs step the
-        head size by 2 (RoPE rotates pairs), even rungs widen d_ff to the next head size's
-        width in between, so each step moves the count by half as much."""
+    def make(n_layer: int, k: int) -> object:
+        """Depth ``n_layer``, width rung ``k``; pinned fields override both. Every
+        ``ffn_rungs``-th rung steps the head size by 2 (RoPE rotates pairs), the rungs in
+        between widen d_ff (``ffn_of``), so each step moves the count by a fraction as much."""
         n_layer = overrides.get("n_layer", n_layer)
         n_head = heads(n_layer)
-        d_model = overrides.get("d_model", 2 * n_head * ((k + 1) // 2))
-        ffn_of = overrides.get("d_model", 2 * n_head * (k // 2 + 1))
+        size, step = divmod(k + ffn_rungs - 1, ffn_rungs)
+        d_model = overrides.get("d_model", 2 * n_head * size)
+        d_next = overrides.get("d_model", d_model + 2 * n_head)
+        ffn = ffn_of(d_model, d_next, step, ffn_rungs)
         fields = {
             "n_layer": n_layer,
             "d_model": d_model,
             "n_head": n_head,
             "n_kv_head": kv_heads(n_head),
-            "d_ff": ffn_width(ffn_of),
+            ffn_field: ffn,
         }
-        return LlamaConfig(**(fields | overrides))
+        return make_config(**(fields | overrides))
 
     def count(n_layer: int, k: int) -> int:
-        return param_count(make(n_layer, k))
+        return count_of(make(n_layer, k))
 
     def max_width(n_layer: int) -> int:
-        return max(1, ASPECT_RATIO * n_layer // heads(n_layer))
+        return max(1, ASPECT_RATIO * n_layer * ffn_rungs // (2 * heads(n_layer)))
 
     return make(
         *fit_free_knobs(

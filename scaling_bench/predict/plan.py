@@ -222,6 +222,8 @@ class Plan:
     hardware_train_flops_per_sample: int = 0
     #: How the optimizer steps (``core.optimizers.IMPLEMENTATIONS``): its temporaries differ.
     optimizer_implementation: str = "for-loop"
+    #: Parameters one token touches, for families that route (``active_param_count``).
+    active_params: int | None = None
 
     def to_dict(self) -> dict:
         """The ``plan --json`` object: a contract users script against (DESIGN §3)."""
@@ -248,6 +250,8 @@ class Plan:
                 "checkpoint_bytes_with_optimizer": self.checkpoint_bytes_with_optimizer,
             },
         }
+        if self.active_params is not None:
+            out["active_params"] = self.active_params
         if self.tokens_per_sample:
             out["tokens_per_sample"] = self.tokens_per_sample
             out["flops_per_token"] = {k: v / self.tokens_per_sample for k, v in flops.items()}
@@ -320,6 +324,7 @@ def plan(
         family=family_name,
         target_params=target_params,
         params=params,
+        active_params=active(cfg) if (active := getattr(fam, "active_param_count", None)) else None,
         config=cfg,
         batch_size=batch_size,
         precision=precision,

@@ -63,11 +63,13 @@ def make_record(
     config: dict[str, Any] | None = None,
     metrics: dict[str, dict] | None = None,
     predicted: dict[str, dict] | None = None,
+    active_params: int | None = None,
 ) -> dict[str, Any]:
-    """A record with every schema key, so readers never have to guess which keys exist."""
+    """A record with every schema key, so readers never have to guess which keys exist; a routed
+    family's record adds ``active_params`` (absent for dense families and older records)."""
     if status not in STATUSES:
         raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
-    return {
+    record = {
         "schema_version": SCHEMA_VERSION,
         "case_id": case_id,
         "case": case,
@@ -81,6 +83,9 @@ def make_record(
         "started_at": started_at.astimezone(UTC).isoformat(timespec="milliseconds"),
         "duration_s": duration_s,
     }
+    if active_params is not None:
+        record["active_params"] = active_params
+    return record
 
 
 def _check_record(record: Any, where: str) -> dict[str, Any]:

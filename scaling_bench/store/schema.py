@@ -55,6 +55,7 @@ class Record(TypedDict):
     status: Literal[STATUSES]  # type: ignore[valid-type]
     error: str | None
     params: Count | None
+    active_params: NotRequired[Count]
     config: dict[str, Any] | None
     metrics: dict[str, Metric]
     predicted: dict[str, Metric]
