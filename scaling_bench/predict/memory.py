@@ -50,7 +50,7 @@ from scaling_bench.models import family
 from scaling_bench.models.checkpointing import apply as apply_checkpointing
 from scaling_bench.models.loss import loss_of
 from scaling_bench.predict import cpu_kernels
-from scaling_bench.predict.cpu_kernels import scratch_bytes
+from scaling_bench.predict.cpu_kernels import ProbeFailed, scratch_bytes, with_real_dtypes
 
 #: The phases of a training step, in order.
 PHASES = ("forward", "backward", "optimizer")
@@ -83,23 +83,34 @@ class _LiveBytes(TorchDispatchMode):
         self._part: dict[int, tuple[str, int]] = {}
         self._weights: set[int] = set()
         self._count = itertools.count()
+        #: The ops whose scratch could not be measured (``ProbeFailed``), with the reason.
+        self.unmeasured: set[str] = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is _LOCAL_SCALAR:  # a fake tensor has no value: Adam's step count, say
             return 1
-        out = func(*args, **(kwargs or {}))
+        out = with_real_dtypes(func, args, func(*args, **(kwargs or {})))
         copies = func is _TO_COPY and self._key(args[0]) in self._weights
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self.track(t, "weight_copies" if copies else "transient")
         if self.phase is not None:
-            scratch = scratch_bytes(func, args, kwargs or {}) if self.kernel_scratch else 0
+            scratch = self._scratch(func, args, kwargs or {})
             if self.total + scratch > self.peaks[self.phase]["total"]:
                 self.peaks[self.phase] = self.live | {
                     "kernel_scratch": scratch,
                     "total": self.total + scratch,
                 }
         return out
+
+    def _scratch(self, func, args: tuple, kwargs: dict) -> int:
+        if not self.kernel_scratch:
+            return 0
+        try:
+            return scratch_bytes(func, args, kwargs)
+        except ProbeFailed as exc:
+            self.unmeasured.add(str(exc))
+            return 0
 
     def _key(self, t: torch.Tensor) -> int | None:
         return self._keys.get(t.untyped_storage()) if isinstance(t, torch.Tensor) else None
@@ -150,9 +161,11 @@ def _to_fake(mode: FakeTensorMode, model: nn.Module, device: torch.device) -> No
 
 @dataclass(frozen=True)
 class StepPeak:
-    """Each phase's peak of live bytes, with its parts (``PARTS``); the step's is the largest."""
+    """Each phase's peak of live bytes, with its parts (``PARTS``); the step's is the largest.
+    ``unmeasured``: the ops whose kernel scratch is unknown, counted as none (and said so)."""
 
     phases: dict[str, dict[str, int]]
+    unmeasured: tuple[str, ...] = ()
 
     @property
     def peak_phase(self) -> str:
@@ -208,7 +221,7 @@ def _replay(
         opt.step()
         live.phase = None
     cpu_kernels.save()
-    return StepPeak(live.peaks)
+    return StepPeak(live.peaks, tuple(sorted(live.unmeasured)))
 
 
 #: The two depths replayed for a deeper model: by the lower one every kind of block is there
@@ -239,7 +252,8 @@ def _line(one: StepPeak, two: StepPeak, at: float) -> StepPeak:
                 k: round(v + at * (two.phases[phase][k] - v)) for k, v in one.phases[phase].items()
             }
             for phase in PHASES
-        }
+        },
+        tuple(sorted({*one.unmeasured, *two.unmeasured})),
     )
 
 
