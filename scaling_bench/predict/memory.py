@@ -291,13 +291,20 @@ def step_peak(
     return _line(low, high, depth - SHALLOW_DEPTHS[0])
 
 
+#: The batch sizes the line in the batch size is fitted at: from 2, since a BatchNorm refuses a
+#: batch of one where a stage is 1×1, and at one sample oneDNN's blocking (the kernel scratch) is
+#: furthest from linear (vit 1e6: a phase whose bytes fell from batch 1 to 2).
+FIT_BATCHES = (2, 4)
+
+
 @dataclass(frozen=True)
 class BatchAffine:
     """A step's peak against its batch size: each phase's bytes are ``fixed + per_sample·B``.
 
     ``fixed_bytes`` and ``per_sample_bytes`` are the line of the phase that peaks at large
-    batches (the largest per-sample bytes); ``bytes_at`` is exact at every batch (the largest
-    phase there) and ``largest_batch`` solves it for a budget."""
+    batches (the largest per-sample bytes); ``bytes_at`` is the largest phase at a batch and
+    ``largest_batch`` the batch where it meets a budget: a first guess that the ``max`` batch's
+    search (``predict.batch``) checks against replays at that batch."""
 
     phases: dict[str, tuple[int, int]]
 
@@ -316,15 +323,13 @@ class BatchAffine:
     def bytes_at(self, batch_size: int) -> int:
         return max(fixed + per_sample * batch_size for fixed, per_sample in self.phases.values())
 
-    def largest_batch(self, budget_bytes: int) -> int:
-        """The largest batch whose peak fits ``budget_bytes`` (0: not even one sample)."""
+    def largest_batch(self, budget_bytes: int, top: int) -> int:
+        """The largest batch in 0..``top`` on the lines within ``budget_bytes``: a phase whose
+        bytes do not grow with the batch bounds nothing (its slope may even be negative)."""
         fits = [
-            (budget_bytes - fixed) // per_sample if per_sample else None
-            for fixed, per_sample in self.phases.values()
+            (budget_bytes - fixed) // slope for fixed, slope in self.phases.values() if slope > 0
         ]
-        if any(fixed > budget_bytes for fixed, _ in self.phases.values()):
-            return 0
-        return max(0, min(f for f in fits if f is not None))
+        return max(0, min([top, *fits]))
 
 
 def affine_in_batch(
@@ -336,23 +341,18 @@ def affine_in_batch(
     checkpointing: str = "none",
     device: torch.device | str = "cpu",
 ) -> BatchAffine:
-    """The peak's fixed and per-sample bytes, per phase, from replays at batch sizes 1 and 2."""
-
-    def at(b: int) -> StepPeak:
-        return step_peak(
-            family_name, cfg, b, precision, optimizer, implementation, checkpointing, device
-        )
-
-    one, two = at(1), at(2)  # a batch of 0 would be a line through them at -1
-    return BatchAffine(
-        {
-            phase: (
-                2 * one.phases[phase]["total"] - two.phases[phase]["total"],
-                two.phases[phase]["total"] - one.phases[phase]["total"],
-            )
-            for phase in PHASES
-        }
-    )
+    """The peak's fixed and per-sample bytes, per phase, from replays at ``FIT_BATCHES``."""
+    (b1, one), (b2, two) = (
+        (b, step_peak(family_name, cfg, b, precision, optimizer, implementation, checkpointing,
+                      device))
+        for b in FIT_BATCHES
+    )  # fmt: skip
+    lines = {}
+    for phase in PHASES:
+        y1, y2 = one.phases[phase]["total"], two.phases[phase]["total"]
+        slope = (y2 - y1) // (b2 - b1)
+        lines[phase] = (y1 - slope * b1, slope)
+    return BatchAffine(lines)
 
 
 def live_bytes_of(make: Callable[[], object], device: torch.device | str = "cpu") -> int:
