@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
 import torch
@@ -144,6 +144,21 @@ class _LiveBytes(TorchDispatchMode):
         self.peaks[phase] = self.live | {"total": self.total}
 
 
+@contextmanager
+def _fake_rng_state() -> Iterator[None]:
+    """The CPU RNG state as a fake tensor of its real size: a checkpointed block keeps one from
+    its forward to its recomputation, and the recomputation's ``fork_rng`` another while it
+    runs (5,056 B each); setting it is a no-op, since a fake tensor has no values."""
+    nbytes = torch.get_rng_state().numel()
+    real = torch.get_rng_state, torch.set_rng_state
+    torch.get_rng_state = lambda: torch.empty(nbytes, dtype=torch.uint8, device="cpu")
+    torch.set_rng_state = lambda state: None
+    try:
+        yield
+    finally:
+        torch.get_rng_state, torch.set_rng_state = real
+
+
 def _fake(mode: FakeTensorMode, t: torch.Tensor, device: torch.device) -> torch.Tensor:
     fake = FakeTensor(mode, t, device)
     return nn.Parameter(fake, t.requires_grad) if isinstance(t, nn.Parameter) else fake
@@ -189,13 +204,14 @@ def _replay(
 ) -> StepPeak:
     fam = family(family_name)
     model = fam.build(cfg, device="meta", dtype=precision.param_dtype)
-    apply_checkpointing(model, family_name, checkpointing)
+    on_cpu = device.type == "cpu"  # where the RNG state a checkpointed block keeps is counted
+    apply_checkpointing(model, family_name, checkpointing, preserve_rng_state=on_cpu)
     batch = fam.sample_batch(cfg, batch_size, "meta", precision.param_dtype)
     mode = FakeTensorMode()
     _to_fake(mode, model, device)
     batch = tuple(FakeTensor(mode, t, device) for t in batch)
     live = _LiveBytes(kernel_scratch and device.type == "cpu")
-    with mode, live:
+    with mode, live, _fake_rng_state():
         for p in model.parameters():
             live.track(p, "weights")
             p.register_post_accumulate_grad_hook(lambda p: live.track(p.grad, "gradients"))
