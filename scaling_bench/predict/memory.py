@@ -204,7 +204,9 @@ def _replay(
 ) -> StepPeak:
     fam = family(family_name)
     model = fam.build(cfg, device="meta", dtype=precision.param_dtype)
-    on_cpu = device.type == "cpu"  # where the RNG state a checkpointed block keeps is counted
+    # a CPU case (not a CUDA one replayed on the CPU's dispatch) holds its checkpointed blocks'
+    # RNG states among its tensors
+    on_cpu = kernel_scratch and device.type == "cpu"
     apply_checkpointing(model, family_name, checkpointing, preserve_rng_state=on_cpu)
     batch = fam.sample_batch(cfg, batch_size, "meta", precision.param_dtype)
     mode = FakeTensorMode()
