@@ -57,6 +57,8 @@ def _metrics(per_process: list[dict[str, dict]]) -> dict[str, dict]:
             merged |= {"value": value, "n": sum(m.get("n", 1) for m in metrics)}
         if any("settled" in m for m in metrics):
             merged["settled"] = all(m.get("settled", True) for m in metrics)
+        if "settled_within" in first:
+            merged["settled_within"] = f"{len(metrics)} processes"
         out[name] = merged | {"process_values": values}
     return out
 
