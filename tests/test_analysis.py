@@ -256,3 +256,14 @@ def test_every_bytes_metric_measured_and_predicted_is_fitted_against_its_predict
     assert "train_flops_per_sample" not in fits  # predicted only: nothing measured to fit
     checks = {c.quantity for c in theory_checks(records)}
     assert {"safetensors_bytes", "checkpoint_bytes", "train_sample_s"} <= checks
+
+
+def test_the_largest_case_is_held_to_a_rate_not_derived_from_itself() -> None:
+    """Each series was held to its largest case's FLOP rate, so that case could never flag: a
+    largest case three times slower than its series is flagged against the next largest."""
+    rng = random.Random(0)
+    records = [synthetic.record("mlp", n, rng=rng) for n in (1e4, 1e5, 1e6)]
+    records.append(synthetic.record("mlp", 1e7, rng=rng, slowdown=3.0))
+    checks = {(c.case_id, c.quantity): c for c in theory_checks(records)}
+    largest = checks["mlp-1e7-fp32-cpu", "train_sample_s"]
+    assert largest.flagged and largest.ratio == pytest.approx(3.0, rel=0.1)

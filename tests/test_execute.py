@@ -67,3 +67,28 @@ def test_the_campaign_keeps_each_fixed_batch_plan_and_leaves_a_max_batch_to_its_
     fixed, _ = sorted(prepared.cases, key=lambda c: c.batch_size == "max")
     assert list(prepared.plans) == [fixed.case_id]
     assert prepared.plans[fixed.case_id] == plan_for(fixed)
+
+
+def test_a_case_the_planner_fails_on_is_skipped_with_the_reason_and_the_grid_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run --families gpt,vit,resnet --precision fp32,amp-bf16`` recorded nothing when one
+    case's plan raised: that case is skipped with the planner's error, the others planned."""
+
+    def plan_or_fail(case: Case, batch_size: int | None = None):
+        if case.family == "cnn":
+            raise RuntimeError("mixed dtype (CPU): expect parameter to have scalar type of Float")
+        return plan_for(case, batch_size)
+
+    monkeypatch.setattr(campaign, "plan_for", plan_or_fail)
+    axes = {"family": "mlp,cnn", "target_params": "1e4", "workloads": "train"}
+    spec = grid.select("quick", axes, resolve=lambda _: "cpu")
+    prepared = campaign.prepare(spec, tmp_path, settings=Settings(peak_flops=2e11))
+    prepared.launcher.close()
+
+    mlp, cnn = sorted(prepared.cases, key=lambda c: c.family != "mlp")
+    assert prepared.skipped == {
+        cnn.case_id: "could not be planned: RuntimeError: mixed dtype (CPU): expect parameter "
+        "to have scalar type of Float"
+    }
+    assert list(prepared.plans) == [mlp.case_id]

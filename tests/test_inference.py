@@ -341,3 +341,30 @@ def test_on_a_gpu_each_call_is_timed_by_its_own_events_and_the_bandwidth_is_the_
     assert len(timed.call_s) == 20 and all(s > 0 for s in timed.call_s)
     _, source = bandwidth.memory_bandwidth("cuda")
     assert source in ("table", "env")
+
+
+def test_a_settled_latency_says_it_is_settled_within_its_process_and_processes_widen_it(
+    monkeypatch, tmp_path
+) -> None:
+    """gpt 1e6 TPOT ranged 0.52-1.46 ms over five separate runs, each record settled: a figure
+    settled in one process says so, the summary points to ``--processes N``, and a record of
+    several processes says how many its figure spans."""
+    from rich.console import Console
+
+    from scaling_bench.engine.processes import combine_processes
+    from scaling_bench.report import summary
+
+    monkeypatch.setattr(latency, "_call_timer", fake_timer([0.01]))
+    metrics = measure_calls(lambda: None, "cpu", budget_s=1e3).metrics("x")
+    p50 = metrics["x_latency_p50_s"]
+    assert p50["settled"] and p50["settled_within"] == "one process"
+    records = [{"case_id": "x", "status": "ok", "metrics": metrics}]
+    assert summary.settled_within_one_process(records)
+    combined = combine_processes([{"status": "ok", "metrics": metrics}] * 3, 3)["metrics"]
+    assert combined["x_latency_p50_s"]["settled_within"] == "3 processes"
+    assert not summary.settled_within_one_process([{"metrics": combined}])
+    console = Console(width=200, record=True)
+    monkeypatch.setattr(summary, "load_records", lambda path: records)
+    monkeypatch.setattr(summary, "summary_table", lambda records, title: "")
+    summary.summarize_run(tmp_path, 0.0, [], console)
+    assert "--processes N" in console.export_text()

@@ -193,8 +193,8 @@ def test_the_affine_model_in_batch_size_holds_at_other_batches() -> None:
     assert line.per_sample_bytes > 0 and line.fixed_bytes > 0
     for b in (3, 40):
         assert measured_peak("mlp", cfg, b).peak_bytes == pytest.approx(line.bytes_at(b), rel=0.01)
-    b = line.largest_batch(line.bytes_at(40))
-    assert b == 40 and line.largest_batch(line.fixed_bytes - 1) == 0
+    assert line.largest_batch(line.bytes_at(40), top=1 << 14) == 40
+    assert line.largest_batch(line.fixed_bytes - 1, top=1 << 14) == 0
 
 
 def test_live_bytes_of_a_kv_cache_without_allocating_it() -> None:
@@ -202,3 +202,73 @@ def test_live_bytes_of_a_kv_cache_without_allocating_it() -> None:
     cfg = gpt.config_for(3e4)
     nbytes = live_bytes_of(lambda: gpt.kv_cache(cfg, 2, 16, dtype=torch.bfloat16))
     assert nbytes == gpt.kv_cache_bytes(cfg, 2, 16, 2)
+
+
+_NORMS = {
+    "batch_norm": (torch.ops.aten.native_batch_norm.default,
+                   lambda x, w: (x, w, w, w.clone(), w.clone(), True, 0.1, 1e-5)),
+    "layer_norm": (torch.ops.aten.native_layer_norm.default,
+                   lambda x, w: (x, [x.shape[-1]], torch.ones(x.shape[-1], dtype=w.dtype),
+                                 torch.zeros(x.shape[-1], dtype=w.dtype), 1e-5)),
+    "group_norm": (torch.ops.aten.native_group_norm.default,
+                   lambda x, w: (x, w, w, 2, 4, 9, 2, 1e-5)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("weight_dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("norm", sorted(_NORMS))
+def test_a_mixed_dtype_norm_replays_with_the_dtypes_of_its_cpu_kernel(norm, weight_dtype) -> None:
+    """Autocast's batch norm (bf16 input, fp32 weights) saves fp32 statistics; the fake kernel
+    said bf16, so the replay counted half their bytes and the scratch probe's real backward
+    refused them."""
+    from scaling_bench.predict.cpu_kernels import with_real_dtypes
+
+    func, make_args = _NORMS[norm]
+    args = make_args(
+        torch.zeros(2, 4, 3, 3, dtype=torch.bfloat16), torch.ones(4, dtype=weight_dtype)
+    )
+    real = [t.dtype for t in func(*args)]
+    with FakeTensorMode() as mode:
+        fakes = tuple(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args)
+        replayed = [t.dtype for t in with_real_dtypes(func, fakes, func(*fakes))]
+    assert replayed == real
+
+
+def test_resnet_in_amp_bf16_is_planned_to_the_byte_of_the_meter() -> None:
+    """The reproducer: ``plan --family resnet --params 1e5 --precision amp-bf16`` raised
+    "mixed dtype (CPU): expect parameter to have scalar type of Float"."""
+    p = plan("resnet", 1e5, batch_size=8, precision="amp-bf16", optimizer="sgd")
+    assert p.train_memory.kernel_scratch_unmeasured == ()
+    meter = measured_peak("resnet", p.config, 8, "amp-bf16", "sgd")
+    assert meter.peak_bytes == p.train_memory.total_bytes
+    assert meter.peak_phase == p.train_memory.peak_phase
+
+
+def test_an_op_the_scratch_probe_cannot_run_is_counted_unknown_and_named(monkeypatch) -> None:
+    """Never a traceback, never a silent guess: with the fakes' old statistics dtypes the real
+    backward refuses the probe's inputs, and the plan names the op whose scratch is unknown."""
+    from scaling_bench.predict import memory
+
+    monkeypatch.setattr(memory, "with_real_dtypes", lambda func, args, out: out)
+    p = plan("resnet", 3e4, batch_size=4, precision="amp-bf16", optimizer="sgd")
+    (reason,) = p.train_memory.kernel_scratch_unmeasured
+    assert reason.startswith("aten.native_batch_norm_backward.default: ")
+    assert list(p.to_dict()["predicted"]["train_memory_bytes"]["kernel_scratch_unmeasured"]) == [
+        reason
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "batch_size", "precision", "optimizer"),
+    [("resnet", 1e5, 8, "bf16", "sgd"), ("gpt", 3e4, 4, "fp32", "adamw"),
+     ("vit", 3e4, 4, "amp-bf16", "adamw")],
+)  # fmt: skip
+def test_a_checkpointed_step_is_predicted_to_the_byte_with_the_rng_state_each_block_keeps(
+    name, size, batch_size, precision, optimizer
+) -> None:
+    """Each checkpointed block keeps the CPU RNG state for its recomputation: the replay left it
+    out and came 5,056 B short per block live at the peak (resnet 1e5: 4 blocks, 20,224 B)."""
+    cfg = family(name).config_for(size)
+    pred = predicted(name, cfg, batch_size, precision, optimizer, recompute="full")
+    meter = measured_peak(name, cfg, batch_size, precision, optimizer, recompute="full")
+    assert meter.peak_bytes == pred.peak_bytes

@@ -19,7 +19,8 @@ from scaling_bench.engine.execute import execute
 from scaling_bench.frontends.cli import main
 from scaling_bench.models import checkpointing, gpt
 from scaling_bench.models.gpt import GPTConfig
-from scaling_bench.predict.batch import MARGIN, BatchFit, max_batch
+from scaling_bench.predict.batch import BatchFit, largest_fitting, max_batch
+from scaling_bench.predict.memory import BatchAffine
 from scaling_bench.predict.plan import plan, plan_for, saved_activation_bytes
 from scaling_bench.store.records import RESULTS_FILE
 from scaling_bench.workloads import batch_search, compiled
@@ -242,7 +243,38 @@ def test_max_batch_is_the_largest_predicted_to_fit_a_small_limit() -> None:
     fit = max_batch(case, limit)
     sizes = (fit.batch_size, fit.batch_size + 1)
     need = [plan_for(case, b).train_memory.total_bytes for b in sizes]
-    assert need[0] <= (1 - MARGIN) * limit < need[1]
+    assert need[0] <= limit < need[1]  # no margin: the largest predicted to fit
+    assert fit.predicted_bytes == need[0]
+
+
+def test_max_batch_of_a_resnet_never_replays_a_batch_of_one() -> None:
+    """The reproducer: ``max`` planned at batch 1, where BatchNorm refuses one sample at the
+    1×1 last stage ("Expected more than 1 value per channel when training")."""
+    case = Case("resnet", 1e4, workloads=("train",), batch_size="max")
+    limit = plan_for(case, 6).train_memory.total_bytes
+    assert max_batch(case, limit).batch_size == 6
+
+
+def test_a_phase_whose_bytes_fall_with_the_batch_bounds_nothing() -> None:
+    """vit 1e6 was skipped ("not even one sample fits in 512 MiB, predicted 16 MiB at batch 1"):
+    one phase's per-sample slope was negative and the budget was divided by it."""
+    line = BatchAffine({"forward": (100, -3), "backward": (50, 10), "optimizer": (10, 0)})
+    assert line.largest_batch(1050, top=1 << 14) == 100
+    assert line.largest_batch(10, top=1 << 14) == 0
+
+
+@pytest.mark.parametrize("guess", [1, 39, 40, 41, 500, 1 << 14])
+def test_the_max_batch_search_finds_the_largest_that_fits_from_any_guess(guess: int) -> None:
+    """Searched on the prediction itself (here a peak not linear in the batch), not on a line."""
+    asked: list[int] = []
+
+    def peak(batch: int) -> int:
+        asked.append(batch)
+        return 1000 + 10 * batch + batch**2
+
+    assert largest_fitting(peak, limit=3000, guess=guess, slope=10, top=1 << 14) == 40
+    assert 40 in asked and 41 in asked and len(asked) <= 16
+    assert largest_fitting(peak, limit=999, guess=guess, slope=10, top=1 << 14) == 0
 
 
 def test_max_batch_backs_off_on_out_of_memory() -> None:
@@ -261,7 +293,7 @@ def test_max_batch_backs_off_on_out_of_memory() -> None:
 def test_max_batch_backs_off_by_the_measured_overshoot() -> None:
     fit = BatchFit(batch_size=100, fixed_bytes=0, per_sample_bytes=1, limit_bytes=1000)
     batch, backoffs, _ = batch_search.search(fit, lambda b: 20 * b)
-    assert backoffs == 1 and batch == 45  # 100 · 0.9 · 1000 / 2000
+    assert backoffs == 1 and batch == 50  # 100 · 1000 / 2000
 
 
 def test_max_batch_confirmed_in_setup_and_recorded() -> None:
@@ -272,6 +304,17 @@ def test_max_batch_confirmed_in_setup_and_recorded() -> None:
     assert found["max_batch_size"]["value"] == setup.plan.batch_size == len(setup.batch[0])
     assert found["max_batch_size"]["value"] <= found["max_batch_predicted"]["value"]
     assert found["max_batch_step_peak_bytes"]["value"] <= 64 << 20
+
+
+def test_max_batch_is_confirmed_by_a_steady_step_that_peaks_as_predicted() -> None:
+    """The confirming step runs after a warm-up step, so the optimizer's state is there (a first
+    step peaked 8 MB below the steady one for gpt) and its peak is the predicted one."""
+    case = Case("gpt", 1e4, overrides=TINY_GPT, workloads=("train",), batch_size="max",
+                memory_limit_bytes=64 << 20)  # fmt: skip
+    fit = max_batch(case)
+    found = CaseSetup.build(case).found
+    assert found["max_batch_size"]["value"] == fit.batch_size
+    assert found["max_batch_step_peak_bytes"]["value"] == fit.predicted_bytes
 
 
 # --- bad input ----------------------------------------------------------------------------------

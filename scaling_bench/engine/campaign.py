@@ -4,7 +4,8 @@ Everything that can fail on the user's input fails in ``prepare``, before the fi
 starts. Cases predicted not to fit in ``MEMORY_HEADROOM`` of the device's free memory are
 recorded as ``skipped`` with the reason instead of being attempted: an out-of-memory crash can
 take minutes and, on the host, other processes with it. So are workloads that cannot run on a
-case (its family or strategy), named in the record.
+case (its family or strategy), named in the record, and a case the planner fails on (a fault,
+not the user's input), with the planner's error.
 """
 
 from __future__ import annotations
@@ -135,6 +136,27 @@ def unsupported(case: Case) -> str | None:
     return next((r for w in ordered(case.workloads) if (r := w.skip_reason(case))), None)
 
 
+class Unplannable(Exception):
+    """A case that cannot be planned here: recorded ``skipped`` with the reason, the grid goes
+    on (one case the planner fails on must not stop the others)."""
+
+
+def _plan(case: Case, free: int) -> Plan:
+    """The case's plan, at its ``max`` batch where it asks for one (``Unplannable`` where none
+    fits); a planner fault (not the user's input) is ``Unplannable`` too, with its reason."""
+    try:
+        if case.batch_size != "max":
+            return plan_for(case)
+        try:
+            fit = max_batch(case, memory_limit(case, free))
+        except UserError as exc:
+            raise Unplannable(str(exc)) from exc
+        return plan_for(case, fit.batch_size)
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise Unplannable(f"could not be planned: {type(exc).__name__}: {first}") from exc
+
+
 def precisions_of(spec: GridSpec) -> tuple[precisions.Precision, ...]:
     """The precisions any family of the grid runs in."""
     names = {n for fam in spec.sizes for n in spec.alternatives(fam, "precision")}
@@ -243,15 +265,13 @@ def prepare(
     plans: dict[str, Plan] = {}
     try:
         for case in (c for c in cases if c.case_id not in skipped):
-            if case.batch_size == "max":  # predicted here, confirmed by a step in the worker
-                try:
-                    fit = max_batch(case, memory_limit(case, free))
-                except UserError as exc:
-                    skipped[case.case_id] = str(exc)
-                    continue
-                p = plan_for(case, fit.batch_size)
-            else:
-                p = plans[case.case_id] = plan_for(case)  # once per case: it replays a step
+            try:
+                p = _plan(case, free)
+            except Unplannable as exc:
+                skipped[case.case_id] = str(exc)
+                continue
+            if case.batch_size != "max":  # a max batch is confirmed by a step in the worker
+                plans[case.case_id] = p  # once per case: it replays a step
             if any(w.needs is Needs.OWN_MODELS for w in ordered(case.workloads)):
                 if free_host is None:
                     free_host = free_memory_bytes("cpu")

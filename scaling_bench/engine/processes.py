@@ -61,6 +61,8 @@ def _metrics(per_process: list[dict[str, dict]]) -> dict[str, dict]:
             merged["settled"] = all(m.get("settled", True) for m in metrics)
         if any("busy" in m for m in metrics):  # timed on a busy machine in any process
             merged["busy"] = any(m.get("busy") is True for m in metrics)
+        if "settled_within" in first:
+            merged["settled_within"] = f"{len(metrics)} processes"
         out[name] = merged | {"process_values": values}
     return out
 

@@ -100,6 +100,8 @@ def _print_plan(d: dict) -> None:
     )
     for key in ("weights_bytes", "gradients_bytes", "optimizer_state_bytes", "activations_bytes"):
         table.add_row(f"  {key.removesuffix('_bytes')}", fmt_bytes(memory[key]))
+    for reason in memory["kernel_scratch_unmeasured"]:
+        table.add_row("  kernel scratch unknown (counted 0)", reason)
     table.add_row("checkpoint", fmt_bytes(d["predicted"]["checkpoint_bytes"]))
     table.add_row(
         "checkpoint with optimizer", fmt_bytes(d["predicted"]["checkpoint_bytes_with_optimizer"])

@@ -34,6 +34,11 @@ PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 #: Those that keep the raw samples (and so can be tested by ``compare``): the median and the tail.
 GATED = ("p50", "p99")
 MIN_CALLS = 300
+#: A latency's ``settled_within``: its interval holds for the calls of one worker process.
+#: Between separate runs a figure moves far more than that (gpt 1e6's per-token latency ranged
+#: 0.52-1.46 ms over five runs, each settled); ``--processes N`` pools N workers' calls and keeps
+#: each one's value, which ``compare`` tests.
+WITHIN_ONE_PROCESS = "one process"
 #: What ``Latency.metrics`` records under a prefix (``inference_prefill_latency_p99_s``).
 SPECS = (
     *(
@@ -70,7 +75,10 @@ class Latency:
                 metric = summary | {"value": value, "warmup_calls": self.warmup_calls}
             else:
                 metric = single(value, "s") | {"n": len(self.call_s)}
-            out[f"{prefix}_latency_{name}_s"] = metric | {"settled": self.settled}
+            out[f"{prefix}_latency_{name}_s"] = metric | {
+                "settled": self.settled,
+                "settled_within": WITHIN_ONE_PROCESS,
+            }
         out[f"{prefix}_cold_start_s"] = single(self.cold_start_s, "s")
         out[f"{prefix}_timed_s"] = single(self.timed_s, "s")
         return out

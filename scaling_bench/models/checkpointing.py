@@ -47,16 +47,24 @@ def _recomputed(forward: Callable, preserve_rng_state: bool) -> Callable:
     return run
 
 
-def apply(model: nn.Module, fam: ModuleType | str, mode: str = "full") -> nn.Module:
+def apply(
+    model: nn.Module,
+    fam: ModuleType | str,
+    mode: str = "full",
+    preserve_rng_state: bool | None = None,
+) -> nn.Module:
     """``model`` with each of its family's blocks recomputed in backward (``mode`` ``full``).
 
-    On the meta device (the planner's traces) there is no RNG state to keep."""
+    Each block keeps the RNG state for its recomputation, as ``checkpoint`` does by default;
+    on the meta device there is none to keep, unless ``preserve_rng_state`` says otherwise (the
+    planner's replay, which counts the state's bytes as a real run holds them)."""
     if mode == "none":
         return model
     name = fam if isinstance(fam, str) else fam.__name__.rsplit(".", 1)[-1]
     if reason := skip_reason(name, mode):
         raise ValueError(reason)
-    on_meta = next(model.parameters()).is_meta
+    if preserve_rng_state is None:
+        preserve_rng_state = not next(model.parameters()).is_meta
     for block in blocks_of(model, name):
-        block.forward = _recomputed(block.forward, preserve_rng_state=not on_meta)
+        block.forward = _recomputed(block.forward, preserve_rng_state)
     return model

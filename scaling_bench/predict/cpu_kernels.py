@@ -80,6 +80,17 @@ _MATMULS = {
     torch.ops.aten.baddbmm.default,
 }
 _MKL_DTYPES = (torch.float32, torch.float64)
+#: Normalizations whose CPU kernel, given a reduced-precision input and fp32 weights (autocast's
+#: batch norm), keeps the statistics it saves for the backward (outputs 1 and 2) in fp32, where
+#: their fake kernels (torch's decompositions) cast them to the input's dtype.
+_MIXED_DTYPE_NORMS = {
+    torch.ops.aten.native_batch_norm.default,
+    torch.ops.aten._native_batch_norm_legit.default,
+    torch.ops.aten._native_batch_norm_legit.no_stats,
+    torch.ops.aten.native_layer_norm.default,
+    torch.ops.aten.native_group_norm.default,
+}
+_REDUCED = (torch.bfloat16, torch.float16)
 
 CACHE_FILE = "kernel_scratch.json"
 
@@ -141,6 +152,27 @@ def save() -> None:
     _measured.save()
 
 
+class ProbeFailed(RuntimeError):
+    """The real kernel refused the zero tensors shaped like an op's fakes: its scratch is
+    unknown (never guessed), and the plan says so."""
+
+
+def with_real_dtypes(func: Any, args: tuple, out: object) -> object:
+    """``func``'s fake outputs with the dtypes its CPU kernel gives them: a mixed-dtype
+    normalization's saved statistics in fp32, as the real kernel saves them. Without this the
+    replay counts them at half their bytes, and the real backward the scratch probe runs refuses
+    them ("mixed dtype (CPU): expect parameter to have scalar type of Float")."""
+    if func not in _MIXED_DTYPE_NORMS or not isinstance(out, tuple):
+        return out
+    x, weights = args[0], [a for a in args[1:] if isinstance(a, torch.Tensor)]
+    if x.device.type != "cpu" or x.dtype not in _REDUCED:
+        return out
+    if not any(w.dtype == torch.float32 for w in weights):
+        return out
+    stats = (torch.empty_like(t, dtype=torch.float32) for t in out[1:3])
+    return (out[0], *stats, *out[3:])
+
+
 def _signature(x: object) -> object:
     if isinstance(x, torch.Tensor):
         return (
@@ -178,10 +210,13 @@ def _tiny(x: object) -> object:
 
 def _scratch_of_call(func: Any, args: tuple, kwargs: dict, make: Any = _real) -> int:
     """Bytes the call holds above what it leaves live, at its peak, run for real on the tensors
-    ``make`` gives for the fake ones."""
+    ``make`` gives for the fake ones; raises ``ProbeFailed`` where the kernel refuses them."""
     with unset_fake_temporarily(), torch.no_grad(), torch.autocast("cpu", enabled=False):
         real_args, real_kwargs = tree_map(make, (args, kwargs))
-        func(*real_args, **real_kwargs)  # a warm-up: oneDNN creates its primitive once
+        try:
+            func(*real_args, **real_kwargs)  # a warm-up: oneDNN creates its primitive once
+        except RuntimeError as exc:
+            raise ProbeFailed(f"{func}: {str(exc).splitlines()[0]}") from exc
         with memory_profile() as prof:
             out = func(*real_args, **real_kwargs)
         del out

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
 import torch
@@ -50,7 +50,7 @@ from scaling_bench.models import family
 from scaling_bench.models.checkpointing import apply as apply_checkpointing
 from scaling_bench.models.loss import loss_of
 from scaling_bench.predict import cpu_kernels
-from scaling_bench.predict.cpu_kernels import scratch_bytes
+from scaling_bench.predict.cpu_kernels import ProbeFailed, scratch_bytes, with_real_dtypes
 
 #: The phases of a training step, in order.
 PHASES = ("forward", "backward", "optimizer")
@@ -83,23 +83,34 @@ class _LiveBytes(TorchDispatchMode):
         self._part: dict[int, tuple[str, int]] = {}
         self._weights: set[int] = set()
         self._count = itertools.count()
+        #: The ops whose scratch could not be measured (``ProbeFailed``), with the reason.
+        self.unmeasured: set[str] = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is _LOCAL_SCALAR:  # a fake tensor has no value: Adam's step count, say
             return 1
-        out = func(*args, **(kwargs or {}))
+        out = with_real_dtypes(func, args, func(*args, **(kwargs or {})))
         copies = func is _TO_COPY and self._key(args[0]) in self._weights
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self.track(t, "weight_copies" if copies else "transient")
         if self.phase is not None:
-            scratch = scratch_bytes(func, args, kwargs or {}) if self.kernel_scratch else 0
+            scratch = self._scratch(func, args, kwargs or {})
             if self.total + scratch > self.peaks[self.phase]["total"]:
                 self.peaks[self.phase] = self.live | {
                     "kernel_scratch": scratch,
                     "total": self.total + scratch,
                 }
         return out
+
+    def _scratch(self, func, args: tuple, kwargs: dict) -> int:
+        if not self.kernel_scratch:
+            return 0
+        try:
+            return scratch_bytes(func, args, kwargs)
+        except ProbeFailed as exc:
+            self.unmeasured.add(str(exc))
+            return 0
 
     def _key(self, t: torch.Tensor) -> int | None:
         return self._keys.get(t.untyped_storage()) if isinstance(t, torch.Tensor) else None
@@ -133,6 +144,21 @@ class _LiveBytes(TorchDispatchMode):
         self.peaks[phase] = self.live | {"total": self.total}
 
 
+@contextmanager
+def _fake_rng_state() -> Iterator[None]:
+    """The CPU RNG state as a fake tensor of its real size: a checkpointed block keeps one from
+    its forward to its recomputation, and the recomputation's ``fork_rng`` another while it
+    runs (5,056 B each); setting it is a no-op, since a fake tensor has no values."""
+    nbytes = torch.get_rng_state().numel()
+    real = torch.get_rng_state, torch.set_rng_state
+    torch.get_rng_state = lambda: torch.empty(nbytes, dtype=torch.uint8, device="cpu")
+    torch.set_rng_state = lambda state: None
+    try:
+        yield
+    finally:
+        torch.get_rng_state, torch.set_rng_state = real
+
+
 def _fake(mode: FakeTensorMode, t: torch.Tensor, device: torch.device) -> torch.Tensor:
     fake = FakeTensor(mode, t, device)
     return nn.Parameter(fake, t.requires_grad) if isinstance(t, nn.Parameter) else fake
@@ -150,9 +176,11 @@ def _to_fake(mode: FakeTensorMode, model: nn.Module, device: torch.device) -> No
 
 @dataclass(frozen=True)
 class StepPeak:
-    """Each phase's peak of live bytes, with its parts (``PARTS``); the step's is the largest."""
+    """Each phase's peak of live bytes, with its parts (``PARTS``); the step's is the largest.
+    ``unmeasured``: the ops whose kernel scratch is unknown, counted as none (and said so)."""
 
     phases: dict[str, dict[str, int]]
+    unmeasured: tuple[str, ...] = ()
 
     @property
     def peak_phase(self) -> str:
@@ -176,13 +204,16 @@ def _replay(
 ) -> StepPeak:
     fam = family(family_name)
     model = fam.build(cfg, device="meta", dtype=precision.param_dtype)
-    apply_checkpointing(model, family_name, checkpointing)
+    # a CPU case (not a CUDA one replayed on the CPU's dispatch) holds its checkpointed blocks'
+    # RNG states among its tensors
+    on_cpu = kernel_scratch and device.type == "cpu"
+    apply_checkpointing(model, family_name, checkpointing, preserve_rng_state=on_cpu)
     batch = fam.sample_batch(cfg, batch_size, "meta", precision.param_dtype)
     mode = FakeTensorMode()
     _to_fake(mode, model, device)
     batch = tuple(FakeTensor(mode, t, device) for t in batch)
     live = _LiveBytes(kernel_scratch and device.type == "cpu")
-    with mode, live:
+    with mode, live, _fake_rng_state():
         for p in model.parameters():
             live.track(p, "weights")
             p.register_post_accumulate_grad_hook(lambda p: live.track(p.grad, "gradients"))
@@ -208,7 +239,7 @@ def _replay(
         live.phase = None
         del loss
     cpu_kernels.save()
-    return StepPeak(live.peaks)
+    return StepPeak(live.peaks, tuple(sorted(live.unmeasured)))
 
 
 #: The two depths replayed for a deeper model: by the lower one every kind of block is there
@@ -239,7 +270,8 @@ def _line(one: StepPeak, two: StepPeak, at: float) -> StepPeak:
                 k: round(v + at * (two.phases[phase][k] - v)) for k, v in one.phases[phase].items()
             }
             for phase in PHASES
-        }
+        },
+        tuple(sorted({*one.unmeasured, *two.unmeasured})),
     )
 
 
@@ -277,13 +309,20 @@ def step_peak(
     return _line(low, high, depth - SHALLOW_DEPTHS[0])
 
 
+#: The batch sizes the line in the batch size is fitted at: from 2, since a BatchNorm refuses a
+#: batch of one where a stage is 1×1, and at one sample oneDNN's blocking (the kernel scratch) is
+#: furthest from linear (vit 1e6: a phase whose bytes fell from batch 1 to 2).
+FIT_BATCHES = (2, 4)
+
+
 @dataclass(frozen=True)
 class BatchAffine:
     """A step's peak against its batch size: each phase's bytes are ``fixed + per_sample·B``.
 
     ``fixed_bytes`` and ``per_sample_bytes`` are the line of the phase that peaks at large
-    batches (the largest per-sample bytes); ``bytes_at`` is exact at every batch (the largest
-    phase there) and ``largest_batch`` solves it for a budget."""
+    batches (the largest per-sample bytes); ``bytes_at`` is the largest phase at a batch and
+    ``largest_batch`` the batch where it meets a budget: a first guess that the ``max`` batch's
+    search (``predict.batch``) checks against replays at that batch."""
 
     phases: dict[str, tuple[int, int]]
 
@@ -302,15 +341,13 @@ class BatchAffine:
     def bytes_at(self, batch_size: int) -> int:
         return max(fixed + per_sample * batch_size for fixed, per_sample in self.phases.values())
 
-    def largest_batch(self, budget_bytes: int) -> int:
-        """The largest batch whose peak fits ``budget_bytes`` (0: not even one sample)."""
+    def largest_batch(self, budget_bytes: int, top: int) -> int:
+        """The largest batch in 0..``top`` on the lines within ``budget_bytes``: a phase whose
+        bytes do not grow with the batch bounds nothing (its slope may even be negative)."""
         fits = [
-            (budget_bytes - fixed) // per_sample if per_sample else None
-            for fixed, per_sample in self.phases.values()
+            (budget_bytes - fixed) // slope for fixed, slope in self.phases.values() if slope > 0
         ]
-        if any(fixed > budget_bytes for fixed, _ in self.phases.values()):
-            return 0
-        return max(0, min(f for f in fits if f is not None))
+        return max(0, min([top, *fits]))
 
 
 def affine_in_batch(
@@ -322,23 +359,18 @@ def affine_in_batch(
     checkpointing: str = "none",
     device: torch.device | str = "cpu",
 ) -> BatchAffine:
-    """The peak's fixed and per-sample bytes, per phase, from replays at batch sizes 1 and 2."""
-
-    def at(b: int) -> StepPeak:
-        return step_peak(
-            family_name, cfg, b, precision, optimizer, implementation, checkpointing, device
-        )
-
-    one, two = at(1), at(2)  # a batch of 0 would be a line through them at -1
-    return BatchAffine(
-        {
-            phase: (
-                2 * one.phases[phase]["total"] - two.phases[phase]["total"],
-                two.phases[phase]["total"] - one.phases[phase]["total"],
-            )
-            for phase in PHASES
-        }
-    )
+    """The peak's fixed and per-sample bytes, per phase, from replays at ``FIT_BATCHES``."""
+    (b1, one), (b2, two) = (
+        (b, step_peak(family_name, cfg, b, precision, optimizer, implementation, checkpointing,
+                      device))
+        for b in FIT_BATCHES
+    )  # fmt: skip
+    lines = {}
+    for phase in PHASES:
+        y1, y2 = one.phases[phase]["total"], two.phases[phase]["total"]
+        slope = (y2 - y1) // (b2 - b1)
+        lines[phase] = (y1 - slope * b1, slope)
+    return BatchAffine(lines)
 
 
 def live_bytes_of(make: Callable[[], object], device: torch.device | str = "cpu") -> int:

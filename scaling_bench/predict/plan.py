@@ -56,6 +56,8 @@ class TrainMemory:
     kernel_scratch_bytes: int = 0
     peak_phase: str = ""
     phases: dict[str, int] = field(default_factory=dict)
+    #: The ops whose kernel scratch the probe could not measure, counted as none.
+    kernel_scratch_unmeasured: tuple[str, ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -88,6 +90,7 @@ class TrainMemory:
             kernel_scratch_bytes=parts["kernel_scratch"],
             peak_phase=peak.peak_phase,
             phases={phase: p["total"] for phase, p in peak.phases.items()},
+            kernel_scratch_unmeasured=peak.unmeasured,
         )
 
     def to_dict(self) -> dict[str, int]:

@@ -16,6 +16,7 @@ from scaling_bench.analysis.busy import machine_busy_line
 from scaling_bench.core.units import fmt_bytes
 from scaling_bench.engine.isolation import FOREIGN_PROCESSES
 from scaling_bench.meters.foreign_load import BUSY_SHARE
+from scaling_bench.meters.latency import WITHIN_ONE_PROCESS
 from scaling_bench.report.terminal import FittedTable, TextColumn
 from scaling_bench.store.records import RESULTS_FILE, load_records
 from scaling_bench.workloads.base import Column, ordered
@@ -69,6 +70,21 @@ THROTTLED_NOTE = (
     f"{THROTTLED_MARK} throttled: the GPU capped its clocks (power, thermal or hardware slowdown) "
     "in some of the timed blocks; see each metric's throttle_reasons"
 )
+
+
+WITHIN_PROCESS_NOTE = (
+    "latency figures are settled within their worker process only: between separate runs they "
+    "move far more than their intervals (gpt 1e6 TPOT 0.52-1.46 ms over five runs); "
+    "--processes N measures them across N workers"
+)
+
+
+def settled_within_one_process(records: list[dict]) -> bool:
+    return any(
+        isinstance(m, dict) and m.get("settled_within") == WITHIN_ONE_PROCESS
+        for r in records
+        for m in r["metrics"].values()
+    )
 
 
 def throttled(records: list[dict]) -> bool:
@@ -142,6 +158,8 @@ def summarize_run(
         console.print(UNSETTLED_NOTE)
     if busy(records):
         console.print(BUSY_LEGEND)
+    if settled_within_one_process(records):
+        console.print(WITHIN_PROCESS_NOTE)
     if throttled(records):
         console.print(THROTTLED_NOTE)
     if shared := shared_device(records):

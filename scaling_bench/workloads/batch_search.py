@@ -1,8 +1,10 @@
-"""A ``max`` batch confirmed by a real step, and backed off where it does not fit.
+"""A ``max`` batch confirmed by a real steady step, and backed off where it does not fit.
 
 The predicted batch (``predict.batch``) is tried with one step of the case's largest workload
 (a training step where the case trains) on the eager module, so a compiled case still compiles
-cold in its workloads. The step does not fit when it runs out of memory (CUDA raises) or when
+cold in its workloads. A training step is measured after a warm-up step, as the prediction is
+made: the optimizer's state exists, as in every step but the first (a first step peaks lower by
+the state it creates). The step does not fit when it runs out of memory (CUDA raises) or when
 its measured peak passes the limit (a CPU does not raise: it swaps, or the kernel kills the
 process): the peak of allocated bytes on CUDA, of live tensor bytes on a CPU. Then the batch
 shrinks by the measured overshoot, or by ``BACKOFF`` after an error, and is tried again. The
@@ -22,7 +24,7 @@ from scaling_bench.core.metrics import NEITHER, MetricSpec, register
 from scaling_bench.core.stats import single
 from scaling_bench.meters.memory import PeakMemory
 from scaling_bench.meters.tensor_memory import storage_bytes
-from scaling_bench.predict.batch import MARGIN, MAX_BATCH, BatchFit
+from scaling_bench.predict.batch import MAX_BATCH, BatchFit
 from scaling_bench.workloads.base import ordered
 from scaling_bench.workloads.steps import forward_step, train_step
 
@@ -84,6 +86,15 @@ def try_step(
     return peaks.metrics()["peak_gpu_allocated_bytes"]["value"]
 
 
+def _warmed_up(step: Callable[[], object]) -> bool:
+    """Run ``step`` once, so the optimizer's state exists; False where it ran out of memory."""
+    try:
+        step()
+    except (torch.OutOfMemoryError, MemoryError):
+        return False
+    return True
+
+
 def search(fit: BatchFit, attempt: Callable[[int], int | None]) -> tuple[int, int, int]:
     """From the predicted batch down: the first batch whose ``attempt`` (its peak bytes, None
     for out of memory) stays within the limit; (batch, back-offs, its peak bytes)."""
@@ -92,7 +103,7 @@ def search(fit: BatchFit, attempt: Callable[[int], int | None]) -> tuple[int, in
         peak = attempt(batch)
         if peak is not None and peak <= fit.limit_bytes:
             return batch, backoffs, peak
-        scale = BACKOFF if peak is None else (1 - MARGIN) * fit.limit_bytes / peak
+        scale = BACKOFF if peak is None else fit.limit_bytes / peak
         batch = min(batch - 1, int(batch * scale))
         if batch < 1:
             break
@@ -115,6 +126,8 @@ def confirm(setup: CaseSetup, fit: BatchFit) -> dict[str, dict]:
             )
         else:
             step = forward_step(setup.model, setup.batch[0], precision=setup.precision)
+        if trains and not _warmed_up(step):
+            return None
         setup.optimizer.zero_grad(set_to_none=True)  # the meter sees only frees of its own
         state = [
             t for v in setup.optimizer.state.values() for t in v.values() if torch.is_tensor(t)

@@ -115,6 +115,8 @@ def _memory_metrics(memory: TrainMemory, peak_name: str, suffix: str) -> dict[st
     with the phase it falls in, each phase's peak and the parts at the peak beside it."""
     parts = {part: asdict(memory)[f"{part}_bytes"] for part in _PARTS}
     where = {"phase": memory.peak_phase, "phases": memory.phases, "parts": parts}
+    if memory.kernel_scratch_unmeasured:
+        where["kernel_scratch_unmeasured"] = list(memory.kernel_scratch_unmeasured)
     out = {peak_name: single(memory.total_bytes, "bytes") | where}
     for part in _PARTS:
         out[f"train_{part}_bytes{suffix}"] = single(parts[part], "bytes")
