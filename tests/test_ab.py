@@ -69,6 +69,25 @@ def test_sides_with_different_rounds_are_tested_unpaired_and_say_so(capsys, tmp_
     assert "unpaired" in report["rows"][0]["note"]
 
 
+def test_a_hundredfold_slowdown_over_two_rounds_fails_the_gate(capsys, tmp_path) -> None:
+    """Reproduces ``ab --rounds 2`` passing a 131x slowdown: base drifted 20% between its rounds
+    while the slow side did not, so the two pairs disagree and one degree of freedom leaves the
+    t-test at p = 0.012."""
+    base = synthetic.write(tmp_path / "b", rounds_of([1.0, 1.2]))
+    slow = synthetic.write(tmp_path / "c", rounds_of([131.0, 132.0]))
+    code, report, _ = compare(capsys, base, slow, "--metric", "train_step_s", "--paired")
+    (row,) = report["rows"]
+    assert row["p_value"] > 0.01 and row["verdict"] == "regressed" and code == 1
+    assert "beyond 10× the rounds' spread" in row["note"]
+
+
+def test_a_move_within_ten_times_the_rounds_spread_needs_the_t_test(capsys, tmp_path) -> None:
+    base = synthetic.write(tmp_path / "b", rounds_of([1.0, 1.2]))
+    slower = synthetic.write(tmp_path / "c", rounds_of([1.3, 1.45]))
+    code, report, _ = compare(capsys, base, slower, "--metric", "train_step_s", "--paired")
+    assert code == 0 and report["rows"][0]["verdict"] == "inconclusive"
+
+
 class FakeRuns:
     """Stands in for ``scaling-bench run``: each side-round writes one case whose step time is
     the side's factor times the round's machine speed; calls are logged in order."""
@@ -186,6 +205,48 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, named) -> None
     assert not (tmp_path / "ab").exists()
 
 
+@pytest.mark.parametrize("rounds", ["abc", [1], 1, 10**9])
+def test_an_edited_plan_file_of_the_wrong_type_is_named_in_one_line(capsys, tmp_path, rounds):
+    out = tmp_path / "ab"
+    out.mkdir()
+    kept = plan(tmp_path).to_dict() | {"rounds": rounds}
+    (out / "ab.json").write_text(json.dumps(kept))
+    code = main(["ab", "--base", str(running_tree()), "--out", str(out), "--rounds", "2",
+                 "--", "--families", "mlp"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert f"{out / 'ab.json'}: rounds: " in err[0]
+    assert not (out / "rounds").exists()
+
+
+def test_a_relative_out_holds_every_round_though_each_side_runs_in_its_tree(
+    capsys, monkeypatch, tmp_path: Path
+) -> None:
+    """Reproduces ``ab --out <relative dir>``: each side-round runs in its side's tree, where
+    a relative folder named another place, and the verdict found no records."""
+    import scaling_bench.engine.ab as ab
+
+    tree = tmp_path / "tree"
+    (tree / "scaling_bench").mkdir(parents=True)
+    (tree / "scaling_bench" / "__init__.py").write_text("")
+    fake = FakeRuns({"base": 1.0, "current": 1.0})
+
+    def in_tree(side: Side, run_args: Sequence[str], folder: Path) -> None:
+        fake(side, run_args, Path(side.tree, folder))  # a run started in the side's tree
+
+    real_run_ab = ab.run_ab
+    monkeypatch.setattr(ab, "run_ab", lambda plan, out: real_run_ab(plan, out, in_tree))
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    monkeypatch.chdir(caller)
+    code = main(["ab", "--base", str(tree), "--current", str(tree), "--rounds", "2",
+                 "--out", "rel", "--json", "--", "--families", "mlp"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert len(fake.calls) == 4 and not (tree / "rel").exists()
+    (record,) = load_records(caller / "rel" / "current" / RESULTS_FILE)
+    assert len(record["metrics"]["train_step_s"]["process_values"]) == 2
+
+
 def test_a_base_that_is_neither_revision_nor_tree_is_named(capsys, tmp_path: Path) -> None:
     code = main(["ab", "--base", "no-such-rev", "--", "--families", "mlp"])
     err = capsys.readouterr().err
@@ -195,11 +256,12 @@ def test_a_base_that_is_neither_revision_nor_tree_is_named(capsys, tmp_path: Pat
 @pytest.mark.slow
 def test_an_ab_of_real_runs_pairs_its_rounds_and_names_the_thread_difference(tmp_path) -> None:
     """Two rounds of a tiny forward case, the current side under OMP_NUM_THREADS=1: each side
-    runs its own tree's ``run``; the gate's JSON names the thread difference."""
+    runs its own tree's ``run`` into the relative ``--out``; the gate's JSON names the thread
+    difference."""
     out = tmp_path / "ab"
     command = [sys.executable, "-m", "scaling_bench.frontends.cli", "ab", "--base",
                str(running_tree()), "--current-env", "OMP_NUM_THREADS=1", "--rounds", "2",
-               "--out", str(out), "--json", "--", "--families", "mlp", "--sizes", "1e4",
+               "--out", "ab", "--json", "--", "--families", "mlp", "--sizes", "1e4",
                "--workloads", "forward", "--budget", "0.05"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode in (0, 1), done.stderr

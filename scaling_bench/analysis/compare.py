@@ -9,7 +9,9 @@ and whether it is counted (bytes on disk: exact, taken at face value, no test ne
 Paired (``scaling-bench ab``, ``compare --paired``): process *i* of BASE ran beside process *i*
 of CURRENT, minutes apart on the same machine, so the machine's drift between runs cancels in
 their ratio. The test is then a one-sample t-test of the per-pair log ratios against zero, and
-the ratio shown is their geometric mean: what a user computes by hand from the pairs.
+the ratio shown is their geometric mean: what a user computes by hand from the pairs. A move
+every pair makes far beyond the noise the rounds showed (``FAR_BEYOND``) fails the gate even
+where too few rounds leave the t-test without power.
 
 Unpaired, the samples' p says only that the two *processes* differed (and per-process values
 of runs minutes apart still drift apart as a whole): a move then regresses only if it also
@@ -120,6 +122,24 @@ def paired_test(logs: Sequence[float]) -> tuple[float, float]:
     return ratio, float(stats.ttest_1samp(logs, 0.0).pvalue)
 
 
+#: How many times the machine's largest round-to-round spread a move must exceed, in every
+#: pair, to count without the t-test: with 2 rounds (1 degree of freedom) the test misses even
+#: a 100-fold slowdown whose pairs disagree, while such a move under pure noise is rarer than
+#: ``ALPHA`` (0.3% of 2-round A/Bs of normal noise, 0.001% of 3-round ones, simulated).
+FAR_BEYOND = 10.0
+
+
+def far_beyond_noise(base: dict, current: dict, logs: Sequence[float], threshold: float) -> bool:
+    """Whether every pair moved the same way beyond ``threshold`` by more than ``FAR_BEYOND``
+    times the noise the machine showed: the larger log spread of either side's own rounds."""
+    noise = max(
+        math.log(max(v) / min(v)) for v in (_process_values(base), _process_values(current))
+    )
+    smallest = min(abs(x) for x in logs)
+    same_way = all(x > 0 for x in logs) or all(x < 0 for x in logs)
+    return same_way and smallest > math.log1p(threshold) and smallest > FAR_BEYOND * noise
+
+
 def significance(base: dict, current: dict) -> float | None:
     """p-value that the two metrics differ; ``None`` where there is nothing to test."""
     if per_process(base, current):
@@ -222,6 +242,8 @@ def _judged(
             note = f"{counts[0]} vs {counts[1]} processes cannot reach p < {alpha:g}"
             return ratio, p, "inconclusive", "; ".join(filter(None, (note, unpaired)))
     if p >= alpha:
+        if logs is not None and far_beyond_noise(base, current, logs, threshold):
+            return ratio, p, moved, f"every pair beyond {FAR_BEYOND:g}× the rounds' spread"
         return ratio, p, "inconclusive", "; ".join(filter(None, ("within noise", unpaired)))
     if drift is not None and logs is None:
         drift = max(filter(None, (process_drift(base, current), drift)), key=_bound(alpha))

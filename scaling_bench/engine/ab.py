@@ -36,7 +36,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, TypeAdapter, with_config
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 import scaling_bench
 from scaling_bench.core.errors import UserError
@@ -49,6 +52,7 @@ from scaling_bench.store.records import (
     load_records,
     replace_records,
 )
+from scaling_bench.store.schema import validated
 
 PLAN_FILE = "ab.json"
 ROUNDS_DIR = "rounds"
@@ -222,6 +226,29 @@ def run_side(side: Side, run_args: Sequence[str], folder: Path) -> None:
         raise UserError(f"{folder.name}: the {side.name} side's run failed: {last}")
 
 
+@with_config(ConfigDict(strict=True, extra="forbid"))
+class _SideFile(TypedDict):
+    name: str
+    given: str
+    tree: str
+    revision: str | None
+    env: dict[str, str]
+
+
+@with_config(ConfigDict(strict=True, extra="forbid"))
+class _PlanFile(TypedDict):
+    """``ab.json`` as ``_write_plan`` writes it: checked whole on reading, since a user may
+    edit it (more ``rounds``) and a wrong type must be named, not met deep in a round."""
+
+    base: _SideFile
+    current: _SideFile
+    run_args: list[str]
+    rounds: Annotated[int, Field(ge=2, le=MAX_PROCESSES)]
+
+
+_PLAN_FILE = TypeAdapter(_PlanFile)
+
+
 def _check_plan(out: Path, plan: Plan) -> Plan:
     """The plan to run: ``plan``, or the folder's own where it is the same A/B; ``rounds`` may
     grow (more pairs), never shrink what is recorded."""
@@ -232,6 +259,7 @@ def _check_plan(out: Path, plan: Plan) -> Plan:
         kept = json.loads(path.read_text())
     except (OSError, ValueError):
         raise UserError(f"{path}: unreadable; move it away or use another --out") from None
+    kept = validated(_PLAN_FILE, kept, str(path))
     mine = plan.to_dict()
     for key in ("base", "current", "run_args"):
         if kept.get(key) != mine[key]:
@@ -239,7 +267,7 @@ def _check_plan(out: Path, plan: Plan) -> Plan:
                 f"{out} holds another A/B (its {key} differs: {json.dumps(kept.get(key))}); "
                 "use another --out"
             )
-    return replace(plan, rounds=max(plan.rounds, int(kept.get("rounds", plan.rounds))))
+    return replace(plan, rounds=max(plan.rounds, kept["rounds"]))
 
 
 def _write_plan(out: Path, plan: Plan) -> None:
@@ -260,6 +288,7 @@ def run_ab(
     with ResultsLock(out):
         plan = _check_plan(out, plan)
         _write_plan(out, plan)
+        progress(f"ab: BASE {plan.base.label}; CURRENT {plan.current.label}; into {out}")
         for r in range(plan.rounds):
             times = []
             for side in plan.order(r):

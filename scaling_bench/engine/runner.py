@@ -44,7 +44,7 @@ from scaling_bench.store.records import (
     RESULTS_FILE,
     append_record,
     ensure_writable_dir,
-    load_records,
+    iter_records,
     make_record,
     problem_with,
 )
@@ -144,7 +144,7 @@ def _run_locked(
 ) -> list[dict[str, Any]]:
     """``run_cases`` while this process holds the results folder's lock."""
     results_path = out_dir / RESULTS_FILE
-    recorded = {r["case_id"]: r for r in load_records(results_path)}
+    recorded = {r["case_id"]: r["case"] for r in iter_records(results_path)}  # all it reads
     ids = [case.case_id for case in cases]
     already = [case_id for case_id in ids if case_id in recorded]
     if already and not resume:
@@ -317,11 +317,11 @@ def _check_same_workloads(
     would silently lack the new ones: refused with the reason instead (the case id leaves the
     workloads out, as it leaves out every setting that is not an axis of the grid)."""
     for case in cases:
-        record = recorded.get(case.case_id)
+        held_case = recorded.get(case.case_id)  # the ``case`` of its record
         wanted = case.to_dict().get("workloads")
-        if record is None or wanted is None or not isinstance(record.get("case"), dict):
+        if wanted is None or not isinstance(held_case, dict):
             continue
-        held = record["case"].get("workloads")
+        held = held_case.get("workloads")
         if held is not None and list(held) != list(wanted):
             raise UserError(
                 f"{results_path} holds case {case.case_id} run with workloads "

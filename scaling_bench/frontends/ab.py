@@ -9,7 +9,6 @@ each, then compares the pooled sides pair by pair and exits as ``compare`` does.
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -92,9 +91,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
         absolute_paths(run_args, cwd),
         args.rounds,
     )
-    out = Path(args.out or f"results/ab-{datetime.now():%Y%m%d-%H%M%S}")
-    print(f"ab: BASE {plan.base.label}; CURRENT {plan.current.label}; into {out}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    # Absolute before anything runs: each side-round starts in its own tree.
+    out = cwd / Path(args.out or f"results/ab-{datetime.now():%Y%m%d-%H%M%S}").expanduser()
     plan = run_ab(plan, out)
     comparison = compare_runs(
         load_run(out / "base"), load_run(out / "current"), threshold, args.metric, paired=True

@@ -336,9 +336,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _report(source: Path, html_path: Path, markdown: Path | None, echo_markdown: bool) -> None:
     from scaling_bench.report.html import build_html
     from scaling_bench.report.markdown import build_markdown
-    from scaling_bench.store.foreign import read_records
+    from scaling_bench.store.foreign import stream_records
+    from scaling_bench.store.records import without_samples
 
-    records = read_records(source)
+    records = [without_samples(r) for r in stream_records(source)]  # shown: their summaries
     _write(html_path, build_html(records, str(source)))
     summary = build_markdown(records, str(source))
     if markdown:

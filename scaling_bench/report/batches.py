@@ -3,7 +3,9 @@ case of the run that was measured at two batch sizes or more (``--batch-sizes 1,
 
 Throughput is measured only (nothing predicts a step's time); memory is drawn measured (markers)
 beside its prediction (dotted), under the measured peak's name the workload predicts. A ``max``
-case sits at the batch its search settled on. Nothing measured, nothing drawn.
+case sits at the batch its search settled on. Nothing measured, nothing drawn. The lines of one
+series (every size of it) share a colour, an artist and a legend entry: a grid of thousands of
+cases draws in time linear in its records, with a legend that stays readable.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import math
 from collections import defaultdict
 from dataclasses import replace
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from scaling_bench.analysis.fits import paired_metrics, throughput_metric, timed_workloads
 from scaling_bench.config.case import Case
 from scaling_bench.report.tables import metric_label
 
+#: Entries a legend lists at most; its title says how many it leaves out.
+LEGEND_ENTRIES = 12
 MISSING = "No case was measured at two batch sizes or more (--batch-sizes 8,64,max)."
 
 
@@ -47,38 +52,75 @@ def _lines(groups: dict[str, list[dict]], workload: str) -> dict[str, list[tuple
     return {k: sorted(v, key=lambda p: p[0]) for k, v in lines.items() if len(v) > 1}
 
 
+def _by_series(lines: dict[str, list[tuple[int, dict]]]) -> dict[str, list[list[tuple[int, dict]]]]:
+    """The lines grouped by their series (the case without batch and size): one colour and one
+    legend entry each, however many sizes the grid has."""
+    series: dict[str, list[list[tuple[int, dict]]]] = defaultdict(list)
+    for points in lines.values():
+        case = replace(Case.from_dict(points[0][1]["case"]), batch_size=None)
+        series[case.series_id].append(points)
+    return dict(sorted(series.items()))
+
+
+def _joined(lines: list[list[tuple[float, float]]]) -> tuple[list[float], list[float]]:
+    """Several lines as one, NaN between them: one artist draws them all, as separate lines."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for line in lines:
+        xs += [x for x, _ in line] + [math.nan]
+        ys += [y for _, y in line] + [math.nan]
+    return xs, ys
+
+
+def bounded_legend(ax: Axes, noun: str) -> None:
+    """A legend of at most ``LEGEND_ENTRIES`` entries, titled with how many there are: a grid of
+    many series stays readable, and drawing it stays cheap."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    shown = min(len(handles), LEGEND_ENTRIES)
+    title = f"first {shown} of {len(handles)} {noun}" if shown < len(handles) else None
+    ax.legend(handles[:shown], labels[:shown], fontsize="x-small", title=title,
+              title_fontsize="x-small")  # fmt: skip
+
+
 def batch_figure(groups: dict[str, list[dict]], workload: str) -> Figure | None:
-    lines = _lines(groups, workload)
-    if not lines:
+    series = _by_series(_lines(groups, workload))
+    if not series:
         return None
     fig = Figure(figsize=(10.4, 3.9), layout="constrained")
     rate_ax, memory_ax = fig.subplots(1, 2)
-    for i, (line, points) in enumerate(sorted(lines.items())):
+    rate_name = throughput_metric(workload)
+    for i, (name, lines) in enumerate(series.items()):
         colour = f"C{i % 10}"
-        batches = [b for b, _ in points]
-        rates = [_value(r, "metrics", throughput_metric(workload)) for _, r in points]
-        rate_ax.plot(batches, rates, "o-", color=colour, label=line)
-        paired = {s.name for _, r in points for s in paired_metrics(r)}
-        for name in sorted(n for n in paired if n.startswith(f"{workload}_")):
+        rates = [[(b, _value(r, "metrics", rate_name)) for b, r in points] for points in lines]
+        rate_ax.plot(*_joined(rates), "o-", color=colour, label=name)
+        paired = {s.name for points in lines for _, r in points for s in paired_metrics(r)}
+        for metric in sorted(n for n in paired if n.startswith(f"{workload}_")):
             rows = [
-                (b, m, p)
-                for b, r in points
-                if (m := _value(r, "metrics", name)) and (p := _value(r, "predicted", name))
+                [
+                    (b, m, p)
+                    for b, r in points
+                    if (m := _value(r, "metrics", metric)) and (p := _value(r, "predicted", metric))
+                ]
+                for points in lines
             ]
-            if rows:
-                xs, measured, predicted = zip(*rows, strict=True)
-                memory_ax.plot(xs, measured, "o-", color=colour, label=line)
-                memory_ax.plot(xs, predicted, ":", color=colour)
+            if not any(rows):
+                continue
+            memory_ax.plot(*_joined([[(b, m) for b, m, _ in row] for row in rows]), "o-",
+                           color=colour)  # fmt: skip
+            memory_ax.plot(*_joined([[(b, p) for b, _, p in row] for row in rows]), ":",
+                           color=colour)  # fmt: skip
     rate_ax.set(
         xscale="log",
         yscale="log",
         xlabel="batch size",
         ylabel="samples/s",
-        title=f"{metric_label(throughput_metric(workload))} against batch size",
+        title=f"{metric_label(rate_name)} against batch size",
     )
     memory_ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="bytes",
                   title=f"{workload} peak memory (dotted: predicted)")  # fmt: skip
-    rate_ax.legend(fontsize="x-small")
+    bounded_legend(rate_ax, "series")
     return fig
 
 

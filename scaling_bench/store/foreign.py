@@ -31,6 +31,7 @@ import ast
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -45,7 +46,7 @@ from scaling_bench.config.sizes import parse_size
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.stats import scaled, summarize
 from scaling_bench.models import FAMILY_NAMES
-from scaling_bench.store.records import RESULTS_FILE, load_records
+from scaling_bench.store.records import RESULTS_FILE, iter_records
 from scaling_bench.store.schema import METRIC, Count, Finite, validated
 
 ASV_API_VERSION = 2
@@ -178,17 +179,20 @@ class Run:
     cases: dict[str, CaseResult]
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a results folder (or its ``results.jsonl``); at least one, or a UserError."""
+def stream_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a results folder (or its ``results.jsonl``), streamed (a reader holds only
+    what it keeps of each); at least one, or a UserError."""
     path = Path(path)
     results = path / RESULTS_FILE if path.is_dir() else path
     if not results.exists():
         where = f"no {RESULTS_FILE} in {path}" if path.is_dir() else "no such file or folder"
         raise UserError(f"{path}: {where}")
-    records = load_records(results)
-    if not records:
+    empty = True
+    for record in iter_records(results):
+        empty = False
+        yield record
+    if empty:
         raise UserError(f"{results}: holds no records")
-    return records
 
 
 def load_run(path: Path) -> Run:
@@ -198,14 +202,12 @@ def load_run(path: Path) -> Run:
     """
     path = Path(path)
     if path.is_dir() or path.suffix == ".jsonl" or not path.exists():
-        records = read_records(path)
-        cases = {
-            r["case_id"]: CaseResult(
+        cases = {}
+        for r in stream_records(path):  # one at a time: only what the comparison reads is kept
+            cases[r["case_id"]] = CaseResult(
                 r["case_id"], r["case"].get("family", ""), r["status"], _per_sample(r["metrics"])
             )
-            for r in records
-        }
-        return Run(str(path), "scaling-bench", records[-1]["env"], cases)
+        return Run(str(path), "scaling-bench", r["env"], cases)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

@@ -24,7 +24,7 @@ in one write, fsync'd, cut back if it fails part-way: ``out`` gets all of them o
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,8 @@ from scaling_bench.store.records import (
     RESULTS_FILE,
     append_text,
     ensure_writable_dir,
-    load_records,
     needs_separator,
+    numbered_records,
 )
 
 
@@ -69,16 +69,11 @@ def _canonical(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, allow_nan=False)
 
 
-def _lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """The file's records, validated, with their line numbers."""
-    records = load_records(path)  # validates every line, or names the first bad one
-    if not records:  # none, or no file
-        return []
-    text = path.read_text(encoding="utf-8")
-    numbers = (n for n, line in enumerate(text.split("\n"), start=1) if line.strip())
-    # Read twice, but a results file only grows: a record a writer appended in between only
-    # lengthens the second read, past the records numbered here.
-    return list(zip(numbers, records, strict=False))
+def _lines(path: Path) -> Iterator[tuple[str, str, str]]:
+    """(case id, record as the store writes it, where) per record of the file, validated and
+    streamed: a merge holds each record as its one line of text, never as a parsed object."""
+    for n, record in numbered_records(path):
+        yield record["case_id"], _canonical(record), f"{path} line {n}"
 
 
 def merge_results(sources: Sequence[Path], out: Path) -> Merged:
@@ -86,10 +81,10 @@ def merge_results(sources: Sequence[Path], out: Path) -> Merged:
     if not sources:
         raise UserError("merge: name at least one results folder or file to merge")
     files = [results_file(source) for source in sources]
-    records = [(record, f"{path} line {n}") for path in files for n, record in _lines(path)]
+    records = [found for path in files for found in _lines(path)]
     seen: dict[str, tuple[str, str]] = {}
-    for record, where in records:  # the sources' conflicts, before anything is created
-        _keep(seen, record, where)
+    for record in records:  # the sources' conflicts, before anything is created
+        _keep(seen, *record)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: not a folder (merge writes {out / RESULTS_FILE})")
@@ -97,18 +92,16 @@ def merge_results(sources: Sequence[Path], out: Path) -> Merged:
     target = out / RESULTS_FILE
     with ResultsLock(out):
         kept: dict[str, tuple[str, str]] = {}  # case id -> (record as JSON, where it is)
-        for n, record in _lines(target):
-            _keep(kept, record, f"{target} line {n}")
-        new = [kept[r["case_id"]][0] for r, where in records if _keep(kept, r, where)]
+        for record in _lines(target):
+            _keep(kept, *record)
+        new = [line for case_id, line, where in records if _keep(kept, case_id, line, where)]
         _append(target, new)
     return Merged(target, len(records), len(new), len(kept))
 
 
-def _keep(kept: dict[str, tuple[str, str]], record: dict[str, Any], where: str) -> bool:
-    """Whether ``record`` is new (then kept); False for a copy of one kept; a UserError for a
-    different record of a case already kept."""
-    case_id = record["case_id"]
-    line = _canonical(record)
+def _keep(kept: dict[str, tuple[str, str]], case_id: str, line: str, where: str) -> bool:
+    """Whether the record ``line`` of ``case_id`` is new (then kept); False for a copy of one
+    kept; a UserError for a different record of a case already kept."""
     if case_id not in kept:
         kept[case_id] = (line, where)
         return True

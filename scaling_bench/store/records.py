@@ -21,7 +21,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,25 +114,52 @@ def _parse_line(path: Path, lineno: int, line: str) -> dict[str, Any]:
     return _check_record(record, where)
 
 
-def load_records(path: Path) -> list[dict[str, Any]]:
-    """Every record in the file, validated; a missing or empty file holds none."""
+def numbered_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each record in the file with its line number, in order, validated as it is read; a
+    missing file holds none. The file is streamed: a reader that keeps only what it shows of
+    each record holds one record at a time, however many the file has."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        f = open(path, "rb")  # noqa: SIM115 (closed below; a missing file is no records)
     except FileNotFoundError:
-        return []
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text at byte {exc.start} (corrupt)") from None
-    return [
-        _parse_line(path, lineno, line)
-        for lineno, line in enumerate(text.split("\n"), start=1)
-        if line.strip()
-    ]
+        return
+    with f:
+        offset = 0
+        for lineno, raw in enumerate(f, start=1):  # binary lines end at b"\n" only
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                at = offset + exc.start
+                raise UserError(f"{path}: not UTF-8 text at byte {at} (corrupt)") from None
+            offset += len(raw)
+            if line.strip():
+                yield lineno, _parse_line(path, lineno, line)
+
+
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    """``numbered_records`` without the numbers."""
+    return (record for _, record in numbered_records(path))
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    """Every record in the file, validated; a missing or empty file holds none."""
+    return list(iter_records(path))
+
+
+def without_samples(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its metrics' and predictions' raw ``samples`` left out."""
+    out = dict(record)
+    for section in ("metrics", "predicted"):
+        out[section] = {
+            name: {k: v for k, v in m.items() if k != "samples"} if isinstance(m, dict) else m
+            for name, m in record[section].items()
+        }
+    return out
 
 
 def done_case_ids(path: Path) -> set[str]:
     """Case ids that already have a record: every status is final, so these are not run again."""
-    return {record["case_id"] for record in load_records(path)}
+    return {record["case_id"] for record in iter_records(path)}
 
 
 def needs_separator(path: Path) -> bool:
