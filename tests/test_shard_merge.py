@@ -16,6 +16,7 @@ from scaling_bench.core.errors import UserError
 from scaling_bench.engine import campaign
 from scaling_bench.engine.protocol import Settings
 from scaling_bench.frontends.cli import main
+from scaling_bench.models import FAMILY_NAMES
 from scaling_bench.store.records import RESULTS_FILE, load_records
 
 TINY = ["--families", "mlp", "--sizes", "1e4,2e4,3e4", "--workloads", "checkpoint"]
@@ -37,8 +38,8 @@ def _ids(cases: list) -> list[str]:
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 60])
 def test_the_shards_partition_the_grid_the_same_way_every_time(count: int) -> None:
-    cases = _cases(precision="fp32,bf16", optimizer="adamw,sgd")  # 5 families x 3 sizes x 2 x 2
-    assert len(cases) == 60
+    cases = _cases(precision="fp32,bf16", optimizer="adamw,sgd")  # families x 3 sizes x 2 x 2
+    assert len(cases) == len(FAMILY_NAMES) * 3 * 2 * 2
     shards = split(cases, count)
     every = [case_id for shard in shards for case_id in _ids(shard)]
     assert Counter(every) == Counter(_ids(cases)), "each case in exactly one shard"
@@ -51,7 +52,8 @@ def test_the_shards_partition_the_grid_the_same_way_every_time(count: int) -> No
 
 def test_the_split_does_not_depend_on_the_order_the_grid_lists_its_cases() -> None:
     cases = _cases(precision="fp32,bf16")
-    listed = _cases(family="vit,gpt,mlp,resnet,cnn", precision="bf16,fp32")  # the same cases
+    families = ",".join(reversed(FAMILY_NAMES))
+    listed = _cases(family=families, precision="bf16,fp32")  # the same cases, listed otherwise
     assert set(_ids(listed)) == set(_ids(cases)) and _ids(listed) != _ids(cases)
     shuffled = list(cases)
     random.Random(1).shuffle(shuffled)
@@ -60,7 +62,7 @@ def test_the_split_does_not_depend_on_the_order_the_grid_lists_its_cases() -> No
 
 
 def test_each_shard_gets_its_share_of_every_size() -> None:
-    cases = _cases(target_params="1e4,1e5,1e6,1e7")  # 5 families x 4 sizes: round-robin over
+    cases = _cases(target_params="1e4,1e5,1e6,1e7")  # families x 4 sizes: round-robin over
     for shard in split(cases, 4):  # the grid's own order would give one shard every 1e7
         assert len({c.target_params for c in shard}) >= 3
 
