@@ -109,7 +109,7 @@ if sys.modules["__main__"].__spec__.name == "scaling_bench.engine.server":
     [
         (
             "raise RuntimeError('exploded in the server')",
-            "could not import: RuntimeError: exploded",
+            "could not import: --plugin server_only: raised RuntimeError while importing: exploded",
         ),
         ("os.kill(os.getpid(), signal.SIGKILL)", "ended before it was ready (killed by signal 9)"),
     ],

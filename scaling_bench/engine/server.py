@@ -26,6 +26,7 @@ import sys
 import tempfile
 import traceback
 
+from scaling_bench.core.errors import UserError
 from scaling_bench.engine import worker
 
 
@@ -78,7 +79,11 @@ def serve(runner_pid: int, plugins: list[str]) -> None:
     try:
         _imported(plugins)
     except BaseException as exc:  # the runner says why in one line, then runs without a server
-        reason = traceback.format_exception_only(exc)[-1].strip()
+        reason = (
+            str(exc)  # a plugin's import error, already one line naming the plugin
+            if isinstance(exc, UserError)
+            else traceback.format_exception_only(exc)[-1].strip()
+        )
         answers.write(json.dumps({"failed": reason}) + "\n")
         sys.exit(1)
     answers.write(json.dumps({"ready": os.getpid()}) + "\n")
