@@ -71,6 +71,10 @@ COMPILE_MODES = ("eager", "default", "max-autotune", "reduce-overhead")
 #: ``full``: every repeated block of the family recomputed in backward.
 CHECKPOINTING = ("none", "full")
 
+#: The sections of ``scaling-bench run --help``: what the grid holds, how each case computes,
+#: how it is measured, where it runs. (The command line adds its own flags to each.)
+GROUPS = ("grid", "recipe", "measuring", "distributed")
+
 _declared: dict[str, dict[str, tuple[bool, bool]]] = {}
 
 
@@ -115,6 +119,8 @@ class Axis:
     #: Former flags and grid-file keys that still name this axis (``--dtype``, ``dtypes``).
     aliases: tuple[str, ...] = ()
     key_aliases: tuple[str, ...] = ()
+    #: The section of ``scaling-bench run --help`` its flag is listed in (``GROUPS``).
+    group: str = "grid"
 
     def check_choice(self, value: Any, what: str) -> Any:
         if self.choices is not None and value is not None:
@@ -231,6 +237,7 @@ AXES: tuple[Axis, ...] = (
         flag="--precision", key="precisions", env="SCALING_BENCH_PRECISION", multi=True,
         token=lambda c: c.precision, choices=lambda: tuple(PRECISIONS),
         aliases=("--dtype",), key_aliases=("dtypes",),
+        group="recipe",
     ),
     Axis(
         "device", str, "cpu", "auto, cpu, cuda or cuda:N",
@@ -259,12 +266,14 @@ AXES: tuple[Axis, ...] = (
         flag="--optimizer", key="optimizer", env="SCALING_BENCH_OPTIMIZER", multi=True,
         token=lambda c: None if c.optimizer == DEFAULT_OPTIMIZER else c.optimizer,
         choices=lambda: OPTIMIZERS,
+        group="recipe",
     ),
     Axis(
         "compile", str, "eager", "torch.compile modes: " + ",".join(COMPILE_MODES),
         flag="--compile", key="compile", env="SCALING_BENCH_COMPILE", multi=True,
         token=lambda c: None if c.compile == "eager" else f"compile-{c.compile}",
         choices=lambda: COMPILE_MODES, noun="compile mode",
+        group="recipe",
     ),
     Axis(
         "activation_checkpointing", str, "none",
@@ -274,38 +283,46 @@ AXES: tuple[Axis, ...] = (
         token=lambda c: None if c.activation_checkpointing == "none"
         else f"ac-{c.activation_checkpointing}",
         choices=lambda: CHECKPOINTING, noun="activation checkpointing",
+        group="recipe",
     ),
     Axis("overrides", tuple, (), "config fields set per family", token=_overrides_token),
     Axis(
         "budget_s", Seconds, 5.0, "seconds of timing per workload",
         flag="--budget", key="budget_s",
+        group="measuring",
     ),
     Axis(
         "ci_target", Share, 0.02, "a timing settles when its median's 95% CI half-width is "
         "within this share of it (2%; the CPU quick grid: 5%)",
         flag="--ci-target", key="ci_target",
+        group="measuring",
     ),
     Axis(
         "timeout_s", Seconds, 300.0, "seconds per case, worker start included",
         flag="--timeout", key="timeout_s",
+        group="measuring",
     ),
     Axis(
         "nproc_per_node", Count, 1, "ranks on this node (one per GPU)",
         flag="--nproc-per-node", key="nproc_per_node",
+        group="distributed",
     ),
     Axis(
         "nnodes", Count, 1, "nodes, each running this same command",
         flag="--nnodes", key="nnodes",
+        group="distributed",
     ),
     Axis(
         "strategy", str | None, None, "ddp or fsdp: run each case under torchrun",
         flag="--strategy", key="strategy", token=_strategy_token, choices=lambda: STRATEGIES,
+        group="distributed",
     ),
     Axis("convergence", tuple, (), "the convergence workload's settings", token=_tokens_token),
     Axis(
         "isolation", str, "warn", "warn or error: keep, or record as skipped, a case whose GPU "
         "had other compute processes", flag="--isolation", key="isolation",
         choices=lambda: ("warn", "error"),
+        group="measuring",
     ),
     Axis(
         "prompt_len", Count | None, None, "inference: prompt tokens (default: half the context)",

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.optimizers import optimizer_slots
-from scaling_bench.models.datasets import DATASETS
 
 if TYPE_CHECKING:
     from scaling_bench.config.case import Case
@@ -80,6 +79,8 @@ class ConvergenceSettings:
             raise UserError(
                 f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}"
             )
+        from scaling_bench.models.datasets import DATASETS  # torch: not for --help or a reader
+
         if self.dataset not in DATASETS:
             raise UserError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
         for name in ("warmup_steps", "weight_decay", "z_loss"):

@@ -9,9 +9,11 @@ skipped with the reason.
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # imported when a hook runs: the precisions are known without torch
+    import torch
+    from torch import nn
 
 #: float8 matmuls (``torch._scaled_mm``) need 16-aligned dimensions; other layers stay bf16.
 _ALIGN = 16
@@ -19,6 +21,8 @@ MIN_CAPABILITY = (8, 9)
 
 
 def skip_reason(device: torch.device) -> str | None:
+    import torch
+
     device = torch.device(device)
     if device.type != "cuda":
         return "needs a CUDA device of compute capability 8.9 or more"
@@ -33,6 +37,8 @@ def skip_reason(device: torch.device) -> str | None:
 
 
 def _aligned(module: nn.Module, fqn: str) -> bool:
+    from torch import nn
+
     return (
         isinstance(module, nn.Linear)
         and module.in_features % _ALIGN == 0

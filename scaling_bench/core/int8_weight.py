@@ -16,13 +16,17 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from collections import Counter
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # imported when a hook runs: the precisions are known without torch
+    import torch
+    from torch import nn
 
 
 def backend(device: torch.device | str) -> str | None:
     """What quantizes the weights on ``device``: ``torchao``, ``torch.ao dynamic``, or None."""
+    import torch
+
     if importlib.util.find_spec("torchao") is not None:
         return "torchao"
     if torch.device(device).type == "cpu" and _quantized_engine() is not None:
@@ -31,11 +35,15 @@ def backend(device: torch.device | str) -> str | None:
 
 
 def _quantized_engine() -> str | None:
+    import torch
+
     engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
     return engines[0] if engines else None
 
 
 def skip_reason(device: torch.device | str) -> str | None:
+    import torch
+
     if backend(device) is not None:
         return None
     if torch.device(device).type == "cpu":
@@ -45,6 +53,8 @@ def skip_reason(device: torch.device | str) -> str | None:
 
 def untied_linears(model: nn.Module) -> list[str]:
     """Names of the Linear layers whose weight no other module shares."""
+    from torch import nn
+
     owners = Counter(id(p) for m in model.modules() for p in m.parameters(recurse=False))
     return [
         name
@@ -56,6 +66,8 @@ def untied_linears(model: nn.Module) -> list[str]:
 def convert(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` with its untied Linear weights in int8 (torchao in place; else a quantized
     copy of the modules, as ``quantize_dynamic`` returns)."""
+    import torch
+
     model.eval()
     names = set(untied_linears(model))
     if backend(device) == "torchao":

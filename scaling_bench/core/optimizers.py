@@ -10,11 +10,13 @@ in one kernel (none). PyTorch picks foreach on CUDA and the for-loop elsewhere w
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from scaling_bench.core.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where a step is made: the axes name optimizers without it
+    import torch
+    from torch import nn
 
 DEFAULT_OPTIMIZER = "adamw"
 #: Optimizer state tensors per parameter tensor, each the size of the parameter.
@@ -38,6 +40,8 @@ def optimizer_slots(name: str) -> int:
 
 def default_implementation(device: torch.device | str) -> str:
     """PyTorch's own choice when given none: foreach on CUDA, the for-loop elsewhere."""
+    import torch
+
     return "foreach" if torch.device(device).type == "cuda" else "for-loop"
 
 
@@ -50,6 +54,8 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """The optimizers whose state the memory prediction knows (``OPTIMIZER_STATE_SLOTS``), run
     by ``implementation`` (``IMPLEMENTATIONS``; None: the default for the parameters' device)."""
+    import torch
+
     optimizer_slots(name)
     params = list(params)
     if implementation is None:

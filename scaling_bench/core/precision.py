@@ -15,20 +15,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from scaling_bench.core import fp8, int8_weight
 from scaling_bench.core.errors import UserError
 
-#: The short names of the dtypes precisions are made of (the peak table's columns).
-DTYPE_NAMES = {
-    torch.float32: "fp32",
-    torch.bfloat16: "bf16",
-    torch.float16: "fp16",
-    torch.float8_e4m3fn: "fp8",
-}
+if TYPE_CHECKING:  # the dtypes are named, and torch imported when one is asked for, so that
+    import torch  # the axes, the help and the readers of records know the precisions without it
+    from torch import nn
+
+#: The short names of the dtypes precisions are made of (the peak table's columns), by torch name.
+DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "fp8"}
+
+
+def _dtype(name: str) -> torch.dtype:
+    import torch
+
+    return getattr(torch, name)
 
 
 def _runs_anywhere(device: torch.device) -> str | None:
@@ -41,6 +44,8 @@ def _unchanged(model: nn.Module, device: torch.device) -> nn.Module:
 
 def needs_cuda(device: torch.device) -> str | None:
     """The ``skip_reason`` of a precision that only CUDA devices have (TF32 tensor cores)."""
+    import torch
+
     return None if torch.device(device).type == "cuda" else "needs a CUDA device"
 
 
@@ -48,9 +53,10 @@ def needs_cuda(device: torch.device) -> str | None:
 class Precision:
     """How a case holds and computes its numbers.
 
-    ``param_dtype``: parameters, gradients and optimizer state (the checkpoint's dtype).
-    ``compute_dtype``: what matmuls run in; the peak FLOP/s that MFU divides by is this dtype's.
-    ``activation_dtype``: what activations are kept in (autocast's dtype where ``autocast``).
+    ``param`` (``param_dtype``): parameters, gradients and optimizer state (the checkpoint's
+    dtype). ``compute`` (``compute_dtype``): what matmuls run in; the peak FLOP/s that MFU divides
+    by is this dtype's. ``activation`` (``activation_dtype``): what activations are kept in
+    (autocast's dtype where ``autocast``). Each is a torch dtype's name (``"bfloat16"``).
     ``autocast``: forward and loss run under ``torch.autocast(activation_dtype)``; backward and the
     optimizer step do not. ``grad_scaler``: the loss is scaled (fp16's narrow range).
     ``tf32``: CUDA fp32 matmuls and convolutions may run as TF32 (else they are kept fp32).
@@ -58,10 +64,10 @@ class Precision:
     """
 
     name: str
-    param_dtype: torch.dtype
-    compute_dtype: torch.dtype
+    param: str
+    compute: str
     help: str
-    activation_dtype: torch.dtype | None = None
+    activation: str | None = None
     autocast: bool = False
     grad_scaler: bool = False
     tf32: bool = False
@@ -72,22 +78,36 @@ class Precision:
     convert: Callable[[nn.Module, torch.device], nn.Module] = _unchanged
 
     def __post_init__(self) -> None:
-        if self.activation_dtype is None:
-            object.__setattr__(self, "activation_dtype", self.param_dtype)
+        if self.activation is None:
+            object.__setattr__(self, "activation", self.param)
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return _dtype(self.param)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return _dtype(self.compute)
+
+    @property
+    def activation_dtype(self) -> torch.dtype:
+        return _dtype(self.activation)
 
     @property
     def peak_name(self) -> str:
         """The peak-table column MFU is measured against: the compute dtype's (TF32's here)."""
-        return "tf32" if self.tf32 else DTYPE_NAMES[self.compute_dtype]
+        return "tf32" if self.tf32 else DTYPE_NAMES[self.compute]
 
     @property
     def low_precision_copies(self) -> bool:
         """Whether the step holds weight copies in another dtype than the parameters (autocast
         casts each weight once per forward and keeps the copy for backward)."""
-        return self.autocast and self.activation_dtype != self.param_dtype
+        return self.autocast and self.activation != self.param
 
     def set_backends(self, device: torch.device | str) -> None:
         """On CUDA, let fp32 matmuls and convolutions run as TF32 exactly when ``tf32``."""
+        import torch
+
         if torch.device(device).type != "cuda":
             return
         mode = "tf32" if self.tf32 else "ieee"
@@ -98,6 +118,8 @@ class Precision:
         """What the forward and the loss run under: autocast for AMP precisions, else nothing."""
         if not self.autocast:
             return nullcontext()
+        import torch
+
         return torch.autocast(torch.device(device).type, dtype=self.activation_dtype)
 
 
@@ -119,20 +141,20 @@ def get(name: str, what: str = "--precision") -> Precision:
     return PRECISIONS[name]
 
 
-_F32, _BF16, _F16 = torch.float32, torch.bfloat16, torch.float16
+_F32, _BF16, _F16 = "float32", "bfloat16", "float16"
 register(Precision("fp32", _F32, _F32, "fp32 everywhere (TF32 off)"))
 register(Precision("tf32", _F32, _F32, "fp32 weights, TF32 matmuls (CUDA)", tf32=True,
                    skip_reason=needs_cuda))  # fmt: skip
 register(Precision("bf16", _BF16, _BF16, "pure bf16: weights, grads, optimizer state"))
 register(Precision("fp16", _F16, _F16, "pure fp16: weights, grads, optimizer state"))
 register(Precision("amp-bf16", _F32, _BF16, "autocast bf16 over fp32 weights", autocast=True,
-                   activation_dtype=_BF16))  # fmt: skip
+                   activation=_BF16))  # fmt: skip
 register(Precision("amp-fp16", _F32, _F16, "autocast fp16 over fp32 weights, loss scaling",
-                   activation_dtype=_F16, autocast=True, grad_scaler=True))  # fmt: skip
+                   activation=_F16, autocast=True, grad_scaler=True))  # fmt: skip
 
 # Precisions that transform the model keep their hooks in a module of their own.
-register(Precision("fp8", _F32, torch.float8_e4m3fn, "torchao float8 linears under bf16 autocast, "
-                   "fp32 weights (CUDA 8.9+)", activation_dtype=_BF16, autocast=True,
+register(Precision("fp8", _F32, "float8_e4m3fn", "torchao float8 linears under bf16 autocast, "
+                   "fp32 weights (CUDA 8.9+)", activation=_BF16, autocast=True,
                    skip_reason=fp8.skip_reason, convert=fp8.convert))  # fmt: skip
 register(Precision("int8-weight", _F32, _F32, "int8 Linear weights, inference only (torchao, "
                    "else PyTorch dynamic quantization on a CPU)", trains=False,

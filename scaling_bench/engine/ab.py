@@ -43,8 +43,6 @@ from typing_extensions import TypedDict  # pydantic needs this one on Python < 3
 
 import scaling_bench
 from scaling_bench.core.errors import UserError
-from scaling_bench.engine.processes import MAX_PROCESSES, combine_processes
-from scaling_bench.hardware.peaks import cache_file
 from scaling_bench.store.lock import ResultsLock
 from scaling_bench.store.records import (
     RESULTS_FILE,
@@ -124,6 +122,8 @@ def parse_env(pairs: Sequence[str], flag: str) -> dict[str, str]:
 
 
 def check_rounds(rounds: int) -> None:
+    from scaling_bench.engine.processes import MAX_PROCESSES  # scipy's statistics: not for --help
+
     if not 2 <= rounds <= MAX_PROCESSES:
         raise UserError(f"--rounds {rounds}: give 2 to {MAX_PROCESSES} (a pair needs two rounds)")
 
@@ -142,6 +142,8 @@ def _git(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
 
 def _revision_tree(given: str, cwd: Path) -> tuple[str, Path] | None:
     """(commit, its extracted tree) where ``given`` names a commit of the checkout at ``cwd``."""
+    from scaling_bench.hardware.peaks import cache_file  # torch: not for --help
+
     found = _git(["rev-parse", "--verify", "--quiet", f"{given}^{{commit}}"], cwd)
     if found.returncode != 0:
         return None
@@ -327,6 +329,8 @@ def pool(out: Path, plan: Plan) -> dict[str, int]:
     finished ``ok``, in order (``process_values`` pair up), or, where there is no such round,
     of every round it has; a side that failed a round takes that round's status and error, so
     a case that fails only in CURRENT fails the gate. Returns the paired rounds per case."""
+    from scaling_bench.engine.processes import combine_processes
+
     per_side = {side.name: _round_records(out, plan, side) for side in plan.sides}
     case_ids = list(dict.fromkeys(c for rounds in per_side.values() for rs in rounds for c in rs))
     paired: dict[str, int] = {}

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.units import fmt_bytes, fmt_count
 from scaling_bench.frontends import ab, check, frontier
+from scaling_bench.frontends.run_flags import add_plugin, add_run, add_set, axis_dest
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,18 +37,18 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", "--dtype", default="fp32")
     p.add_argument("--activation-checkpointing", default="none")
     p.add_argument("--optimizer", default="adamw")
-    _add_set(p, "KEY=VALUE")
+    add_set(p, "KEY=VALUE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_plan)
 
 
-def _add_set(p: argparse.ArgumentParser, metavar: str) -> None:
-    """``--set`` takes pairs; repeated, it accumulates (``--set a=1 --set b=2`` keeps both)."""
-    p.add_argument("--set", nargs="+", action="extend", default=[], metavar=metavar,
-                   dest="overrides", help="config fields, e.g. n_layer=12")  # fmt: skip
-
-
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from scaling_bench.engine import malloc
+
+    # The kernel-scratch probes of a cold plan run ops on real tensors of up to 256 MiB: with
+    # glibc's default heap each is a fresh mapping faulted in anew (vit 1e10: 2.2 M page faults,
+    # 4 s of system time); a steady heap reuses the pages (0.7 M faults, 1.5 s).
+    malloc.apply("steady")
     from scaling_bench.config.grid import config_values, parse_pairs
     from scaling_bench.config.sizes import parse_size
     from scaling_bench.models import family
@@ -109,70 +110,8 @@ def _print_plan(d: dict) -> None:
     Console().print(table)
 
 
-def _axis_dest(name: str) -> str:
-    return f"axis_{name}"
-
-
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    from scaling_bench.config.axes import AXES
-    from scaling_bench.config.grid import MAX_CASES
-    from scaling_bench.engine.malloc import MODES
-
-    p = sub.add_parser("run", help="measure a grid of cases, each in its own worker process")
-    p.add_argument("--grid", default="quick", help="quick, full, auto, smoke or a grid FILE.toml")
-    for axis in (a for a in AXES if a.flag):
-        p.add_argument(axis.flag, *axis.aliases, dest=_axis_dest(axis.name), help=axis.help)
-    p.add_argument("--seq-len", type=int, help="gpt: tokens per sample (sets seq_len)")
-    _add_set(p, "[FAMILY.]KEY=VALUE")
-    p.add_argument("--out", help="results folder (default: results/run-YYYYmmdd-HHMMSS)")
-    p.add_argument("--resume", action="store_true", help="skip cases already in --out")
-    p.add_argument("--max-cases", type=int, default=MAX_CASES,
-                   help=f"refuse a grid of more cases (default {MAX_CASES}); with --shard, "
-                   "it bounds the whole grid")  # fmt: skip
-    p.add_argument("--shard", metavar="K/N",
-                   help="run only the K-th of N parts of the grid, K from 1 to N (as "
-                   "SLURM_ARRAY_TASK_ID in --array=1-N); every host splits a grid alike; join the "
-                   "parts' folders with scaling-bench merge")  # fmt: skip
-    p.add_argument("--peak-flops", help="device peak FLOP/s for MFU, e.g. 989.4e12 or 989.4T")
-    _add_plugin(p)
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--fresh-workers", action="store_true",
-                   help="start each case in a fresh interpreter instead of forking it from a "
-                   "warm, pre-imported server (seconds slower per case)")  # fmt: skip
-    p.add_argument("--malloc", choices=MODES, default="steady",
-                   help="steady (default): each worker's glibc heap keeps the memory a step "
-                   "frees, as CUDA's caching allocator does, so a CPU step does not fault its "
-                   "pages in again every call; default: glibc as it ships")  # fmt: skip
-    p.add_argument("--processes", type=int, default=1, metavar="K",
-                   help="run each case in K worker processes, one after another (as asv's "
-                   "processes): compare then tests the per-process figures, which is what holds "
-                   "against run-to-run noise; 5 for a CI gate")  # fmt: skip
-    p.add_argument("--parallel", type=int, default=1, metavar="N",
-                   help="on a node with N GPUs or more, run N cases at once, each worker "
-                   "pinned to its own GPU (--device cuda)")  # fmt: skip
-    p.add_argument("--report", action="store_true", help="also write DIR/report.html at the end")
-    conv = p.add_argument_group(
-        "convergence workload", "train for --steps steps over --seeds seeds and the --lrs grid"
-    )
-    conv.add_argument("--steps")
-    conv.add_argument("--seeds")
-    conv.add_argument("--lrs", help="learning-rate grid, e.g. 1e-4,1e-3,1e-2")
-    conv.add_argument("--dataset", help="synthetic, digits, text (gpt) or cifar10")
-    conv.add_argument("--data-root", help="folder holding cifar-10-batches-py")
-    conv.add_argument("--download", action="store_true", help="fetch CIFAR-10 into --data-root")
-    conv.add_argument(
-        "--convergence",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="other settings: warmup_steps, schedule (constant|cosine), weight_decay, grad_clip, "
-        "label_noise, train_size, heldout_size, eval_every, z_loss",
-    )
-    p.add_argument("--node-rank", type=int, default=0, help="this node's rank; 0 hosts the "
-                   "rendezvous")  # fmt: skip
-    p.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="node rank 0's address and port")
-    p.set_defaults(func=_cmd_run, runs_cases=True)
+    add_run(sub, _cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -251,7 +190,7 @@ def _spec_from_args(args: argparse.Namespace) -> GridSpec:
     from scaling_bench.config.axes import AXES
     from scaling_bench.workloads.base import ordered
 
-    given = {a.name: getattr(args, _axis_dest(a.name)) for a in AXES if a.flag}
+    given = {a.name: getattr(args, axis_dest(a.name)) for a in AXES if a.flag}
     spec = grid.select(args.grid, given)
     if given["workloads"] is None:  # a preset's workloads, less those the strategy cannot run
         strategy = spec.value("strategy")
@@ -308,15 +247,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="HTML report with plots and a markdown summary of a run")
     p.add_argument("dir", metavar="DIR", help="results folder (or its results.jsonl)")
     p.add_argument("--html", metavar="FILE", help="HTML report (default: DIR/report.html)")
-    _add_plugin(p)
+    add_plugin(p)
     p.add_argument("--markdown", metavar="FILE", help="markdown summary (default: stdout)")
     p.set_defaults(func=_cmd_report)
-
-
-def _add_plugin(p: argparse.ArgumentParser) -> None:
-    """Plugins register workloads and their metric specs; a reader needs them as the run did."""
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                   help="import MODULE to register more workloads (repeatable)")  # fmt: skip
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -410,7 +343,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--paired", action="store_true",
                    help="BASE and CURRENT are the two sides of scaling-bench ab: test each "
                    "figure over its rounds' ratios")  # fmt: skip
-    _add_plugin(p)
+    add_plugin(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", metavar="FILE", help="PNG of the per-family ratios (hardware view)")
     p.set_defaults(func=_cmd_compare)

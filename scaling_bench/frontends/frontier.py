@@ -27,8 +27,6 @@ def parse_duration(text: str, what: str) -> float:
 
 
 def add_frontier(sub: argparse._SubParsersAction) -> None:
-    from scaling_bench.engine import frontier as engine
-
     p = sub.add_parser(
         "frontier",
         help="compute-optimal size and tokens on this machine: an IsoFLOP study, Chinchilla's "
@@ -44,7 +42,7 @@ def add_frontier(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budgets", type=int, default=4, help="compute budgets (default 4)")
     p.add_argument("--ratio", type=float, default=3.0, help="factor between budgets (default 3)")
     p.add_argument("--sizes-per-budget", type=int, default=5, help="sizes per budget (default 5)")
-    p.add_argument("--tokens-per-param", type=float, default=engine.PRIOR_TOKENS_PER_PARAM,
+    p.add_argument("--tokens-per-param", type=float,  # default: engine's, imported with torch
                    help="centre of each budget's sizes (default Chinchilla's 20)")  # fmt: skip
     p.add_argument("--seq-len", type=int, default=64, help="tokens per sample (default 64)")
     p.add_argument("--batch-size", type=int, help="samples per step (default: the family's)")
@@ -70,9 +68,10 @@ def add_frontier(sub: argparse._SubParsersAction) -> None:
 
 def _options(args: argparse.Namespace) -> object:
     from scaling_bench.config.grid import convergence_values, resolve_device
-    from scaling_bench.engine.frontier import FrontierOptions
+    from scaling_bench.engine.frontier import PRIOR_TOKENS_PER_PARAM, FrontierOptions
     from scaling_bench.hardware.peaks import parse_flops
 
+    ratio = PRIOR_TOKENS_PER_PARAM if args.tokens_per_param is None else args.tokens_per_param
     return FrontierOptions(
         family=args.family,
         seconds=parse_duration(args.budget, "--budget") if args.budget else None,
@@ -81,7 +80,7 @@ def _options(args: argparse.Namespace) -> object:
         budgets=args.budgets,
         ratio=args.ratio,
         sizes_per_budget=args.sizes_per_budget,
-        tokens_per_param=args.tokens_per_param,
+        tokens_per_param=ratio,
         seq_len=args.seq_len,
         batch_size=args.batch_size,
         lrs=convergence_values({"lrs": args.lrs}, strict=False)["lrs"],

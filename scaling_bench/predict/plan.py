@@ -241,7 +241,7 @@ class Plan:
             "config": asdict(self.config),
             "batch_size": self.batch_size,
             "precision": self.precision,
-            "dtype": precisions.DTYPE_NAMES[precisions.get(self.precision).param_dtype],
+            "dtype": precisions.DTYPE_NAMES[precisions.get(self.precision).param],
             "activation_checkpointing": self.activation_checkpointing,
             "optimizer": self.optimizer,
             "optimizer_implementation": self.optimizer_implementation,
