@@ -43,6 +43,7 @@ from typing_extensions import TypedDict  # pydantic needs this one on Python < 3
 
 import scaling_bench
 from scaling_bench.core.errors import UserError
+from scaling_bench.engine.protocol import MAX_PROCESSES
 from scaling_bench.store.lock import ResultsLock
 from scaling_bench.store.records import (
     RESULTS_FILE,
@@ -122,8 +123,6 @@ def parse_env(pairs: Sequence[str], flag: str) -> dict[str, str]:
 
 
 def check_rounds(rounds: int) -> None:
-    from scaling_bench.engine.processes import MAX_PROCESSES  # scipy's statistics: not for --help
-
     if not 2 <= rounds <= MAX_PROCESSES:
         raise UserError(f"--rounds {rounds}: give 2 to {MAX_PROCESSES} (a pair needs two rounds)")
 

@@ -20,9 +20,6 @@ from typing import Any
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.stats import summarize
 
-#: More workers than this per case is a typo, not a plan (each costs the case's whole time).
-MAX_PROCESSES = 100
-
 
 def combine_processes(fields: Sequence[dict[str, Any]], planned: int) -> dict[str, Any]:
     """The record fields of one case from each of its processes' fields, in order, of the

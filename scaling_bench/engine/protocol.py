@@ -19,6 +19,9 @@ from typing import Any
 from scaling_bench.core.errors import UserError
 from scaling_bench.engine.malloc import MODES
 
+#: More workers than this per case is a typo, not a plan (each costs the case's whole time).
+MAX_PROCESSES = 100
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -159,8 +159,7 @@ def _settings(args: argparse.Namespace, plugins: tuple[str, ...]) -> Settings:
     """The run's settings for every worker; the peak from ``--peak-flops`` or its variable."""
     import os
 
-    from scaling_bench.engine.processes import MAX_PROCESSES
-    from scaling_bench.engine.protocol import Settings
+    from scaling_bench.engine.protocol import MAX_PROCESSES, Settings
     from scaling_bench.hardware.peaks import PEAK_FLOPS_ENV, parse_flops
 
     peak = None
