@@ -28,6 +28,10 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 PEAK = {"SCALING_BENCH_PEAK_FLOPS": "2e11"}
 #: Where the page quotes a file: this comment, then the file in a ``python`` block.
 QUOTE = re.compile(r"<!-- example: (?P<path>\S+) -->\n```python\n(?P<code>.*?)```", re.S)
+#: A document a text cites by name (``docs/frontends.md``, ``README.md``), and a path that leaves
+#: the repository.
+CITED = re.compile(r"\b(?:docs/[\w./-]+|[A-Z][A-Z_]+)\.md\b")
+OUTSIDE = re.compile(r"\.\./shared\b")
 
 
 def _quotes() -> dict[str, str]:
@@ -98,6 +102,20 @@ def _source(node: ast.AST, text: str, indent: str) -> str:
 )
 def test_the_architecture_page_quotes_each_recipe_file_as_it_is(path: str) -> None:
     assert _quotes().get(path) == (ROOT / path).read_text("utf-8")
+
+
+def test_every_document_the_package_docs_and_tests_cite_is_in_the_repository() -> None:
+    texts = [*ROOT.glob("*.md"), *(ROOT / "docs").rglob("*.md"), *ROOT.glob("*.py")]
+    for folder in ("scaling_bench", "docs", "tests", "studies", "benchmarks"):
+        texts.extend((ROOT / folder).rglob("*.py"))
+    cited = {
+        (str(path.relative_to(ROOT)), found)
+        for path in texts
+        for line in path.read_text("utf-8").splitlines()
+        for found in [*CITED.findall(line), *OUTSIDE.findall(line)]
+        if not (ROOT / found).is_file()
+    }
+    assert not cited
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The package's import layering and the absence of import cycles (DESIGN.md section 2).
+"""The package's import layering and the absence of import cycles (docs/architecture.md, Layers).
 
 Every module under ``scaling_bench/`` is parsed with :mod:`ast`; nothing of the package is
 imported or executed. Layers, low to high::

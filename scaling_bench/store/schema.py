@@ -47,7 +47,7 @@ class Metric(TypedDict):
 
 @with_config(ConfigDict(strict=True))
 class Record(TypedDict):
-    """One case's record (DESIGN.md, section 3); ``schema_version`` is checked before this."""
+    """One case's record (README.md, "Records"); ``schema_version`` is checked before this."""
 
     schema_version: int
     case_id: Annotated[str, Field(min_length=1)]
