@@ -73,11 +73,3 @@ def make_optimizer(
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **how)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **how)
-
-
-def implementation_of(optimizer: torch.optim.Optimizer) -> str:
-    """Which implementation ``optimizer`` runs (what a record notes beside its figures)."""
-    group = optimizer.param_groups[0]
-    if group.get("fused"):
-        return "fused"
-    return "foreach" if group.get("foreach") else "for-loop"

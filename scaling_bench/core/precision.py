@@ -98,12 +98,6 @@ class Precision:
         """The peak-table column MFU is measured against: the compute dtype's (TF32's here)."""
         return "tf32" if self.tf32 else DTYPE_NAMES[self.compute]
 
-    @property
-    def low_precision_copies(self) -> bool:
-        """Whether the step holds weight copies in another dtype than the parameters (autocast
-        casts each weight once per forward and keeps the copy for backward)."""
-        return self.autocast and self.activation != self.param
-
     def set_backends(self, device: torch.device | str) -> None:
         """On CUDA, let fp32 matmuls and convolutions run as TF32 exactly when ``tf32``."""
         import torch

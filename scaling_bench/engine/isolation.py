@@ -21,7 +21,6 @@ FOREIGN_PROCESSES = MetricSpec(
     "foreign_processes", "processes", LOWER, "bookkeeping", label="other compute processes"
 )
 register((FOREIGN_PROCESSES,))
-POLICIES = ("warn", "error")
 
 Processes = list[dict[str, int]]
 

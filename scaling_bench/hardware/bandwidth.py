@@ -20,7 +20,6 @@ from scaling_bench.core.errors import UserError
 from scaling_bench.hardware.peaks import cached_measurement, cpu_cache_key, parse_rate
 
 BANDWIDTH_ENV = "SCALING_BENCH_MEMORY_BANDWIDTH"
-BANDWIDTH_TABLE_VERSION = 1
 #: Data-sheet memory bandwidth in bytes/s, keyed by a pattern searched in the device name; the
 #: first match wins, so variants come before their family's plain name. Sources: NVIDIA data
 #: sheets (H200 SXM/NVL, H100 SXM/PCIe/NVL, A100 40/80 GB SXM/PCIe, L40S, L4, A10, V100) and the

@@ -41,7 +41,6 @@ except ImportError:  # a broken install must not stop CPU runs; NVML figures are
 
 PEAK_FLOPS_ENV = "SCALING_BENCH_PEAK_FLOPS"
 
-PEAK_FLOPS_TABLE_VERSION = 1
 # Dense TFLOP/s by precision, keyed by a pattern searched in torch.cuda.get_device_name(); None
 # where the chip has no such tensor-core mode. The first match wins, so variants come before their
 # family's plain name. Sources: NVIDIA data sheets (A100, H100 SXM/PCIe/NVL, H200 SXM/NVL, GH200,
@@ -209,7 +208,7 @@ def peak_flops(
     Source order: ``override``, then ``$SCALING_BENCH_PEAK_FLOPS``, then the table (GPU) or a
     measured GEMM (CPU); the source is ``"override"``, ``"env"``, ``"table"`` or ``"measured"``.
     For fp32 on a GPU the TF32 peak applies when ``tf32`` is true; None follows the cuBLAS matmul
-    setting (a conv-heavy workload passes cuDNN's, which allows TF32 by default).
+    setting.
     """
     if override is not None:
         if not (math.isfinite(override) and override > 0):

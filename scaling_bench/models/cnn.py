@@ -29,8 +29,6 @@ from scaling_bench.models.sizing import fit_width
 
 DEFAULT_BATCH_SIZE = 128
 INPUT = "image"  # the kind of input it takes: which datasets can feed it
-#: Mostly convolutions: on CUDA its fp32 runs at cuDNN's TF32 setting, so its peak follows it.
-CONVOLUTIONAL = True
 BASE_WIDTHS = (6, 16, 120, 84)  # c1, c2, f1, f2 at width_mult 1
 _OUT_POSITIONS = (28 * 28, 10 * 10, 1, 1, 1)  # output pixels of each layer, for 32×32 inputs
 

@@ -30,8 +30,6 @@ INPUT = "image"  # the kind of input it takes: which datasets can feed it
 #: The config field that repeats identical blocks: activations grow linearly in it.
 DEPTH_FIELD = "layers"
 CHECKPOINT_BLOCKS = (BasicBlock,)  # what --activation-checkpointing recomputes
-#: Mostly convolutions: on CUDA its fp32 runs at cuDNN's TF32 setting, so its peak follows it.
-CONVOLUTIONAL = True
 _TORCHVISION_WIDTHS = (64, 128, 256, 512)
 
 

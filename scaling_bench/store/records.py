@@ -157,11 +157,6 @@ def without_samples(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def done_case_ids(path: Path) -> set[str]:
-    """Case ids that already have a record: every status is final, so these are not run again."""
-    return {record["case_id"] for record in iter_records(path)}
-
-
 def needs_separator(path: Path) -> bool:
     """Whether the file ends in a complete record without its newline; raise if it ends mid-line."""
     with open(path, "rb") as f:
