@@ -32,6 +32,7 @@ QUOTE = re.compile(r"<!-- example: (?P<path>\S+) -->\n```python\n(?P<code>.*?)``
 #: the repository.
 CITED = re.compile(r"\b(?:docs/[\w./-]+|[A-Z][A-Z_]+)\.md\b")
 OUTSIDE = re.compile(r"\.\./shared\b")
+VARIABLE = re.compile(r"\bSCALING_BENCH_[A-Z0-9_]+")
 
 
 def _quotes() -> dict[str, str]:
@@ -116,6 +117,22 @@ def test_every_document_the_package_docs_and_tests_cite_is_in_the_repository() -
         if not (ROOT / found).is_file()
     }
     assert not cited
+
+
+def test_every_variable_the_docs_name_is_one_the_package_reads() -> None:
+    """A variable the code no longer reads is silently ignored: a documented SLURM script that set
+    the node rank by one ran every node as node 0."""
+    from scaling_bench.config.axes import AXES
+
+    source = "\n".join(p.read_text("utf-8") for p in (ROOT / "scaling_bench").rglob("*.py"))
+    read = {a.env for a in AXES if a.env} | set(VARIABLE.findall(source))
+    named = {
+        (path.name, name)
+        for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+        for name in VARIABLE.findall(QUOTE.sub("", path.read_text("utf-8")))
+        if name not in read
+    }
+    assert not named
 
 
 @pytest.mark.slow
