@@ -59,13 +59,31 @@ def _run_flags(out: Path) -> list[str]:
     return ["--budget", "0.1", "--out", str(out), "--no-progress"]
 
 
-@pytest.fixture
-def package(tmp_path: Path) -> Path:
-    """A copy of the package to make a recipe's edits in (the folder to put on ``sys.path``)."""
-    root = tmp_path / "tree"
+def _copy_of_the_package(root: Path) -> Path:
+    """A copy of the package to make a recipe's edits in (``root``: the folder to put on
+    ``sys.path``)."""
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(ROOT / "scaling_bench", root / "scaling_bench", ignore=ignore)
     return root
+
+
+@pytest.fixture
+def package(tmp_path: Path) -> Path:
+    return _copy_of_the_package(tmp_path / "tree")
+
+
+@pytest.fixture(scope="module")
+def with_wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The family recipe made in a copy of the package: ``models/wide.py`` and its name."""
+    package = _copy_of_the_package(tmp_path_factory.mktemp("tree"))
+    models = package / "scaling_bench" / "models"
+    shutil.copyfile(EXAMPLES / "family_example.py", models / "wide.py")
+    init = models / "__init__.py"
+    text = init.read_text("utf-8")
+    line = re.search(r"^FAMILY_NAMES = \((.*)\)$", text, re.M)
+    assert line is not None
+    init.write_text(text.replace(line[0], f'FAMILY_NAMES = ({line[1]}, "wide")'), "utf-8")
+    return package
 
 
 def _insert(path: Path, anchor: str, text: str, after: bool = False) -> None:
@@ -82,12 +100,12 @@ def _touched(copy: Path) -> tuple[list[str], list[str]]:
     changed: list[str] = []
 
     def walk(cmp: filecmp.dircmp, prefix: str) -> None:
-        added.extend(prefix + name for name in cmp.right_only if name != "__pycache__")
+        added.extend(prefix + name for name in cmp.right_only)
         changed.extend(prefix + name for name in cmp.diff_files)
         for name, sub in cmp.subdirs.items():
             walk(sub, f"{prefix}{name}/")
 
-    walk(filecmp.dircmp(ROOT / "scaling_bench", copy / "scaling_bench"), "")
+    walk(filecmp.dircmp(ROOT / "scaling_bench", copy / "scaling_bench", ignore=["__pycache__"]), "")
     return sorted(added), sorted(changed)
 
 
@@ -191,23 +209,26 @@ def test_the_axis_recipe_is_two_edits_and_makes_a_grid_of_both_values(package: P
 
 @pytest.mark.slow
 def test_the_family_recipe_is_one_file_and_one_line_and_runs_the_quick_grid(
-    package: Path,
+    with_wide: Path,
 ) -> None:
-    models = package / "scaling_bench" / "models"
-    shutil.copyfile(EXAMPLES / "family_example.py", models / "wide.py")
-    init = models / "__init__.py"
-    text = init.read_text("utf-8")
-    line = re.search(r"^FAMILY_NAMES = \((.*)\)$", text, re.M)
-    assert line is not None
-    init.write_text(text.replace(line[0], f'FAMILY_NAMES = ({line[1]}, "wide")'), "utf-8")
-    assert _touched(package) == (["models/wide.py"], ["models/__init__.py"])
-
-    out = package / "out"
+    assert _touched(with_wide) == (["models/wide.py"], ["models/__init__.py"])
+    out = with_wide / "out"
     args = ["run", "--grid", "quick", "--families", "wide", *_run_flags(out)]
-    done = _scaling_bench(args, [package], package)
+    done = _scaling_bench(args, [with_wide], with_wide)
     assert done.returncode == 0, done.stderr
     records = _records(out)
     assert sorted(records) == ["wide-1e4-fp32-cpu", "wide-1e5-fp32-cpu", "wide-1e6-fp32-cpu"]
     for record in records.values():
         assert record["status"] == "ok", record["error"]
         assert {"train_step_s", "forward_step_s"} <= set(record["metrics"])
+
+
+@pytest.mark.slow
+def test_the_recipes_family_keeps_the_family_contract(with_wide: Path) -> None:
+    """``tests/test_families.py`` on the copy: counts, sizing, FLOPs and planning of ``wide``."""
+    env = {**os.environ, "PYTHONPATH": str(with_wide)}
+    command = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "test_families.py"), "-q",
+               "-p", "no:cacheprovider", "--rootdir", str(ROOT), "-k", "wide"]  # fmt: skip
+    done = subprocess.run(command, cwd=with_wide, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert re.search(r"\b[1-9]\d* passed", done.stdout), done.stdout[-2000:]
