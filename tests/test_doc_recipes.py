@@ -59,6 +59,48 @@ def _run_flags(out: Path) -> list[str]:
     return ["--budget", "0.1", "--out", str(out), "--no-progress"]
 
 
+#: What the axis recipe says it gets beyond the run, asked of the copy: the value reaches the
+#: model's weights; grid files take the key (strictly), the pytest plugin has its option, asv its
+#: parameter; a record from before the axis reads back with the default.
+AXIS_PROBE = """
+import json
+from pathlib import Path
+
+import torch
+
+from scaling_bench.config import grid
+from scaling_bench.config.case import Case
+from scaling_bench.core.errors import UserError
+from scaling_bench.frontends import pytest_plugin, suites
+from scaling_bench.workloads.setup import CaseSetup
+
+
+def weights_channels_last(value):
+    case = Case("cnn", 1e4, workloads=("train",), channels_last=value)
+    convs = [p for p in CaseSetup.build(case).model.parameters() if p.dim() == 4]
+    return all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+
+
+def grid_file(values):
+    path = Path("g.toml")
+    path.write_text(f'families = ["cnn"]\\nsizes = [1e4]\\nchannels_last = {values}\\n')
+    try:
+        return len(grid.build_cases(grid.load_grid_file(path), "cpu"))
+    except UserError as exc:
+        return str(exc)
+
+
+print(json.dumps({
+    "channels_last_weights": [weights_channels_last(v) for v in (False, True)],
+    "grid_file_cases": grid_file("[true, false]"),
+    "grid_file_refuses": grid_file("[1]"),
+    "pytest_option": "channels_last" in pytest_plugin._options(),
+    "asv_parameter": "channels_last" in suites.ASV_AXES,
+    "old_record_reads": Case.from_dict({"family": "cnn", "target_params": 1e4}).channels_last,
+}))
+"""
+
+
 def _copy_of_the_package(root: Path) -> Path:
     """A copy of the package to make a recipe's edits in (``root``: the folder to put on
     ``sys.path``)."""
@@ -191,20 +233,18 @@ def test_the_axis_recipe_is_two_edits_and_makes_a_grid_of_both_values(package: P
     assert all(r["status"] == "ok" for r in records.values()), records
     assert records["cnn-1e4-fp32-cpu-channels-last"]["case"]["channels_last"] is True
 
-    probe = (
-        "import torch\n"
-        "from scaling_bench.config.case import Case\n"
-        "from scaling_bench.workloads.setup import CaseSetup\n"
-        "for value in (False, True):\n"
-        "    case = Case('cnn', 1e4, workloads=('train',), channels_last=value)\n"
-        "    model = CaseSetup.build(case).model\n"
-        "    convs = [p for p in model.parameters() if p.dim() == 4]\n"
-        "    print(all(p.is_contiguous(memory_format=torch.channels_last) for p in convs))\n"
-    )  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(package)}
-    shown = subprocess.run([sys.executable, "-c", probe], cwd=package, env=env,
+    asked = subprocess.run([sys.executable, "-c", AXIS_PROBE], cwd=package, env=env,
                            capture_output=True, text=True)  # fmt: skip
-    assert shown.stdout.split() == ["False", "True"], shown.stderr
+    assert asked.returncode == 0, asked.stderr
+    assert json.loads(asked.stdout) == {
+        "channels_last_weights": [False, True],
+        "grid_file_cases": 2,
+        "grid_file_refuses": "grid file g.toml: channels_last 1: input should be a valid boolean",
+        "pytest_option": True,
+        "asv_parameter": True,
+        "old_record_reads": False,
+    }
 
 
 @pytest.mark.slow
