@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from scaling_bench.hardware import peaks as hardware
+from scaling_bench.meters import memory
 from scaling_bench.meters.memory import PeakMemory
 
 MB = 1e6
@@ -58,6 +60,15 @@ def test_without_clear_refs_a_polling_thread_sees_the_peak_above_entry(worker_re
 
     assert region["method"] == "psutil_poll"
     assert 200 * MB <= region["peak_cpu_rss_above_baseline_bytes"] < 250 * MB
+
+
+def test_rss_is_this_process_even_where_its_pid_names_another_in_proc(monkeypatch):
+    """Under ``unshare --pid`` with the host's /proc, ``os.getpid()`` names another process or
+    none (a case crashed with psutil.NoSuchProcess): the meter reads /proc/self instead."""
+    here = memory.baseline_rss()
+    monkeypatch.setattr(os, "getpid", lambda: 4_194_303)  # above any pid_max: no such process
+    elsewhere = memory.baseline_rss()
+    assert elsewhere > 0 and abs(elsewhere - here) < 16 * MB
 
 
 def test_metrics_before_the_region_ends_is_an_error():

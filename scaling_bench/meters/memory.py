@@ -44,7 +44,13 @@ _STATUS = Path("/proc/self/status")
 
 
 def baseline_rss() -> int:
-    """Resident set size now, in bytes: a worker calls it right after its imports."""
+    """Resident set size now, in bytes: a worker calls it right after its imports.
+
+    Read from ``/proc/self``, which the kernel resolves to this process in any PID namespace;
+    ``psutil.Process()`` looks up ``os.getpid()`` in ``/proc``, which under ``unshare --pid``
+    (the host's ``/proc`` kept) is another process or none."""
+    if _STATUS.exists():
+        return _status_bytes("VmRSS")
     return psutil.Process().memory_info().rss
 
 
@@ -57,11 +63,15 @@ def _reset_rss_high_water_mark() -> bool:
     return True
 
 
-def _rss_high_water_mark() -> int:
+def _status_bytes(field: str) -> int:
     for line in _STATUS.read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM in {_STATUS}")
+    raise RuntimeError(f"no {field} in {_STATUS}")
+
+
+def _rss_high_water_mark() -> int:
+    return _status_bytes("VmHWM")
 
 
 class _PeakPoller:
