@@ -168,6 +168,7 @@ class RoutedExperts(nn.Module):
     def __init__(self, cfg: MoEConfig) -> None:
         super().__init__()
         self.top_k = cfg.top_k
+        self.aux_weight = cfg.n_expert * cfg.aux_loss_coef
         self.router = nn.Linear(cfg.d_model, cfg.n_expert, bias=False)
         self.experts = nn.ModuleList(SwiGLU(cfg.d_model, cfg.d_expert) for _ in range(cfg.n_expert))
         self.shared = nn.ModuleList(
@@ -196,8 +197,11 @@ class RoutedExperts(nn.Module):
         out = (routed * gates.unsqueeze(-1)).sum(dim=1)
         for expert in self.shared:
             out = out + expert(flat)
-        fraction = counts.to(probs.dtype) / (n_tokens * k)
-        self.aux_loss = n_expert * (fraction * probs.mean(dim=0)).sum()
+        # The constants go into the routed fractions, which need no gradient: a Python number
+        # times a tensor that does makes autograd save an 8-byte wrapped CPU scalar until the
+        # backward, which the memory predictor's fake tensors never allocate.
+        fraction = counts.to(probs.dtype) * (self.aux_weight / (n_tokens * k))
+        self.aux_loss = (fraction * probs.mean(dim=0)).sum()
         self.tokens_per_expert = counts.detach()
         return out.view_as(x)
 
@@ -224,7 +228,7 @@ class MoE(llama.Llama):
         losses = [r.aux_loss for r in self._routers() if r.aux_loss is not None]
         if not losses:
             return None
-        return self.cfg.aux_loss_coef * torch.stack(losses).mean()
+        return torch.stack(losses).mean()
 
 
 #: What ``metrics`` reads off the model, before a workload's prefix (``workloads/family_metrics``).
