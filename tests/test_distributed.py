@@ -188,6 +188,35 @@ def test_fsdp_checkpoint_goes_through_dcp_and_back_into_the_model(fsdp_record: d
     assert m["dcp_save_s"]["value"] > 0 and m["dcp_load_s"]["value"] > 0
 
 
+@pytest.fixture(scope="module")
+def token_fsdp_records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """llama and moe at 1e4 under FSDP on 2 ranks, in one run: their rotary tables are buffers no
+    state dict holds, which the ranks' meta-device build must fill again."""
+    spec = GridSpec(
+        sizes={"llama": (1e4,), "moe": (1e4,)},
+        values={"device": ("cpu",), "budget_s": (0.1,), "timeout_s": (120.0,), "batch_size": (2,),
+                "nproc_per_node": (2,), "strategy": ("fsdp",)},
+        overrides={"llama": {"seq_len": 32}, "moe": {"seq_len": 32}},
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("token-fsdp")
+    prepare(spec, out, settings=Settings(peak_flops=float(PEAK_FLOPS))).run(progress=False)
+    return {r["case"]["family"]: r for r in load_records(out / RESULTS_FILE)}
+
+
+@pytest.mark.parametrize("name", ["llama", "moe"])
+def test_the_token_families_train_and_checkpoint_under_fsdp(token_fsdp_records, name) -> None:
+    r = token_fsdp_records[name]
+    assert r["status"] == "ok", r["error"]
+    m = r["metrics"]
+    assert m["train_step_s"]["value"] > 0
+    assert m["dcp_bytes"]["value"] >= r["predicted"]["train_weights_bytes"]["value"]
+
+
+def test_moe_under_fsdp_records_the_routing_of_the_worst_rank(token_fsdp_records) -> None:
+    routing = token_fsdp_records["moe"]["metrics"]["train_expert_load_imbalance"]
+    assert len(routing["per_rank"]) == 2 and routing["value"] == max(routing["per_rank"])
+
+
 def test_a_killed_rank_is_crashed_within_the_timeout_and_an_oom_rank_is_oom(
     tmp_path: Path,
 ) -> None:

@@ -9,7 +9,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from scaling_bench.core.errors import ConfigError
-from scaling_bench.models import llama
+from scaling_bench.models import family, llama
 from scaling_bench.models.llama import LlamaConfig
 from scaling_bench.models.loss import loss_of
 
@@ -136,3 +136,18 @@ def test_the_cache_holds_only_the_kv_heads(dtype: torch.dtype) -> None:
 def test_bad_shapes_are_refused_naming_the_field(fields: dict, named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         llama.config_for(1e6, **fields)
+
+
+@pytest.mark.parametrize("name", ["llama", "moe"])
+def test_a_model_allocated_from_the_meta_device_gets_its_rotary_tables_back(name: str) -> None:
+    """FSDP's ranks build on meta, ``to_empty`` and call every ``reset_parameters``: the tables
+    (buffers no state dict holds) must come back, or every forward reads uninitialised memory."""
+    fam = family(name)
+    cfg = fam.config_for(1e4)
+    reference = fam.build(cfg)
+    model = fam.build(cfg, device="meta").to_empty(device="cpu")
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    assert torch.equal(model.rope_cos, reference.rope_cos)
+    assert torch.equal(model.rope_sin, reference.rope_sin)

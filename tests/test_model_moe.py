@@ -8,9 +8,12 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+import scaling_bench.workloads  # noqa: F401  (registers the workloads' metric specs)
+from scaling_bench.core.metrics import spec
 from scaling_bench.models import moe
 from scaling_bench.models.loss import loss_of
 from scaling_bench.models.moe import MoEConfig
+from scaling_bench.workloads import family_metrics
 
 MIXTRAL_8X7B = MoEConfig(n_layer=32, d_model=4096, n_head=32, n_kv_head=8, d_expert=14336,
                          vocab_size=32_000, seq_len=4096, n_expert=8, top_k=2)  # fmt: skip
@@ -73,3 +76,19 @@ def test_greedy_generation_with_the_cache_equals_generation_without_it() -> None
 def test_top_k_above_the_experts_is_refused_naming_both() -> None:
     with pytest.raises(moe.ConfigError, match="top_k=9 exceeds n_expert=8"):
         moe.config_for(1e6, top_k=9)
+
+
+def test_the_routing_is_recorded_under_each_timed_workload_and_only_for_moe() -> None:
+    """The family-metrics seam: moe declares its figure once, every timed workload records it
+    under its own prefix, and a family that declares none gets none."""
+    model = moe.build(SMALL)
+    x = moe.sample_batch(SMALL, 2)[0]
+    with torch.no_grad():
+        model(x)
+    figures = family_metrics.read("train", "moe", model)
+    assert set(figures) == {"train_expert_load_imbalance"}
+    routing = figures["train_expert_load_imbalance"]
+    assert routing["value"] == moe.load_imbalance(model)
+    assert routing["tokens_per_expert"] == [b.mlp.tokens_per_expert.tolist() for b in model.h]
+    assert spec("forward_expert_load_imbalance").unit == "ratio"
+    assert family_metrics.read("train", "llama", model) == {}

@@ -6,6 +6,11 @@ there is one degree of freedom, and the interval says so. The theory exponent be
 from the predictions on the same cases (FLOPs per sample for time, predicted bytes for memory and
 checkpoints), so a family whose FLOPs grow faster than its parameter count is held to its own
 FLOPs, not to ``k = 1``.
+
+N is the total parameter count (what memory and checkpoints hold) by default; a sparse family's
+records also carry ``active_params`` (what one token touches, what its FLOPs follow), and
+``scaling_fits(..., against="active_params")`` fits the same figures against that, for the series
+where the two counts part ways, so a report can show both exponents.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from scaling_bench.workloads.convergence import LOSS_UNIT
 
 CONFIDENCE = 0.95
 MEASURED_STATUSES = ("ok", "diverged")
+#: The parameter counts a figure can be fitted against, by record field, and what to call each.
+N_CHOICES = {"params": "N", "active_params": "active N"}
 
 
 @dataclass(frozen=True)
@@ -221,6 +228,8 @@ class ScalingFit:
     points: tuple[tuple[float, float], ...]
     #: How many of the points are figures that did not settle (``meters.timing``).
     unsettled: int = 0
+    #: The record field N is read from (``N_CHOICES``): the total count, or the active one.
+    against: str = "params"
 
     @property
     def agrees_with_theory(self) -> bool | None:
@@ -229,14 +238,31 @@ class ScalingFit:
         return self.fit.contains(self.theory_exponent)
 
 
-def scaling_fits(records: Iterable[dict], confidence: float = CONFIDENCE) -> list[ScalingFit]:
-    """Every quantity that has two sizes or more in a series, fitted as ``c·N^k``."""
+def sizes_against(group: Sequence[dict], against: str) -> list[int] | None:
+    """Each record's N as ``against`` counts it; ``None`` for the active count where a record
+    lacks it or every one equals its total (a dense series: the fit would repeat the total's)."""
+    sizes = [r.get(against) for r in group]
+    if not all(isinstance(n, int) and n > 0 for n in sizes):
+        return None
+    if against != "params" and sizes == [r["params"] for r in group]:
+        return None
+    return sizes
+
+
+def scaling_fits(
+    records: Iterable[dict], confidence: float = CONFIDENCE, against: str = "params"
+) -> list[ScalingFit]:
+    """Every quantity that has two sizes or more in a series, fitted as ``c·N^k``, with N the
+    records' ``against`` count (``N_CHOICES``); series without that count are left out."""
     fits = []
     groups = by_series(records)
     fitted = quantities(r for g in groups.values() for r in g)
     for series, group in groups.items():
+        sizes = sizes_against(group, against)
+        if sizes is None:
+            continue
         for q in fitted:
-            rows = [(r["params"], q.measured(r), r) for r in group]
+            rows = [(n, q.measured(r), r) for n, r in zip(sizes, group, strict=True)]
             rows = [(n, y, r) for n, y, r in rows if y is not None]
             fit = fit_power_law([n for n, _, _ in rows], [y for _, y, _ in rows], confidence)
             if fit is None:
@@ -249,5 +275,5 @@ def scaling_fits(records: Iterable[dict], confidence: float = CONFIDENCE) -> lis
                     theory = theory_fit.exponent if theory_fit else None
             points = tuple((float(n), y) for n, y, _ in rows)
             loose = sum((r["metrics"].get(q.name) or {}).get("settled") is False for *_, r in rows)
-            fits.append(ScalingFit(series, q, fit, theory, points, loose))
+            fits.append(ScalingFit(series, q, fit, theory, points, loose, against))
     return fits

@@ -6,6 +6,9 @@ prediction (it depends on the machine), so time per sample is held to FLOPs per 
 FLOP/s of the series' largest other case: a smaller case that flags spends the excess on overhead
 that FLOPs do not count, and the largest case, held to the next largest's rate, flags where it
 is slower than its series says (held to its own rate, it never could).
+The FLOPs are the plan's, which for a sparse family are those of the active path (the routed
+top_k experts, the shared ones and the router), not 6·N of every parameter it holds: a moe case
+is held to the compute its tokens do, and its bytes to the total it stores.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ cross-entropy loss, and ``config_for(target_params, **overrides)`` (the sizing r
 and a ``n_classes`` field; ``"tokens"``: with ``vocab_size`` and ``seq_len`` fields), which
 decides the datasets that can feed it. Sequence families also provide ``tokens_per_sample(cfg)``;
 decoders that serve with a KV cache ``kv_cache``, ``kv_cache_bytes``, ``context_length``,
-``prefill`` and ``decode_step`` (``models/attention.py``).
+``prefill`` and ``decode_step`` (``models/attention.py``). A family may declare figures of its own
+that the timed workloads record after their steps: ``METRIC_SPECS`` and ``metrics(model)``
+(``workloads/family_metrics.py``; moe's load imbalance).
 """
 
 from __future__ import annotations

@@ -194,6 +194,16 @@ class Llama(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
         self._init_weights(cfg.n_layer)
 
+    def reset_parameters(self) -> None:
+        """Fill the rotary tables again. A model built on the meta device and allocated with
+        ``to_empty`` (FSDP's ranks) gets its values from each module's ``reset_parameters``; the
+        tables are buffers no state dict holds, so without this they would stay uninitialised
+        memory and every forward would be garbage."""
+        cos, sin = rotary_tables(self.cfg.head_dim, self.cfg.seq_len, self.cfg.rope_theta)
+        with torch.no_grad():
+            self.rope_cos.copy_(cos)
+            self.rope_sin.copy_(sin)
+
     def _init_weights(self, n_layer: int) -> None:
         """N(0, 0.02) for every matrix, residual projections scaled by 1/sqrt(2·n_layer), as for
         gpt, so first losses sit near ln(vocab_size) and convergence runs start sane."""

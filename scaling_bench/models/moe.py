@@ -24,7 +24,8 @@ The load-balancing loss (Switch / Mixtral): ``n_expert · Σ_e f_e · P_e`` with
 fraction of (token, choice) pairs routed to e and ``P_e`` its mean router probability, averaged
 over the layers, times ``aux_loss_coef``: the model's ``aux_loss`` after each forward, which
 ``models.loss.loss_of`` adds. Each layer keeps its last forward's tokens per expert;
-``load_imbalance`` reads max/mean from them.
+``load_imbalance`` reads max/mean from them, and ``metrics`` records both after each timed
+workload (``workloads/family_metrics.py``: ``train_expert_load_imbalance``).
 
 Parameters (with llama's attention A = d·(n_head + 2·n_kv_head)·h + n_head·h·d, and an expert's
 S = 3·d·d_expert): total = ``V·d·(2 − tied) + L·(A + d·n_expert + (n_expert + n_shared)·S + 2d)
@@ -49,6 +50,8 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor
 
 from scaling_bench.core.errors import ConfigError
+from scaling_bench.core.metrics import LOWER, MetricSpec
+from scaling_bench.core.stats import single
 from scaling_bench.models import llama
 from scaling_bench.models.llama import SwiGLU
 
@@ -165,6 +168,7 @@ class RoutedExperts(nn.Module):
     def __init__(self, cfg: MoEConfig) -> None:
         super().__init__()
         self.top_k = cfg.top_k
+        self.aux_weight = cfg.n_expert * cfg.aux_loss_coef
         self.router = nn.Linear(cfg.d_model, cfg.n_expert, bias=False)
         self.experts = nn.ModuleList(SwiGLU(cfg.d_model, cfg.d_expert) for _ in range(cfg.n_expert))
         self.shared = nn.ModuleList(
@@ -193,8 +197,11 @@ class RoutedExperts(nn.Module):
         out = (routed * gates.unsqueeze(-1)).sum(dim=1)
         for expert in self.shared:
             out = out + expert(flat)
-        fraction = counts.to(probs.dtype) / (n_tokens * k)
-        self.aux_loss = n_expert * (fraction * probs.mean(dim=0)).sum()
+        # The constants go into the routed fractions, which need no gradient: a Python number
+        # times a tensor that does makes autograd save an 8-byte wrapped CPU scalar until the
+        # backward, which the memory predictor's fake tensors never allocate.
+        fraction = counts.to(probs.dtype) * (self.aux_weight / (n_tokens * k))
+        self.aux_loss = (fraction * probs.mean(dim=0)).sum()
         self.tokens_per_expert = counts.detach()
         return out.view_as(x)
 
@@ -221,14 +228,38 @@ class MoE(llama.Llama):
         losses = [r.aux_loss for r in self._routers() if r.aux_loss is not None]
         if not losses:
             return None
-        return self.cfg.aux_loss_coef * torch.stack(losses).mean()
+        return torch.stack(losses).mean()
+
+
+#: What ``metrics`` reads off the model, before a workload's prefix (``workloads/family_metrics``).
+METRIC_SPECS = (
+    MetricSpec("expert_load_imbalance", "ratio", LOWER, gated=False,
+               label="tokens per expert, max/mean (worst layer; 1: balanced)"),
+)  # fmt: skip
+
+
+def _tokens_per_expert(model: nn.Module) -> list[torch.Tensor]:
+    counts = [m.tokens_per_expert for m in model.modules() if isinstance(m, RoutedExperts)]
+    return [c for c in counts if c is not None]
 
 
 def load_imbalance(model: nn.Module) -> float:
     """Max over mean tokens per expert in the last forward, the worst layer's (1.0: balanced)."""
-    counts = [m.tokens_per_expert for m in model.modules() if isinstance(m, RoutedExperts)]
-    counts = torch.stack([c for c in counts if c is not None]).float()
+    counts = torch.stack(_tokens_per_expert(model)).float()
     return (counts.max(dim=1).values / counts.mean(dim=1)).max().item()
+
+
+def metrics(model: nn.Module) -> dict[str, dict]:
+    """The routing of the model's last forward: each layer's (token, choice) pairs per expert,
+    and their imbalance, which sets how far the busiest expert's matmuls lag the others'."""
+    counts = _tokens_per_expert(model)
+    if not counts:
+        return {}
+    per_layer = [c.tolist() for c in counts]
+    return {
+        "expert_load_imbalance": single(load_imbalance(model), "ratio")
+        | {"tokens_per_expert": per_layer}
+    }
 
 
 def build(

@@ -23,6 +23,7 @@ from scaling_bench.analysis.theory import THEORY_TOLERANCE, theory_checks
 from scaling_bench.analysis.unpaired import WHAT_INSTEAD
 from scaling_bench.core.metrics import find
 from scaling_bench.core.units import fmt_bytes
+from scaling_bench.report import n_choice
 from scaling_bench.report.summary import (
     BUSY_LEGEND,
     UNSETTLED_MARK,
@@ -124,6 +125,8 @@ class Findings:
         scaled = [r for r in records if not is_frontier_record(r)]
         self.groups = by_series(scaled)
         self.fits = scaling_fits(scaled, confidence)
+        active = scaling_fits(scaled, confidence, against="active_params")
+        self.fit_table = n_choice.beside_each_other(self.fits, active)
         self.checks = theory_checks(records)
         self.flagged = [c for c in self.checks if c.flagged]
         self.failed = [r for r in records if r["status"] != "ok"]
@@ -137,13 +140,13 @@ class Findings:
         return [
             (
                 f.series,
-                f.quantity.label,
+                n_choice.label(f),
                 fmt_exponent(f),
                 fmt_theory(f),
                 f"{f.fit.r2:.3f}",
                 str(f.fit.n_points) + f" ({f.unsettled}{UNSETTLED_MARK})" * bool(f.unsettled),
             )
-            for f in self.fits
+            for f in self.fit_table
         ]
 
     @property

@@ -20,7 +20,7 @@ from scaling_bench.meters.energy import EnergyMeter
 from scaling_bench.meters.foreign_load import ForeignLoad
 from scaling_bench.meters.memory import PeakMemory
 from scaling_bench.meters.timing import measure
-from scaling_bench.workloads import compiled
+from scaling_bench.workloads import compiled, family_metrics
 from scaling_bench.workloads.base import Context, Workload
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class TimedWorkload(Workload):
         super().__init_subclass__(**kwargs)
         meters = (*timing.SPECS, *memory.SPECS, *energy.SPECS, *device_state.SPECS, *compiled.SPECS,
                   *foreign_load.SPECS)  # fmt: skip
-        own = prefixed(cls.name, (*meters, *DERIVED_SPECS))
+        own = prefixed(cls.name, (*meters, *DERIVED_SPECS)) + family_metrics.specs(cls.name)
         cls.specs = (*own, PEAK_FLOPS, ACHIEVABLE_FLOPS, *cls.specs)
         flops = MetricSpec(f"{cls.name}_flops_per_sample", "FLOP", NEITHER, "predicted")
         cls.predicted_specs = (flops, *cls.predicted_specs)
@@ -100,6 +100,7 @@ class TimedWorkload(Workload):
             metrics |= cold | compiled.recompiles(self.name, frames)
         metered = peaks.metrics() | joules.metrics() | state.metrics() | load.metrics()
         metrics |= {f"{self.name}_{name}": m for name, m in metered.items()}
+        metrics |= family_metrics.read(self.name, setup.case.family, setup.model)
         step_s = metrics[f"{self.name}_step_s"]
         step_s |= state.annotation() | load.annotation()
         if joules.left_out:
