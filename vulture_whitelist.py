@@ -27,6 +27,7 @@ CALLED_BY_PYTHON = [
     _.__doc__,
     _.tempdir,  # tempfile.tempdir, reset in a forked worker (engine/server.py)
     _.engine,  # torch.backends.quantized.engine, set to quantize (core/int8_weight.py)
+    _.capture_scalar_outputs,  # torch._dynamo.config's, set to compile (workloads/compiled.py)
 ]
 
 CALLED_BY_A_FRAMEWORK = [

@@ -14,7 +14,7 @@ prediction), ``checkpoint`` (bytes on disk) and ``convergence`` on the stdlib te
 constant learning rate, the seeds' mean). One thread: the models are tiny, and threads on
 cores other jobs share only add noise.
 
-    python studies/experts.py                 # the study: about 7 minutes on 2 busy cores
+    python studies/experts.py                 # the study: 3.5-5 minutes on 2 busy cores
     python studies/experts.py --steps 20 --seeds 1 --budget 0.2   # a smoke run
 
 Prints one markdown row per variant.

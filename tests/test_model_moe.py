@@ -13,7 +13,8 @@ from scaling_bench.core.metrics import spec
 from scaling_bench.models import moe
 from scaling_bench.models.loss import loss_of
 from scaling_bench.models.moe import MoEConfig
-from scaling_bench.workloads import family_metrics
+from scaling_bench.workloads import compiled, family_metrics
+from scaling_bench.workloads.steps import train_step
 
 MIXTRAL_8X7B = MoEConfig(n_layer=32, d_model=4096, n_head=32, n_kv_head=8, d_expert=14336,
                          vocab_size=32_000, seq_len=4096, n_expert=8, top_k=2)  # fmt: skip
@@ -92,3 +93,28 @@ def test_the_routing_is_recorded_under_each_timed_workload_and_only_for_moe() ->
     assert routing["tokens_per_expert"] == [b.mlp.tokens_per_expert.tolist() for b in model.h]
     assert spec("forward_expert_load_imbalance").unit == "ratio"
     assert family_metrics.read("train", "llama", model) == {}
+
+
+def test_a_compiled_train_step_compiles_once_whatever_the_routing() -> None:
+    # Tokens per expert are data: traced as symbolic sizes, a new routing is no new graph.
+    cfg = MoEConfig(n_layer=1, d_model=16, n_head=2, n_kv_head=1, d_expert=16, vocab_size=32,
+                    seq_len=8, n_expert=4, top_k=1)  # fmt: skip
+    model = moe.build(cfg)
+    step = train_step(
+        compiled.compile_model(model, "default"),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        moe.sample_batch(cfg, 2),
+    )
+    first = compiled.first_step("train", step, torch.device("cpu"))
+    assert first["train_compiled_frames"]["value"] == 1
+    assert first["train_graph_breaks"]["value"] == 0
+    frames, routings = compiled.compiled_frames_now(), set()
+    router = model.h[0].mlp
+    for expert in range(cfg.n_expert):  # the routing pulled to each expert in turn
+        with torch.no_grad():
+            router.router.weight.zero_()
+            router.router.weight[expert] = 100.0
+        step()
+        routings.add(tuple(router.tokens_per_expert.tolist()))
+    assert len(routings) == cfg.n_expert and all(0 in r for r in routings)  # idle experts too
+    assert compiled.recompiles("train", frames)["train_recompiles"]["value"] == 0

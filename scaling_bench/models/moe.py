@@ -19,6 +19,8 @@ replay, the meta-device traces) do not have. There the split is the balanced one
 linear in each expert's share, so their total is exact for any routing; only one expert's
 transient buffers at a time follow its real share. A capacity-factor formulation would give
 fixed shapes, but it drops tokens, so a cached decode would not equal the full forward.
+Under ``torch.compile`` the shares are symbolic sizes (the compile recipe captures scalar reads),
+so a step compiles once, in one graph, whatever the routing.
 
 The load-balancing loss (Switch / Mixtral): ``n_expert · Σ_e f_e · P_e`` with ``f_e`` the
 fraction of (token, choice) pairs routed to e and ``P_e`` its mean router probability, averaged
@@ -159,7 +161,14 @@ def _shares(counts: torch.Tensor, pairs: int) -> list[int]:
     if isinstance(counts, FakeTensor) or counts.device.type == "meta":
         n = counts.shape[0]
         return [pairs // n + (e < pairs % n) for e in range(n)]
-    return counts.tolist()
+    shares = counts.tolist()
+    if torch.compiler.is_compiling():
+        # Traced, each share is a symbolic size (``compiled.compile_model`` captures scalar
+        # reads), unknown until run: what split needs to know of it, so no step recompiles.
+        for share in shares:
+            torch._check(share >= 0)
+        torch._check(sum(shares) == pairs)
+    return shares
 
 
 class RoutedExperts(nn.Module):

@@ -56,6 +56,9 @@ def compile_model(model: nn.Module, mode: str) -> nn.Module:
     import torch._dynamo
 
     torch._dynamo.reset()  # nothing compiled for an earlier model is reused
+    # A size read off a tensor (moe's tokens per expert) is traced as a symbolic size rather
+    # than breaking the graph there, so a new routing is not a new graph to compile.
+    torch._dynamo.config.capture_scalar_outputs = True
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
     return torch.compile(model, mode=_MODES.get(mode, mode))
 
