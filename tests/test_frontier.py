@@ -15,33 +15,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scaling_bench.analysis.frontier import (
-    LossLaw,
-    Run,
-    Throughput,
-    analyse,
-    approach2,
-    approach3,
-    budget_groups,
-    frontier_runs,
-    throughput_of,
-    time_optimal,
-    time_to_loss,
-)
 from scaling_bench.config.case import Case
 from scaling_bench.config.convergence import ConvergenceSettings
 from scaling_bench.core.errors import UserError
-from scaling_bench.engine.frontier import DESIGN_FILE, FrontierOptions, design
 from scaling_bench.frontends.cli import main
 from scaling_bench.frontends.frontier import parse_duration
+from scaling_bench.frontier.analysis import analyse, frontier_runs
+from scaling_bench.frontier.design import DESIGN_FILE, design
+from scaling_bench.frontier.fit import Run, approach2, budget_groups
+from scaling_bench.frontier.law import LossLaw, approach3
+from scaling_bench.frontier.machine import time_optimal, time_to_loss
+from scaling_bench.frontier.options import FrontierOptions
+from scaling_bench.frontier.report import FRONTIER_JSON, frontier_section, saved_choices
+from scaling_bench.frontier.section import register_frontier
+from scaling_bench.frontier.throughput import Throughput, throughput_of
 from scaling_bench.models import gpt
-from scaling_bench.report.frontier import FRONTIER_JSON, frontier_section, saved_choices
 from scaling_bench.report.html import build_html
 from scaling_bench.report.markdown import build_markdown
 from scaling_bench.report.tables import Findings
 from scaling_bench.store.records import RESULTS_FILE, load_records, make_record
 from scaling_bench.workloads.convergence import steps_for
 
+register_frontier()  # as the command line does: the reports below carry the frontier section
 TRUTH = LossLaw(E=1.2, A=40.0, B=300.0, alpha=0.35, beta=0.3)
 BUDGETS = (1e11, 4e11, 1.6e12, 6.4e12)
 NOISE = 0.003  # multiplicative, on the loss
@@ -305,7 +300,7 @@ def test_frontier_runs_are_not_a_series_against_n(centred_runs, tmp_path) -> Non
         if (case := Case("gpt", n, workloads=("convergence",)))
     ]
     findings = Findings(records + ordinary, str(tmp_path))
-    assert len(findings.frontier_runs) == 20
+    assert len(findings.claimed["frontier"]) == 20
     assert {s: len(g) for s, g in findings.groups.items()} == {
         "gpt-fp32-cpu": 2,  # the ordinary convergence cases, whole
         "gpt-fp32-cpu-seq_len=64": 3,  # the train workload's throughput

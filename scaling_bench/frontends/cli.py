@@ -13,6 +13,7 @@ from scaling_bench.core.errors import UserError
 from scaling_bench.core.units import fmt_bytes, fmt_count
 from scaling_bench.frontends import ab, check, frontier
 from scaling_bench.frontends.run_flags import add_plugin, add_run, add_set, axis_dest
+from scaling_bench.frontier.section import register_frontier
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -445,6 +446,7 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    register_frontier()  # the reports of every command carry the frontier's section
     try:
         args = build_parser().parse_args(argv)
         return _run_command(args) if getattr(args, "runs_cases", False) else args.func(args)
