@@ -122,6 +122,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from scaling_bench.config.shard import parse_shard
     from scaling_bench.engine.campaign import prepare
     from scaling_bench.engine.runner import RunInterrupted
+    from scaling_bench.report.progress import case_progress
     from scaling_bench.report.summary import summarize_run
     from scaling_bench.store.records import RESULTS_FILE
     from scaling_bench.workloads import load_plugins
@@ -141,7 +142,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         shard=shard,
     )
     try:
-        ran = campaign.run(progress=not args.no_progress)
+        ran = campaign.run(progress=case_progress(bar=not args.no_progress))
     except RunInterrupted as exc:  # the runner's line: how many cases are recorded, how to resume
         raise _Stopped(str(exc)) from None
     try:

@@ -101,6 +101,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     from scaling_bench.frontier.report import FRONTIER_JSON, finite_json, summary_lines
     from scaling_bench.frontier.run import prepare_design, run_design
     from scaling_bench.report.html import build_html
+    from scaling_bench.report.progress import case_progress
     from scaling_bench.store.records import RESULTS_FILE, load_records
 
     options = _options(args)
@@ -108,7 +109,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     if args.bootstrap < 2:
         raise UserError(f"--bootstrap {args.bootstrap}: intervals need at least 2 replicates")
     out = Path(args.out or f"results/frontier-{datetime.now():%Y%m%d-%H%M%S}")
-    progress = not args.no_progress
+    progress = case_progress(bar=not args.no_progress)
     try:
         design = prepare_design(options, out, args.resume, progress)
         print(

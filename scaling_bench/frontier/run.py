@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scaling_bench.config.grid import GridSpec
 from scaling_bench.core import precision as precisions
@@ -35,6 +36,9 @@ from scaling_bench.frontier.throughput import Throughput, throughput_of
 from scaling_bench.store.records import RESULTS_FILE, load_records
 from scaling_bench.workloads.convergence import Convergence
 from scaling_bench.workloads.train import Train
+
+if TYPE_CHECKING:
+    from scaling_bench.engine.runner import ShowProgress
 
 #: The probe's sizes reach this far beyond an optimistic design's (module docstring).
 PROBE_BELOW, PROBE_ABOVE = 4.0, 2.0
@@ -59,7 +63,11 @@ def _spec(
 
 
 def _probe(
-    options: FrontierOptions, sizes: Sequence[float], out: Path, resume: bool, progress: bool
+    options: FrontierOptions,
+    sizes: Sequence[float],
+    out: Path,
+    resume: bool,
+    progress: ShowProgress | None,
 ) -> Throughput:
     """Train-workload cases at ``sizes``; their tokens/s against N is the design's throughput."""
     from scaling_bench.engine.campaign import prepare
@@ -96,7 +104,9 @@ def _same_options(held: FrontierOptions, asked: FrontierOptions, out: Path) -> N
             )
 
 
-def prepare_design(options: FrontierOptions, out: Path, resume: bool, progress: bool) -> Design:
+def prepare_design(
+    options: FrontierOptions, out: Path, resume: bool, progress: ShowProgress | None
+) -> Design:
     """The folder's design (``--resume``), or a new one after the throughput probe."""
     held = load_design(out)
     if held is not None:
@@ -129,7 +139,9 @@ def _flat(n: float) -> float:
     return 1.0
 
 
-def run_design(d: Design, out: Path, resume: bool, progress: bool) -> tuple[list[dict], str | None]:
+def run_design(
+    d: Design, out: Path, resume: bool, progress: ShowProgress | None
+) -> tuple[list[dict], str | None]:
     """Every run of the design, as convergence cases through the campaign and the runner, and
     the line saying why some were left where a time budget ran out (``frontier.budget``:
     the runs get what the design left them after the probe and the analysis)."""
