@@ -19,6 +19,7 @@ same design, never one re-derived from a throughput measured anew.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -49,9 +50,12 @@ FORWARD_SHARE = 1 / 3
 #: as many training samples.
 EVALUATIONS = 2
 WARMUP_SHARE = 0.05
-#: The sizes a design may hold: the smallest is about the tiniest gpt, the largest far
-#: beyond what a study here trains.
-MIN_TARGET, MAX_TARGET = 1e3, 1e11
+#: The largest size a design may hold: far beyond what a study here trains. The smallest is the
+#: family's (``smallest_params``).
+MAX_TARGET = 1e11
+#: A design's smallest size sits this (relative) margin above the family's smallest config, so
+#: that rounding in the budgets' arithmetic never asks for a size below it.
+FLOOR_MARGIN = 1e-9
 
 
 @dataclass(frozen=True)
@@ -184,12 +188,44 @@ def _problem(options: FrontierOptions, runs: Sequence[_Run]) -> str | None:
     return None
 
 
+@functools.cache
+def smallest_params(name: str, overrides: tuple[tuple[str, object], ...] = ()) -> int:
+    """The parameter count of family ``name``'s smallest buildable config (with the study's
+    config fields ``overrides``): the smallest size a design may hold. The family says it by
+    refusing any smaller target (``config_for``), so its ladder's floor is found by bisection
+    on the target, never restated here (llama's is 1,082, moe's 1,350, gpt's a few hundred)."""
+    fam = family(name)
+    fields = dict(overrides)
+
+    def builds(target: int) -> bool:
+        try:
+            fam.config_for(target, **fields)
+        except UserError:
+            return False
+        return True
+
+    low, high = 1, 1
+    while not builds(high):
+        low, high = high, high * 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if builds(mid) else (mid, high)
+    return fam.param_count(fam.config_for(high, **fields))
+
+
+def _floor(options: FrontierOptions) -> float:
+    """The smallest size a design of ``options`` may hold, with ``FLOOR_MARGIN``."""
+    overrides = tuple(sorted(options.overrides.items()))
+    return smallest_params(options.family, overrides) * (1 + FLOOR_MARGIN)
+
+
 def _bisect(options: FrontierOptions, holds: Callable[[float], bool]) -> float:
     """The largest largest-budget C (FLOPs) at which ``holds``, on a log scale between the
-    designs whose smallest size is ``MIN_TARGET`` and whose largest is ``MAX_TARGET``."""
+    designs whose smallest size is the family's smallest (``_floor``) and whose largest is
+    ``MAX_TARGET``."""
     half = (options.sizes_per_budget - 1) / 2
     spread = options.ratio ** (options.budgets - 1)
-    low = 6 * options.tokens_per_param * (MIN_TARGET * SIZE_STEP**half) ** 2 * spread
+    low = 6 * options.tokens_per_param * (_floor(options) * SIZE_STEP**half) ** 2 * spread
     high = 6 * options.tokens_per_param * (MAX_TARGET / SIZE_STEP**half) ** 2
     if not holds(low):
         return low
@@ -216,13 +252,14 @@ def design(
     if options.flops is not None:
         top = options.flops / (options.sizes_per_budget * sum(_budgets(options, 1.0)))
         smallest_target = _targets(options, _budgets(options, top)[0])[0]
-        runs = _runs(options, top) if smallest_target >= MIN_TARGET else []
+        floor = _floor(options)
+        runs = _runs(options, top) if smallest_target >= floor else []
         problem = (
             _problem(options, runs)
             if runs
             else (
                 f"its smallest budget's sizes start at {fmt_count(smallest_target)} parameters, "
-                f"below the smallest model a design trains ({fmt_count(MIN_TARGET)})"
+                f"below the {options.family} family's smallest model ({fmt_count(floor)})"
             )
         )
         if problem:
