@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling_bench.engine.protocol import save_partial
+from scaling_bench.report.progress import case_progress
 
 EXECUTE = "faults:run"
 #: The axes every record's case holds (``config.case.RecordedCase``).
@@ -141,8 +142,8 @@ def run_grid(out_dir: str, marker: str, resume: bool = False, parallel: int = 1)
 
     cases = [Case("first"), Case("second", "hang_once", marker), Case("third")]
     return run_cases(
-        cases, EXECUTE, Path(out_dir), timeout_s=60, env={}, resume=resume, progress=False,
-        settings=Settings(parallel=parallel),
+        cases, EXECUTE, Path(out_dir), timeout_s=60, env={}, resume=resume,
+        progress=case_progress(bar=False), settings=Settings(parallel=parallel),
     )  # fmt: skip
 
 

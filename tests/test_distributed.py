@@ -25,6 +25,7 @@ from scaling_bench.engine.runner import run_cases
 from scaling_bench.frontends.cli import main
 from scaling_bench.models import family
 from scaling_bench.predict.plan import plan_for
+from scaling_bench.report.progress import case_progress
 from scaling_bench.store.records import RESULTS_FILE, load_records
 from scaling_bench.workloads.base import Context, get
 
@@ -40,7 +41,9 @@ def _known_peak(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run_ranks(cases: list[ranks.Case], out: Path, timeout_s: float = 60.0) -> dict[str, dict]:
-    records = run_cases(cases, ranks.EXECUTE, out, timeout_s=timeout_s, env={}, progress=False)
+    records = run_cases(
+        cases, ranks.EXECUTE, out, timeout_s=timeout_s, env={}, progress=case_progress(bar=False)
+    )
     return {r["case_id"]: r for r in records}
 
 
@@ -143,7 +146,9 @@ def fsdp_record(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 "nproc_per_node": (2,), "strategy": ("fsdp",)},
     )  # fmt: skip
     out = tmp_path_factory.mktemp("fsdp")
-    prepare(spec, out, settings=Settings(peak_flops=float(PEAK_FLOPS))).run(progress=False)
+    prepare(spec, out, settings=Settings(peak_flops=float(PEAK_FLOPS))).run(
+        progress=case_progress(bar=False)
+    )
     (record,) = load_records(out / RESULTS_FILE)
     return record
 
@@ -199,7 +204,9 @@ def token_fsdp_records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, di
         overrides={"llama": {"seq_len": 32}, "moe": {"seq_len": 32}},
     )  # fmt: skip
     out = tmp_path_factory.mktemp("token-fsdp")
-    prepare(spec, out, settings=Settings(peak_flops=float(PEAK_FLOPS))).run(progress=False)
+    prepare(spec, out, settings=Settings(peak_flops=float(PEAK_FLOPS))).run(
+        progress=case_progress(bar=False)
+    )
     return {r["case"]["family"]: r for r in load_records(out / RESULTS_FILE)}
 
 

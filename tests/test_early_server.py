@@ -12,6 +12,7 @@ from scaling_bench.config import grid
 from scaling_bench.core.errors import UserError
 from scaling_bench.engine import campaign, launchers
 from scaling_bench.engine.protocol import Settings
+from scaling_bench.report.progress import case_progress
 
 TINY = {"family": "mlp", "target_params": "1e4", "workloads": "train", "budget_s": "0.05"}
 
@@ -54,7 +55,7 @@ def test_the_server_started_while_planning_runs_the_cases_and_ends_with_the_run(
 
     (server,) = started
     assert prepared.launcher is server and _running(server.parent_pid)
-    (record,) = prepared.run(progress=False)
+    (record,) = prepared.run(progress=case_progress(bar=False))
 
     assert record["status"] == "ok"
     assert prepared.launcher is None

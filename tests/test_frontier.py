@@ -15,33 +15,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scaling_bench.analysis.frontier import (
-    LossLaw,
-    Run,
-    Throughput,
-    analyse,
-    approach2,
-    approach3,
-    budget_groups,
-    frontier_runs,
-    throughput_of,
-    time_optimal,
-    time_to_loss,
-)
 from scaling_bench.config.case import Case
 from scaling_bench.config.convergence import ConvergenceSettings
 from scaling_bench.core.errors import UserError
-from scaling_bench.engine.frontier import DESIGN_FILE, FrontierOptions, design
 from scaling_bench.frontends.cli import main
 from scaling_bench.frontends.frontier import parse_duration
-from scaling_bench.models import gpt
-from scaling_bench.report.frontier import FRONTIER_JSON, frontier_section, saved_choices
+from scaling_bench.frontier.analysis import analyse, frontier_runs
+from scaling_bench.frontier.design import DESIGN_FILE, design, smallest_params
+from scaling_bench.frontier.fit import Run, approach2, budget_groups
+from scaling_bench.frontier.law import LossLaw, approach3
+from scaling_bench.frontier.machine import time_optimal, time_to_loss
+from scaling_bench.frontier.options import FrontierOptions
+from scaling_bench.frontier.report import FRONTIER_JSON, frontier_section, saved_choices
+from scaling_bench.frontier.section import register_frontier
+from scaling_bench.frontier.throughput import Throughput, throughput_of
+from scaling_bench.models import family, gpt
 from scaling_bench.report.html import build_html
 from scaling_bench.report.markdown import build_markdown
 from scaling_bench.report.tables import Findings
 from scaling_bench.store.records import RESULTS_FILE, load_records, make_record
 from scaling_bench.workloads.convergence import steps_for
 
+register_frontier()  # as the command line does: the reports below carry the frontier section
 TRUTH = LossLaw(E=1.2, A=40.0, B=300.0, alpha=0.35, beta=0.3)
 BUDGETS = (1e11, 4e11, 1.6e12, 6.4e12)
 NOISE = 0.003  # multiplicative, on the loss
@@ -211,6 +206,21 @@ def test_a_budget_too_small_for_one_step_is_refused_with_the_budget_it_needs() -
         design(FrontierOptions(flops=1e6), THROUGHPUT)
 
 
+@pytest.mark.parametrize("name", ["llama", "moe"])
+def test_a_design_starts_at_the_familys_smallest_model(name: str) -> None:
+    """llama's ladder starts at 1,082 parameters, moe's at 1,350: above the 10³ that was once
+    every design's floor, where ``frontier --family llama`` failed to plan and exited 2."""
+    fam = family(name)
+    floor = smallest_params(name, (("seq_len", 64),))
+    assert floor == fam.param_count(fam.config_for(floor, seq_len=64))
+    with pytest.raises(UserError, match="below this family's smallest config"):
+        fam.config_for(floor - 1, seq_len=64)
+    d = design(FrontierOptions(family=name, seconds=900.0), THROUGHPUT, probe_s=30.0)
+    assert len(d.runs) == 20 and min(r.params for r in d.runs) >= floor
+    with pytest.raises(UserError, match=rf"below the {name} family's smallest model"):
+        design(FrontierOptions(family=name, flops=1e6), THROUGHPUT)
+
+
 def test_a_token_budget_sets_the_steps_and_the_case_id() -> None:
     settings = ConvergenceSettings(tokens=1000)
     assert steps_for(settings, 4, 16) == 16  # ceil(1000 / 64)
@@ -305,7 +315,7 @@ def test_frontier_runs_are_not_a_series_against_n(centred_runs, tmp_path) -> Non
         if (case := Case("gpt", n, workloads=("convergence",)))
     ]
     findings = Findings(records + ordinary, str(tmp_path))
-    assert len(findings.frontier_runs) == 20
+    assert len(findings.claimed["frontier"]) == 20
     assert {s: len(g) for s, g in findings.groups.items()} == {
         "gpt-fp32-cpu": 2,  # the ordinary convergence cases, whole
         "gpt-fp32-cpu-seq_len=64": 3,  # the train workload's throughput
@@ -354,7 +364,12 @@ def test_the_report_repeats_the_saved_analysis(centred_runs, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("args", "what", "change"),
     [
-        (["--flops", "1e6"], "--flops 1e+06: too small", "give at least 3.9e+11"),
+        (["--flops", "1e6"], "--flops 1e+06: too small", "give at least 4.7e+10"),
+        (
+            ["--flops", "1e6", "--family", "llama"],
+            "llama family's smallest model (1,082)",
+            "give at least 4.5e+11",
+        ),
         (
             ["--flops", "1e12", "--batch-size", "512", "--seq-len", "256"],
             "for less than one step of 131,072 tokens",
@@ -411,3 +426,16 @@ def test_tiny_frontier_records_every_run_resumes_and_reports(
     assert len(load_records(out / RESULTS_FILE)) == len(records)
     assert main([*TINY, "--out", str(out), "--resume", "--budgets", "3"]) == 2
     assert "budgets=2" in capsys.readouterr().err
+
+
+def test_a_tiny_llama_frontier_plans_and_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "f"
+    args = [*TINY, "--family", "llama", "--flops", "3e8", "--out", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    runs = json.loads((out / DESIGN_FILE).read_text())["runs"]
+    assert len(runs) == 6
+    assert min(r["params"] for r in runs) >= smallest_params("llama", (("seq_len", 16),))
+    records = [r for r in load_records(out / RESULTS_FILE) if r["case"]["family"] == "llama"]
+    assert sum(1 for r in records if r["case"]["convergence"].get("tokens")) == 6

@@ -8,8 +8,8 @@ from pathlib import Path
 from faults import Case as FaultCase
 from test_runner import by_id, run
 
-from scaling_bench.engine.frontier import PlannedRun
-from scaling_bench.engine.frontier_budget import BudgetKeeper
+from scaling_bench.frontier.budget import BudgetKeeper
+from scaling_bench.frontier.design import PlannedRun
 
 #: Four budgets 3x apart of five runs each, the design's default shape: 1, 3, 9, 27 s a run.
 BUDGETS = (1e9, 3e9, 9e9, 2.7e10)

@@ -4,9 +4,11 @@ Every module under ``scaling_bench/`` is parsed with :mod:`ast`; nothing of the 
 imported or executed. Layers, low to high::
 
     core < models < hardware < config < predict < meters < workloads < store < engine
-         < analysis < report < frontends
+         < analysis < report < frontier < frontends
 
-The store sits below the engine: the engine writes records through it, analysis reads them.
+The store sits below the engine: the engine writes records through it, analysis reads them. The
+frontier (a feature across design, runs, fits and report) sits above the report, which shows its
+section through ``report.sections`` without importing it.
 
 A module may import its own layer and lower ones, wherever the import stands: at module level,
 inside a function, or under ``if TYPE_CHECKING:``. ``scaling_bench/__init__.py`` imports nothing of
@@ -40,6 +42,7 @@ LAYERS = (
     "engine",
     "analysis",
     "report",
+    "frontier",
     "frontends",
 )
 RANK = {name: i for i, name in enumerate(LAYERS)}

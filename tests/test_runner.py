@@ -18,6 +18,7 @@ from scaling_bench.engine import malloc
 from scaling_bench.engine.protocol import Settings
 from scaling_bench.engine.runner import run_cases
 from scaling_bench.engine.worker import is_oom
+from scaling_bench.report.progress import case_progress
 from scaling_bench.store.records import RESULTS_FILE, append_record, load_records, make_record
 
 FAULTS_PATH = Path(__file__).with_name("faults.py")
@@ -26,7 +27,13 @@ ENV = {"host": "test-machine"}
 
 def run(cases, out_dir, timeout_s=20.0, **kwargs):
     return run_cases(
-        cases, EXECUTE, out_dir, timeout_s=timeout_s, env=ENV, progress=False, **kwargs
+        cases,
+        EXECUTE,
+        out_dir,
+        timeout_s=timeout_s,
+        env=ENV,
+        progress=case_progress(bar=False),
+        **kwargs,
     )
 
 
@@ -288,7 +295,7 @@ def test_execute_module_importable_in_the_parent_is_importable_in_the_worker(tmp
         tmp_path / "out",
         timeout_s=20,
         env=ENV,
-        progress=False,
+        progress=case_progress(bar=False),
     )
     assert (record["status"], record["params"]) == ("ok", 7)
 
@@ -370,7 +377,7 @@ def test_what_the_runner_knows_of_a_case_reaches_its_execute_as_keyword_argument
 ) -> None:
     records = run_cases(
         [Case("given"), Case("not_given")], "faults:echo_known", tmp_path, timeout_s=20.0,
-        env=ENV, progress=False, known={"given": {"plan": {"batch_size": 8}}},
+        env=ENV, progress=case_progress(bar=False), known={"given": {"plan": {"batch_size": 8}}},
     )  # fmt: skip
 
     assert by_id(records)["given"]["config"] == {"plan": {"batch_size": 8}}

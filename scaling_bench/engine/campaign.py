@@ -40,6 +40,7 @@ from scaling_bench.workloads.base import Needs, ordered
 
 if TYPE_CHECKING:
     from scaling_bench.engine.launchers import Launcher
+    from scaling_bench.engine.runner import ShowProgress
 
 EXECUTE = "scaling_bench.engine.execute:run_case"
 DISTRIBUTED_EXECUTE = "scaling_bench.engine.distributed.launch:run_case"
@@ -181,8 +182,11 @@ class Campaign:
     #: replays its step again; a ``max`` batch is not here: its worker confirms it by a step.
     plans: dict[str, Plan] = field(default_factory=dict)
 
-    def run(self, progress: bool = True, stop: Callable[[Case], bool] | None = None) -> list[dict]:
-        """The cases through the runner; ``stop`` as ``runner.run_cases`` takes it."""
+    def run(
+        self, progress: ShowProgress | None = None, stop: Callable[[Case], bool] | None = None
+    ) -> list[dict]:
+        """The cases through the runner; ``progress`` and ``stop`` as ``runner.run_cases`` takes
+        them."""
         from scaling_bench.engine.runner import run_cases
 
         execute, derive, known = EXECUTE, None, {k: {"plan": p} for k, p in self.plans.items()}

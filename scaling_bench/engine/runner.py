@@ -23,16 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
 from scaling_bench.core.errors import UserError
 from scaling_bench.engine.attempt import run_process
 from scaling_bench.engine.launchers import ForkServerOrFresh, FreshInterpreter, Launcher
@@ -59,6 +49,42 @@ class RunnableCase(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
+class ProgressSink(Protocol):
+    """Told of each case as it starts and as its record is written, inside ``with``: what a
+    run shows (``report.progress`` is the command line's); the runner draws nothing itself."""
+
+    def __enter__(self) -> ProgressSink: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    def start(self, case_id: str) -> None: ...
+
+    def finish(self, record: dict[str, Any], n_done: int) -> None: ...
+
+
+#: ``run_cases``'s ``progress``: given how many cases will run, the sink that shows them.
+ShowProgress = Callable[[int], ProgressSink]
+
+
+class _Silent:
+    """The sink of a run that shows nothing (``progress=None``)."""
+
+    def __init__(self, total: int) -> None:
+        del total  # nothing to show it on
+
+    def __enter__(self) -> _Silent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def start(self, case_id: str) -> None:
+        return None
+
+    def finish(self, record: dict[str, Any], n_done: int) -> None:
+        return None
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run: the records already written stay, and the message says how to resume."""
 
@@ -80,7 +106,7 @@ def run_cases(
     timeout_s: float,
     env: dict[str, Any],
     resume: bool = False,
-    progress: bool = True,
+    progress: ShowProgress | None = None,
     skipped: Mapping[str, str] | None = None,
     derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None = None,
     settings: Settings | None = None,
@@ -105,6 +131,7 @@ def run_cases(
     the job): what this process already worked out, such as the case's plan, is not redone.
     ``stop(case)``, asked before each case starts, ends the run there: that case and the ones
     after it stay unrecorded, for ``--resume`` (a time budget that the cases so far overran).
+    ``progress`` makes the sink told of each case (``ProgressSink``); None shows nothing.
     """
     with contextlib.ExitStack() as stack:
         if launcher is not None:
@@ -122,7 +149,8 @@ def run_cases(
         remove_stale_temp_dirs()
         with ResultsLock(out_dir):
             return _run_locked(
-                cases, execute, out_dir, timeout_s, env, resume, progress, skipped or {}, derive,
+                cases, execute, out_dir, timeout_s, env, resume, progress or _Silent, skipped or {},
+                derive,
                 settings or Settings(), launcher, known or {}, stop or (lambda case: False),
             )  # fmt: skip
 
@@ -134,7 +162,7 @@ def _run_locked(
     timeout_s: float,
     env: dict[str, Any],
     resume: bool,
-    progress: bool,
+    progress: ShowProgress,
     skipped: Mapping[str, str],
     derive: Callable[[RunnableCase, dict[str, Any]], dict[str, Any]] | None,
     settings: Settings,
@@ -159,7 +187,7 @@ def _run_locked(
     pending = [case for case in cases if case.case_id not in recorded]
 
     records: list[dict[str, Any]] = []
-    with _Progress(len(pending), live=progress and sys.stderr.isatty()) as shown:
+    with progress(len(pending)) as shown:
 
         def measure(case: RunnableCase, launcher: Launcher) -> dict[str, Any]:
             shown.start(case.case_id)
@@ -393,49 +421,3 @@ def _skipped(case: RunnableCase, reason: str, env: dict[str, Any]) -> dict[str, 
         case.case_id, case.to_dict(), "skipped", env=env, started_at=started_at,
         duration_s=0.0, error=reason,
     )  # fmt: skip
-
-
-class _Progress:
-    """One line per finished case on stderr; on a terminal, also a live bar with the running case,
-    done/total and ETA."""
-
-    def __init__(self, total: int, live: bool) -> None:
-        self.total = total
-        self.bar = (
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            if live
-            else None
-        )
-
-    def __enter__(self) -> _Progress:
-        if self.bar:
-            self.bar.start()
-            self.task = self.bar.add_task("", total=self.total)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.bar:
-            self.bar.stop()
-
-    def start(self, case_id: str) -> None:
-        if self.bar:
-            self.bar.update(self.task, description=case_id)
-
-    def finish(self, record: dict[str, Any], n_done: int) -> None:
-        line = f"[{n_done}/{self.total}] {record['case_id']} {record['status']} "
-        line += f"{record['duration_s']:.1f}s"
-        if record["error"]:
-            line += f": {record['error'].splitlines()[-1][:120]}"
-        if self.bar:
-            self.bar.console.print(line, markup=False, highlight=False)
-            self.bar.advance(self.task)
-        else:
-            print(line, file=sys.stderr, flush=True)

@@ -336,6 +336,7 @@ def check_tiny_cases(
     from scaling_bench.config import grid
     from scaling_bench.engine.campaign import prepare
     from scaling_bench.models import FAMILY_NAMES
+    from scaling_bench.report.progress import case_progress
     from scaling_bench.workloads.base import ordered
 
     names = [w.name for w in ordered(workloads)]
@@ -350,7 +351,7 @@ def check_tiny_cases(
     spec = replace(spec, convergence=dict(spec.convergence) | settings)
     out = []
     with tempfile.TemporaryDirectory(prefix="scaling-bench-check-") as tmp:
-        records = prepare(spec, Path(tmp)).run(progress=False)
+        records = prepare(spec, Path(tmp)).run(progress=case_progress(bar=False))
     for r in records:
         if r["status"] == "ok":
             status, line = PASS, f"{', '.join(names)} in {r['duration_s']:.1f}s"

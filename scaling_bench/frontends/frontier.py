@@ -1,9 +1,9 @@
 """``scaling-bench frontier``: how large a model, on how many tokens, for a budget on this machine.
 
-It parses, then calls the engine (``engine.frontier``: the throughput probe, the IsoFLOP design,
-its runs), the analysis (``analysis.frontier``: Chinchilla's approaches 2 and 3, the time-optimal
-size) and the report (``report.frontier``), and writes ``DIR/frontier.json`` and
-``DIR/report.html``.
+It parses, then calls the frontier package (``frontier.options`` checks the options,
+``frontier.run`` measures the throughput and runs the IsoFLOP design, ``frontier.analysis`` fits
+Chinchilla's approaches 2 and 3 and the time-optimal size, ``frontier.report`` writes the lines),
+and writes ``DIR/frontier.json`` and ``DIR/report.html``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def add_frontier(sub: argparse._SubParsersAction) -> None:
 
 def _options(args: argparse.Namespace) -> object:
     from scaling_bench.config.grid import convergence_values, resolve_device
-    from scaling_bench.engine.frontier import PRIOR_TOKENS_PER_PARAM, FrontierOptions
+    from scaling_bench.frontier.options import PRIOR_TOKENS_PER_PARAM, FrontierOptions
     from scaling_bench.hardware.peaks import parse_flops
 
     ratio = PRIOR_TOKENS_PER_PARAM if args.tokens_per_param is None else args.tokens_per_param
@@ -96,11 +96,12 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     from datetime import datetime
     from pathlib import Path
 
-    from scaling_bench.analysis.frontier import analyse
-    from scaling_bench.engine.frontier import prepare_design, run_design
     from scaling_bench.engine.runner import RunInterrupted
-    from scaling_bench.report.frontier import FRONTIER_JSON, finite_json, summary_lines
+    from scaling_bench.frontier.analysis import analyse
+    from scaling_bench.frontier.report import FRONTIER_JSON, finite_json, summary_lines
+    from scaling_bench.frontier.run import prepare_design, run_design
     from scaling_bench.report.html import build_html
+    from scaling_bench.report.progress import case_progress
     from scaling_bench.store.records import RESULTS_FILE, load_records
 
     options = _options(args)
@@ -108,7 +109,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     if args.bootstrap < 2:
         raise UserError(f"--bootstrap {args.bootstrap}: intervals need at least 2 replicates")
     out = Path(args.out or f"results/frontier-{datetime.now():%Y%m%d-%H%M%S}")
-    progress = not args.no_progress
+    progress = case_progress(bar=not args.no_progress)
     try:
         design = prepare_design(options, out, args.resume, progress)
         print(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from scaling_bench.report.figures import report_plots
-from scaling_bench.report.frontier import frontier_section, left_out_note
+from scaling_bench.report.sections import shown
 from scaling_bench.report.tables import Findings
 from scaling_bench.report.templating import environment
 
@@ -20,11 +20,9 @@ _TEMPLATES = environment(autoescape=True)
 def build_html(records: list[dict], source: str) -> str:
     """The whole report as one HTML document with its plots inline."""
     findings = Findings(records, source)
-    frontier = frontier_section(records, source)
     return _TEMPLATES.get_template("report.html.j2").render(
         report=findings,
         plots=report_plots(findings.groups, findings.fits),
-        frontier=frontier,
-        frontier_note=left_out_note(len(findings.frontier_runs), frontier),
+        shown=shown(records, source, findings.claimed),
         generated=datetime.now(UTC),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from scaling_bench.report.frontier import frontier_section, left_out_note
+from scaling_bench.report.sections import shown
 from scaling_bench.report.tables import Findings
 from scaling_bench.report.templating import environment
 from scaling_bench.report.text import markdown_code, markdown_text
@@ -26,11 +26,9 @@ _TEMPLATES.filters["code"] = markdown_code
 
 def build_markdown(records: list[dict], source: str) -> str:
     """A summary for CI logs and pull-request comments: exponents, flags, failures, and the
-    compute-optimal frontier where the folder holds a design's runs (the HTML's figures)."""
+    registered sections (``report.sections``: the compute-optimal frontier where the folder
+    holds a design's runs)."""
     findings = Findings(records, source)
-    frontier = frontier_section(records, source)
     return _TEMPLATES.get_template("summary.md.j2").render(
-        report=findings,
-        frontier=frontier,
-        frontier_note=left_out_note(len(findings.frontier_runs), frontier),
+        report=findings, shown=shown(records, source, findings.claimed)
     )

@@ -18,12 +18,11 @@ from rich.text import Text
 from scaling_bench.analysis.busy import busy_comparison_line, machine_busy_line
 from scaling_bench.analysis.compare import FAILED_STATUSES, Comparison
 from scaling_bench.analysis.fits import CONFIDENCE, ScalingFit, by_series, scaling_fits
-from scaling_bench.analysis.frontier import is_frontier_record
 from scaling_bench.analysis.theory import THEORY_TOLERANCE, theory_checks
 from scaling_bench.analysis.unpaired import WHAT_INSTEAD
 from scaling_bench.core.metrics import find
 from scaling_bench.core.units import fmt_bytes
-from scaling_bench.report import n_choice
+from scaling_bench.report import n_choice, sections
 from scaling_bench.report.summary import (
     BUSY_LEGEND,
     UNSETTLED_MARK,
@@ -119,10 +118,10 @@ class Findings:
         self.source = source
         self.confidence = confidence
         self.tolerance = THEORY_TOLERANCE
-        #: A frontier's runs each train their own D: the frontier section shows them, not the
-        #: series against N (``analysis.frontier.is_frontier_record``).
-        self.frontier_runs = [r for r in records if is_frontier_record(r)]
-        scaled = [r for r in records if not is_frontier_record(r)]
+        #: The records a registered section claims (``report.sections``: a frontier's runs
+        #: each train their own D): that section shows them, not the series against N.
+        self.claimed = sections.claimed(records)
+        scaled = sections.unclaimed(records)
         self.groups = by_series(scaled)
         self.fits = scaling_fits(scaled, confidence)
         active = scaling_fits(scaled, confidence, against="active_params")

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import ChoiceLoader, Environment, FunctionLoader, PackageLoader, StrictUndefined
+
+from scaling_bench.report.sections import template_source
 
 
 def environment(
     autoescape: bool, finalize: Callable[[object], object] | None = None
 ) -> Environment:
-    """Templates from ``report/templates``; an undefined name is an error, not an empty string;
+    """Templates from ``report/templates`` and the registered sections' (``report.sections``);
+    an undefined name is an error, not an empty string;
     ``finalize`` escapes every expression's value for a format that autoescape does not know."""
     return Environment(
         finalize=finalize,
-        loader=PackageLoader("scaling_bench.report"),
+        loader=ChoiceLoader(
+            [PackageLoader("scaling_bench.report"), FunctionLoader(template_source)]
+        ),
         autoescape=autoescape,
         undefined=StrictUndefined,
         trim_blocks=True,

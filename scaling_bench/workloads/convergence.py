@@ -19,20 +19,7 @@ samples (noisy labels included: that is what the model is asked to fit), in batc
 loss before the first step is the initial loss, after the last the final loss; divergence, LR
 sensitivity and the best LR use these (rules in ``scaling_bench.workloads.stability``).
 
-Metrics (the record's shape, ``{value, unit, n, …}``, with extra keys):
-
-- At the best LR (lowest mean final training loss), means over seeds: ``final_loss_mean``
-  (``samples``: one final loss per seed), ``final_loss_std`` (sample std, 0 for one seed),
-  ``heldout_loss``, ``generalization_gap`` (held-out minus training loss), ``train_error`` and
-  ``heldout_error`` (share of wrong argmax predictions); ``loss_spikes`` (spike steps, summed
-  over seeds); ``max_attention_logit`` (gpt; the largest over seeds); ``grad_norm`` (the global
-  L2 norm before clipping at every step of every seed: median, p10, p90, iqr, ``max``). Each
-  carries ``by_lr`` (``f"{lr:g}"`` → the same figure at that LR); a non-finite figure is null.
-  ``final_loss_mean["curves"]`` and ``heldout_loss["curves"]`` map ``"lr=0.001,seed=0"`` to
-  ``[[step, loss], …]`` for every run: training losses as at most ``CURVE_POINTS`` bucket means
-  (``stability.downsample``), held-out losses at each evaluation.
-- Over the whole grid: ``initial_loss``, ``diverged_fraction`` (with ``by_lr``),
-  ``lr_sensitivity``, ``best_lr``.
+The metrics (the record's shape) are listed in ``workloads.convergence_metrics``.
 
 ``max_attention_logit`` is the largest pre-softmax attention logit ``q·k/sqrt(head_dim)`` over
 causal positions, heads and layers, taken at every evaluation on the first
@@ -44,10 +31,9 @@ value seen over the run. Between evaluations it is not watched, so a brief excur
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -60,19 +46,16 @@ from scaling_bench.core.errors import UserError
 from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
 from scaling_bench.core.optimizers import make_optimizer
 from scaling_bench.core.precision import Precision
-from scaling_bench.core.stats import single, summarize
 from scaling_bench.models import family, tokens_per_sample
 from scaling_bench.models.attention import CausalSelfAttention
 from scaling_bench.models.datasets import load_dataset
 from scaling_bench.workloads.base import Column, Context, Needs, Workload, register
-from scaling_bench.workloads.setup import CaseSetup
-from scaling_bench.workloads.stability import (
-    best_lr,
-    downsample,
-    is_diverged,
-    lr_sensitivity,
-    spike_steps,
+from scaling_bench.workloads.convergence_metrics import (
+    LOSS_UNIT,
+    TrainingRun,
+    convergence_metrics,
 )
+from scaling_bench.workloads.setup import CaseSetup
 
 if TYPE_CHECKING:
     from scaling_bench.config.case import Case
@@ -80,9 +63,7 @@ if TYPE_CHECKING:
 #: The cosine schedule decays to this share of the peak LR at the last step (as nanoGPT does).
 MIN_LR_FRACTION = 0.1
 DATA_SEED = 0
-CURVE_POINTS = 100
 ATTENTION_PROBE_SEQUENCES = 8
-LOSS_UNIT = "nats"
 #: Evaluation batches hold this many training batches. Without gradients a forward pass keeps
 #: one layer's activations at a time where the training step keeps every layer's, so the larger
 #: batch stays within the training's memory; it cut gpt's evaluation (batch 16) about threefold
@@ -107,21 +88,6 @@ def lr_factor(step: int, settings: ConvergenceSettings) -> float:
         return 1.0
     progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
     return MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-@dataclass
-class _Run:
-    """One (LR, seed) training run, as far as it got."""
-
-    step_losses: list[float] = field(default_factory=list)
-    grad_norms: list[float] = field(default_factory=list)
-    heldout_curve: list[list[float | None]] = field(default_factory=list)
-    initial_loss: float = math.nan
-    final_loss: float = math.inf
-    heldout_loss: float = math.inf
-    train_error: float = math.nan
-    heldout_error: float = math.nan
-    max_attention_logit: float = -math.inf
 
 
 @contextmanager
@@ -213,7 +179,7 @@ def _train(
     seed: int,
     probe_attention: bool,
     precision: Precision = precisions.PRECISIONS["fp32"],
-) -> _Run:
+) -> TrainingRun:
     """One run: seeded init and batch order, evaluations, and a stop at a non-finite loss; the
     forward passes and losses under the precision's autocast, fp16's loss scaled."""
     (train_x, train_y), train_eval, heldout = data
@@ -228,7 +194,7 @@ def _train(
         len(train_x), batch_size, settings.steps, torch.Generator().manual_seed(seed)
     )
     probe = train_eval[0][:ATTENTION_PROBE_SEQUENCES] if probe_attention else None
-    run = _Run()
+    run = TrainingRun()
     device = train_x.device
     scaler = torch.amp.GradScaler(device.type) if precision.grad_scaler else None
 
@@ -275,30 +241,6 @@ def _train(
         if step % settings.eval_every == 0 or step == settings.steps:
             evaluate(step)
     return run
-
-
-def _json_number(x: float) -> float | None:
-    """JSON has no infinity or NaN: a non-finite figure is recorded as null."""
-    return x if math.isfinite(x) else None
-
-
-def _mean(xs: list[float]) -> float:
-    """Mean, infinite when any value is not finite (a diverged seed spoils its LR's mean)."""
-    return math.fsum(xs) / len(xs) if all(math.isfinite(x) for x in xs) else math.inf
-
-
-def _std(xs: list[float]) -> float:
-    if not all(math.isfinite(x) for x in xs):
-        return math.inf
-    return statistics.stdev(xs) if len(xs) > 1 else 0.0
-
-
-def _diverged_share(runs: list[_Run]) -> float:
-    return statistics.fmean(is_diverged(r.initial_loss, r.final_loss) for r in runs)
-
-
-def _finite_grad_norms(runs: list[_Run]) -> list[float]:
-    return [x for r in runs for x in r.grad_norms if math.isfinite(x)]
 
 
 def run_convergence(
@@ -350,63 +292,7 @@ def run_convergence(
             ]
             for lr in settings.lrs
         }
-    return _metrics(runs, gpt=gpt)
-
-
-def _metrics(runs: dict[float, list[_Run]], gpt: bool) -> dict[str, dict]:
-    """The record's metrics from every run, keyed by LR (module docstring)."""
-    all_runs = [r for rs in runs.values() for r in rs]
-    final_by_lr = {lr: _mean([r.final_loss for r in rs]) for lr, rs in runs.items()}
-    initial = _mean([r.initial_loss for r in all_runs])
-    best = best_lr(final_by_lr)
-    n_seeds = len(runs[best])
-
-    def by_lr(figure: Callable[[list[_Run]], float]) -> dict[str, float | None]:
-        return {f"{lr:g}": _json_number(figure(rs)) for lr, rs in runs.items()}
-
-    def at_best(figure: Callable[[list[_Run]], float], unit: str) -> dict:
-        return single(_json_number(figure(runs[best])), unit) | {
-            "n": n_seeds,
-            "by_lr": by_lr(figure),
-        }
-
-    def curves(curve: Callable[[_Run], list]) -> dict[str, list]:
-        return {
-            f"lr={lr:g},seed={s}": curve(r) for lr, rs in runs.items() for s, r in enumerate(rs)
-        }
-
-    out = {
-        "final_loss_mean": at_best(lambda rs: _mean([r.final_loss for r in rs]), LOSS_UNIT)
-        | {
-            "samples": [_json_number(r.final_loss) for r in runs[best]],
-            "curves": curves(lambda r: downsample(r.step_losses, CURVE_POINTS)),
-        },
-        "final_loss_std": at_best(lambda rs: _std([r.final_loss for r in rs]), LOSS_UNIT),
-        "heldout_loss": at_best(lambda rs: _mean([r.heldout_loss for r in rs]), LOSS_UNIT)
-        | {"curves": curves(lambda r: r.heldout_curve)},
-        "generalization_gap": at_best(
-            lambda rs: _mean([r.heldout_loss - r.final_loss for r in rs]), LOSS_UNIT
-        ),
-        "train_error": at_best(lambda rs: _mean([r.train_error for r in rs]), "fraction"),
-        "heldout_error": at_best(lambda rs: _mean([r.heldout_error for r in rs]), "fraction"),
-        "loss_spikes": at_best(
-            lambda rs: float(sum(len(spike_steps(r.step_losses)) for r in rs)), "count"
-        ),
-        "diverged_fraction": single(_diverged_share(all_runs), "fraction")
-        | {"n": len(all_runs), "by_lr": by_lr(_diverged_share)},
-        "initial_loss": single(_json_number(initial), LOSS_UNIT),
-        "lr_sensitivity": single(_json_number(lr_sensitivity(final_by_lr, initial)), LOSS_UNIT),
-        "best_lr": single(best, "lr"),
-    }
-    norms = _finite_grad_norms(runs[best])
-    if norms:
-        out["grad_norm"] = summarize(norms, "1", keep_samples=False) | {
-            "max": max(norms),
-            "by_lr": by_lr(lambda rs: statistics.median(_finite_grad_norms(rs) or [math.nan])),
-        }
-    if gpt:
-        out["max_attention_logit"] = at_best(lambda rs: max(r.max_attention_logit for r in rs), "1")
-    return out
+    return convergence_metrics(runs, gpt=gpt)
 
 
 def _loss_spec(name: str, label: str, better: int = LOWER, unit: str = LOSS_UNIT) -> MetricSpec:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from scaling_bench.config.case import Case
-    from scaling_bench.engine.frontier import PlannedRun
+    from scaling_bench.frontier.design import PlannedRun
 
 
 @dataclass

@@ -1,0 +1,227 @@
+"""Chinchilla's approach 2: per compute budget a parabola in ln N, over the budgets a line.
+
+The runs are an IsoFLOP design (``frontier.design``): for each compute budget C, several sizes
+N, each trained on D = C / (6N) tokens. Per budget (Hoffmann et al. 2022, "Chinchilla"), the
+loss against ln N is a parabola; its vertex is that budget's N_opt, and D_opt = C / (6 N_opt). A
+budget whose vertex is not inside its sizes (or whose parabola opens downwards) is reported with
+the reason and left out, never extrapolated. Over the budgets, ln N_opt against ln C is a line of
+slope ``a`` (N_opt ∝ C^a), and b = 1 − a.
+
+Intervals are percentile bootstrap intervals at ``CONFIDENCE``: each budget's parabola residuals
+are resampled (scaled by √(n/(n−3)) for the three fitted coefficients), so a budget needs four
+sizes for an interval. A replicate is seeded: the same runs give the same intervals. ``Run`` and
+``Interval`` are the terms of every fit of the package (approach 3 is ``frontier.law``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+CONFIDENCE = 0.95
+BOOTSTRAP = 200
+#: Consecutive runs whose C differ by more than this factor belong to different budgets.
+BUDGET_GAP = 1.5
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the design: its size, its tokens and its held-out loss."""
+
+    case_id: str
+    params: int
+    tokens: int
+    loss: float
+    duration_s: float | None = None
+
+    @property
+    def flops(self) -> float:
+        return 6.0 * self.params * self.tokens
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate and its bootstrap interval (``None`` where it cannot be had)."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+    def contains(self, x: float) -> bool:
+        return self.low is not None and self.high is not None and self.low <= x <= self.high
+
+    def to_dict(self) -> dict:
+        return {"value": finite(self.value), "low": finite(self.low), "high": finite(self.high)}
+
+
+def finite(x: float | None) -> float | None:
+    """``x`` as a float, None where it is absent or not finite (JSON has no infinity)."""
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def bootstrap_interval(value: float, replicates: Sequence[float], confidence: float) -> Interval:
+    reps = [r for r in replicates if math.isfinite(r)]
+    if len(reps) < 2:
+        return Interval(value)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(reps, [tail, 1 - tail])
+    return Interval(value, float(low), float(high))
+
+
+def budget_groups(runs: Iterable[Run]) -> list[list[Run]]:
+    """Runs grouped by compute budget: sorted by C, a new budget where C jumps by more than
+    ``BUDGET_GAP`` (a design's budgets are further apart; rounding to whole steps is not)."""
+    groups: list[list[Run]] = []
+    for run in sorted(runs, key=lambda r: (r.flops, r.params)):
+        if groups and run.flops <= BUDGET_GAP * groups[-1][0].flops:
+            groups[-1].append(run)
+        else:
+            groups.append([run])
+    return [sorted(g, key=lambda r: r.params) for g in groups]
+
+
+@dataclass(frozen=True)
+class IsoFlopFit:
+    """One budget's parabola in ln N; ``reason`` says why it has no optimum, else None."""
+
+    flops: float
+    runs: tuple[Run, ...]
+    coefficients: tuple[float, float, float] | None = None
+    n_opt: Interval | None = None
+    d_opt: Interval | None = None
+    tokens_per_param: Interval | None = None
+    loss_opt: float | None = None
+    reason: str | None = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.n_opt is not None
+
+    def to_dict(self) -> dict:
+        return {
+            "flops": self.flops,
+            "sizes": [r.params for r in self.runs],
+            "losses": [r.loss for r in self.runs],
+            "coefficients": list(self.coefficients) if self.coefficients else None,
+            "n_opt": _maybe(self.n_opt),
+            "d_opt": _maybe(self.d_opt),
+            "tokens_per_param": _maybe(self.tokens_per_param),
+            "loss_opt": finite(self.loss_opt),
+            "reason": self.reason,
+        }
+
+
+def _maybe(interval: Interval | None) -> dict | None:
+    return interval.to_dict() if interval is not None else None
+
+
+def _vertex(coefficients: np.ndarray) -> float:
+    """ln N at the parabola's minimum; NaN where it opens downwards (no minimum)."""
+    c2, c1, _ = coefficients
+    return -c1 / (2 * c2) if c2 > 0 else math.nan
+
+
+def _why_not_interior(x: np.ndarray, coefficients: np.ndarray) -> str | None:
+    vertex = _vertex(coefficients)
+    if math.isnan(vertex):
+        return "the loss is not convex in ln N over these sizes: no minimum to take"
+    if vertex <= x.min():
+        return "the minimum lies below the smallest size: the sizes were too narrow, add smaller"
+    if vertex >= x.max():
+        return "the minimum lies above the largest size: the sizes were too narrow, add larger"
+    return None
+
+
+def _geometric_mean(values: Iterable[float]) -> float:
+    logs = [math.log(v) for v in values]
+    return math.exp(sum(logs) / len(logs))
+
+
+def fit_isoflop(
+    runs: Sequence[Run], rng: np.random.Generator, bootstrap: int, confidence: float
+) -> tuple[IsoFlopFit, np.ndarray]:
+    """One budget's fit, and its bootstrap vertices (ln N; NaN where a replicate has none)."""
+    flops = _geometric_mean(r.flops for r in runs)
+    x = np.log([r.params for r in runs])
+    y = np.array([r.loss for r in runs])
+    if len(set(x.tolist())) < 3:
+        reason = f"{len(set(x.tolist()))} distinct sizes: a parabola needs three"
+        return IsoFlopFit(flops, tuple(runs), reason=reason), np.full(bootstrap, math.nan)
+    coefficients = np.polyfit(x, y, 2)
+    fit = IsoFlopFit(flops, tuple(runs), tuple(float(c) for c in coefficients))
+    if reason := _why_not_interior(x, coefficients):
+        return replace(fit, reason=reason), np.full(bootstrap, math.nan)
+    vertices = np.full(bootstrap, math.nan)
+    dof = len(x) - 3
+    if dof > 0:
+        fitted = np.polyval(coefficients, x)
+        residuals = (y - fitted) * math.sqrt(len(x) / dof)
+        for i in range(bootstrap):
+            y_star = fitted + rng.choice(residuals, size=len(x), replace=True)
+            vertices[i] = _vertex(np.polyfit(x, y_star, 2))
+    vertex = _vertex(coefficients)
+    n_reps = np.exp(vertices)
+    n_opt = bootstrap_interval(math.exp(vertex), n_reps, confidence)
+    d_opt = bootstrap_interval(flops / (6 * n_opt.value), flops / (6 * n_reps), confidence)
+    ratio = bootstrap_interval(d_opt.value / n_opt.value, flops / (6 * n_reps**2), confidence)
+    loss = float(np.polyval(coefficients, vertex))
+    return IsoFlopFit(flops, tuple(runs), fit.coefficients, n_opt, d_opt, ratio, loss), vertices
+
+
+@dataclass(frozen=True)
+class Approach2:
+    """Every budget's parabola, and N_opt ∝ C^a, D_opt ∝ C^b over the budgets with an optimum."""
+
+    budgets: tuple[IsoFlopFit, ...]
+    a: Interval | None = None
+    b: Interval | None = None
+    #: ln N_opt = a·ln C + intercept.
+    intercept: float | None = None
+    reason: str | None = None
+
+    def n_opt(self, flops: float) -> float | None:
+        if self.a is None or self.intercept is None:
+            return None
+        return math.exp(self.intercept + self.a.value * math.log(flops))
+
+    def to_dict(self) -> dict:
+        return {
+            "budgets": [b.to_dict() for b in self.budgets],
+            "a": _maybe(self.a),
+            "b": _maybe(self.b),
+            "intercept": self.intercept,
+            "reason": self.reason,
+        }
+
+
+def approach2(
+    runs: Sequence[Run],
+    bootstrap: int = BOOTSTRAP,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> Approach2:
+    """Chinchilla's approach 2 (module docstring): a parabola per budget, a line over them."""
+    rng = np.random.default_rng(seed)
+    fits, vertices = [], []
+    for group in budget_groups(runs):
+        fit, reps = fit_isoflop(group, rng, bootstrap, confidence)
+        fits.append(fit)
+        vertices.append(reps)
+    good = [(f, v) for f, v in zip(fits, vertices, strict=True) if f.fitted]
+    if len(good) < 2:
+        reason = f"{len(good)} budget(s) with an interior minimum: the exponent needs two"
+        return Approach2(tuple(fits), reason=reason)
+    log_c = np.log([f.flops for f, _ in good])
+    log_n = np.log([f.n_opt.value for f, _ in good])
+    slope, intercept = np.polyfit(log_c, log_n, 1)
+    slopes = []
+    reps = np.array([v for _, v in good])  # (budgets, bootstrap)
+    for column in reps.T:
+        if np.all(np.isfinite(column)):
+            slopes.append(float(np.polyfit(log_c, column, 1)[0]))
+    a = bootstrap_interval(float(slope), slopes, confidence)
+    b = bootstrap_interval(1 - a.value, [1 - s for s in slopes], confidence)
+    return Approach2(tuple(fits), a, b, float(intercept))
