@@ -21,7 +21,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -246,13 +246,14 @@ def replace_records(path: Path, records: Sequence[dict[str, Any]], again: str) -
         raise UserError(f"{path}: cannot write ({exc.strerror}); {again}") from None
 
 
-def append_text(path: Path, text: str, what: str, again: str) -> None:
-    """Append ``text`` (whole records) in one write and fsync it. A write that fails part-way
-    (a full disk) is cut back to the file's previous length, so the file never ends in half a
-    record that would stop every later load; the error says what was not written (``what``) and
-    how to go on (``again``)."""
+def append_text(path: Path, text: str | Iterable[str], what: str, again: str) -> None:
+    """Append ``text`` (whole records; or its pieces, which a merge of 100k records produces
+    one by one rather than hold) as one append and fsync it. A write that fails part-way (a full
+    disk), or a piece that cannot be produced, cuts the file back to its previous length, so the
+    file never ends in half a record that would stop every later load; the error says what was
+    not written (``what``) and how to go on (``again``)."""
     is_new = not path.exists()
-    data = memoryview(text.encode("utf-8"))
+    pieces = [text] if isinstance(text, str) else text
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as exc:
@@ -260,12 +261,17 @@ def append_text(path: Path, text: str, what: str, again: str) -> None:
     try:
         length = os.fstat(fd).st_size
         try:
-            while data:  # one write for a regular file; the loop covers a short one
-                data = data[os.write(fd, data) :]
+            for piece in pieces:
+                data = memoryview(piece.encode("utf-8"))
+                while data:  # one write for a regular file; the loop covers a short one
+                    data = data[os.write(fd, data) :]
             os.fsync(fd)
         except OSError as exc:
             os.ftruncate(fd, length)
             raise UserError(_write_failure(path, what, exc, again)) from None
+        except BaseException:
+            os.ftruncate(fd, length)
+            raise
     finally:
         os.close(fd)
     if is_new:
