@@ -151,7 +151,7 @@ def significance(base: dict, current: dict) -> float | None:
     return _summary_p(base, current)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MetricComparison:
     """One metric of one case in both runs, and what the gate makes of the move."""
 
@@ -365,6 +365,20 @@ def _selected(
     if spec is None or not spec.compared:
         return False
     return not (spec.kind == "derived" and spec.derived_from in metrics)
+
+
+def selectable(patterns: Sequence[str] | None) -> Callable[[str], bool]:
+    """Which metrics a comparison with these ``--metric`` patterns can select, by name: what a
+    run's reader keeps (``load_run``). A superset of ``_selected``: a derived figure is kept
+    beside its source (the other run may lack the source), one without a spec to be listed."""
+
+    def keep(name: str) -> bool:
+        spec = find(name)
+        if spec is None:
+            return True
+        return any(fnmatchcase(name, p) for p in patterns) if patterns else spec.compared
+
+    return keep
 
 
 def compare_runs(

@@ -269,9 +269,9 @@ def _report(source: Path, html_path: Path, markdown: Path | None, echo_markdown:
     from scaling_bench.report.html import build_html
     from scaling_bench.report.markdown import build_markdown
     from scaling_bench.store.foreign import stream_records
-    from scaling_bench.store.records import without_samples
+    from scaling_bench.store.records import shown_records
 
-    records = [without_samples(r) for r in stream_records(source)]  # shown: their summaries
+    records = shown_records(stream_records(source))  # only what the report shows of each
     _write(html_path, build_html(records, str(source)))
     summary = build_markdown(records, str(source))
     if markdown:
@@ -355,13 +355,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from scaling_bench.workloads import load_plugins
 
     load_plugins(args.plugin)
-    from scaling_bench.analysis.compare import compare_runs, parse_threshold
+    from scaling_bench.analysis.compare import compare_runs, parse_threshold, selectable
     from scaling_bench.store.foreign import load_run
 
     threshold = parse_threshold(args.threshold)
     comparison = compare_runs(
-        load_run(Path(args.base)),
-        load_run(Path(args.current)),
+        load_run(Path(args.base), selectable(args.metric)),
+        load_run(Path(args.current), selectable(args.metric)),
         threshold,
         args.metric,
         paired=args.paired,

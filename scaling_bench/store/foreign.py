@@ -31,7 +31,8 @@ import ast
 import json
 import math
 import re
-from collections.abc import Iterator
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -195,19 +196,32 @@ def stream_records(path: Path) -> Iterator[dict[str, Any]]:
         raise UserError(f"{results}: holds no records")
 
 
-def load_run(path: Path) -> Run:
+def load_run(path: Path, keep: Callable[[str], bool] | None = None) -> Run:
     """The run at ``path``: a results folder or file, a pytest-benchmark JSON or an asv result.
 
     A case recorded twice in one results file (runs appended to it) keeps its latest record.
+    ``keep``: the metrics a comparison can select, by name; a results file's records are then
+    streamed holding only those of each case, compactly (``compact_metric``), so two runs of
+    100k cases fit in memory beside each other.
     """
     path = Path(path)
     if path.is_dir() or path.suffix == ".jsonl" or not path.exists():
         cases = {}
+        strings: dict[str, str] = {}
+        env: dict[str, Any] = {}
         for r in stream_records(path):  # one at a time: only what the comparison reads is kept
-            cases[r["case_id"]] = CaseResult(
-                r["case_id"], r["case"].get("family", ""), r["status"], _per_sample(r["metrics"])
+            case_id = r["case_id"]
+            metrics = _per_sample(r["metrics"], keep)
+            if keep is not None:
+                metrics = {
+                    strings.setdefault(n, n): compact_metric(m, strings) for n, m in metrics.items()
+                }
+            family = strings.setdefault(f := r["case"].get("family", ""), f)
+            cases[case_id] = CaseResult(
+                case_id, family, strings.setdefault(s := r["status"], s), metrics
             )
-        return Run(str(path), "scaling-bench", r["env"], cases)
+            env = r["env"]
+        return Run(str(path), "scaling-bench", env, cases)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -224,14 +238,40 @@ def load_run(path: Path) -> Run:
     )
 
 
-def _per_sample(metrics: dict[str, dict]) -> dict[str, dict]:
-    """The metrics with seconds per sample beside samples per second, as asv times them."""
-    inverted = {
-        name.removesuffix("_samples_per_s") + "_sample_s": scaled(m, 1.0, "s", invert=True)
-        for name, m in metrics.items()
-        if name.endswith("_samples_per_s") and m.get("value")
-    }
-    return metrics | inverted
+#: What a comparison never reads of a figure: its spread's outer quantiles (the report's).
+_UNCOMPARED_KEYS = frozenset(("p10", "p90"))
+#: A figure's lists of numbers, held as arrays of doubles (8 bytes a number, not 32); a missing
+#: number (null) is NaN there, which every test leaves out as it leaves out null.
+_NUMBER_LISTS = ("samples", "process_values")
+
+
+def compact_metric(metric: dict[str, Any], strings: dict[str, str]) -> dict[str, Any]:
+    """A figure as a comparison holds it: without what it never reads, its samples as an
+    ``array("d")``, its keys and unit the same string objects as every other figure's."""
+    out = {}
+    for key, value in metric.items():
+        if key in _UNCOMPARED_KEYS:
+            continue
+        if key in _NUMBER_LISTS and isinstance(value, list):
+            value = array("d", (math.nan if x is None else x for x in value))
+        elif isinstance(value, str):
+            value = strings.setdefault(value, value)
+        out[strings.setdefault(key, key)] = value
+    return out
+
+
+def _per_sample(
+    metrics: dict[str, dict], keep: Callable[[str], bool] | None = None
+) -> dict[str, dict]:
+    """The metrics with seconds per sample beside samples per second, as asv times them; only
+    those ``keep`` selects, where it is given."""
+    inverted = {}
+    for name, m in metrics.items():
+        inverse = name.removesuffix("_samples_per_s") + "_sample_s"
+        if name.endswith("_samples_per_s") and m.get("value") and (keep is None or keep(inverse)):
+            inverted[inverse] = scaled(m, 1.0, "s", invert=True)
+    out = metrics | inverted
+    return out if keep is None else {n: m for n, m in out.items() if keep(n)}
 
 
 def _metric_name(function: str, unit: str | None = None) -> tuple[str, str]:
