@@ -30,7 +30,7 @@ from scaling_bench.core.metrics import spec
 THEORY_TOLERANCE = 0.25
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TheoryCheck:
     """One measurement beside its prediction; flagged beyond ``THEORY_TOLERANCE``."""
 

@@ -339,13 +339,17 @@ def paired_by_workload(groups: dict) -> list[tuple[str, list[str]]]:
 
 
 def report_plots(groups: dict[str, list[dict]], fits: list[ScalingFit]) -> list[Plot]:
-    """Every plot of the report, in order; one colour and marker per series across all of them."""
+    """Every plot of the report, in order; one colour and marker per series across all of them.
+    Each of the report's own figures is drawn, turned into its PNG and let go before the next
+    is drawn, so a report never holds the points of all its figures at once."""
     styles = series_styles(list(groups))
     bytes_plots = [
         (
             f"{workload}-bytes",
             f"{workload}: bytes, measured and predicted",
-            _measured_vs_predicted_figure(groups, styles, names, f"{workload} bytes", workload),
+            lambda names=names, workload=workload: _measured_vs_predicted_figure(
+                groups, styles, names, f"{workload} bytes", workload
+            ),
             NOTHING_MEASURED,
         )
         for workload, names in paired_by_workload(groups)
@@ -355,31 +359,44 @@ def report_plots(groups: dict[str, list[dict]], fits: list[ScalingFit]) -> list[
         (
             "throughput",
             "Throughput against parameters",
-            _throughput_figure(groups, styles),
+            lambda: _throughput_figure(groups, styles),
             NOTHING_MEASURED,
         ),
-        ("mfu", "Model FLOPs utilisation", _mfu_figure(groups, styles), NOTHING_MEASURED),
-        *serving_plots(groups, styles),
-        *batch_plots(groups, styles),
+        ("mfu", "Model FLOPs utilisation", lambda: _mfu_figure(groups, styles), NOTHING_MEASURED),
+        *_ready(serving_plots(groups, styles)),
+        *_ready(batch_plots(groups, styles)),
         *bytes_plots,
-        ("fits", "Fitted power laws", _fit_figure(fits, styles), NOTHING_MEASURED),
+        ("fits", "Fitted power laws", lambda: _fit_figure(fits, styles), NOTHING_MEASURED),
         (
             "loss-curves",
             "Loss curves per size",
-            _loss_curve_figure(groups),
+            lambda: _loss_curve_figure(groups),
             f"No loss curves: {no_behaviour}",
         ),
         (
             "stability",
             "Convergence and stability against parameters",
-            _convergence_figure(groups, styles),
+            lambda: _convergence_figure(groups, styles),
             f"No convergence metrics: {no_behaviour}",
         ),
     )
+    return [Plot(anchor, title, _png(draw()), missing) for anchor, title, draw, missing in drawn]
+
+
+def _ready(sections: list[tuple]) -> list[tuple]:
+    """Sections whose figures are drawn already, in the shape of those drawn on demand."""
     return [
-        Plot(anchor, title, png_base64(fig) if fig else None, missing)
-        for anchor, title, fig, missing in drawn
+        (anchor, title, lambda fig=fig: fig, missing) for anchor, title, fig, missing in sections
     ]
+
+
+def _png(fig: Figure | None) -> str | None:
+    """The figure as base64 PNG, its artists (and the points they hold) let go at once."""
+    if fig is None:
+        return None
+    png = png_base64(fig)
+    fig.clear()
+    return png
 
 
 def comparison_png(comparison: Comparison) -> bytes:
