@@ -31,7 +31,6 @@ import ast
 import json
 import math
 import re
-from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import product
@@ -45,8 +44,9 @@ from scaling_bench.config.axes import BY_NAME
 from scaling_bench.config.case import Case
 from scaling_bench.config.sizes import parse_size
 from scaling_bench.core.errors import UserError
-from scaling_bench.core.stats import scaled, summarize
+from scaling_bench.core.stats import summarize
 from scaling_bench.models import FAMILY_NAMES
+from scaling_bench.store.compact import held_metrics
 from scaling_bench.store.records import RESULTS_FILE, iter_records
 from scaling_bench.store.schema import METRIC, Count, Finite, validated
 
@@ -200,26 +200,18 @@ def load_run(path: Path, keep: Callable[[str], bool] | None = None) -> Run:
     """The run at ``path``: a results folder or file, a pytest-benchmark JSON or an asv result.
 
     A case recorded twice in one results file (runs appended to it) keeps its latest record.
-    ``keep``: the metrics a comparison can select, by name; a results file's records are then
-    streamed holding only those of each case, compactly (``compact_metric``), so two runs of
-    100k cases fit in memory beside each other.
+    ``keep``: the metrics a comparison can select, by name; a results file's cases then hold
+    only those, compactly (``store.compact``), so two runs of 100k cases fit beside each other.
     """
     path = Path(path)
     if path.is_dir() or path.suffix == ".jsonl" or not path.exists():
-        cases = {}
-        strings: dict[str, str] = {}
-        env: dict[str, Any] = {}
+        cases, strings, env = {}, {}, {}
         for r in stream_records(path):  # one at a time: only what the comparison reads is kept
-            case_id = r["case_id"]
-            metrics = _per_sample(r["metrics"], keep)
-            if keep is not None:
-                metrics = {
-                    strings.setdefault(n, n): compact_metric(m, strings) for n, m in metrics.items()
-                }
-            family = strings.setdefault(f := r["case"].get("family", ""), f)
-            cases[case_id] = CaseResult(
-                case_id, family, strings.setdefault(s := r["status"], s), metrics
+            family, status = (
+                strings.setdefault(x, x) for x in (r["case"].get("family", ""), r["status"])
             )
+            metrics = held_metrics(r["metrics"], keep, strings)
+            cases[r["case_id"]] = CaseResult(r["case_id"], family, status, metrics)
             env = r["env"]
         return Run(str(path), "scaling-bench", env, cases)
     try:
@@ -236,42 +228,6 @@ def load_run(path: Path, keep: Callable[[str], bool] | None = None) -> Run:
         f"{path}: not a scaling-bench results file, a pytest-benchmark JSON (no 'benchmarks') "
         "or an asv result file (no 'result_columns')"
     )
-
-
-#: What a comparison never reads of a figure: its spread's outer quantiles (the report's).
-_UNCOMPARED_KEYS = frozenset(("p10", "p90"))
-#: A figure's lists of numbers, held as arrays of doubles (8 bytes a number, not 32); a missing
-#: number (null) is NaN there, which every test leaves out as it leaves out null.
-_NUMBER_LISTS = ("samples", "process_values")
-
-
-def compact_metric(metric: dict[str, Any], strings: dict[str, str]) -> dict[str, Any]:
-    """A figure as a comparison holds it: without what it never reads, its samples as an
-    ``array("d")``, its keys and unit the same string objects as every other figure's."""
-    out = {}
-    for key, value in metric.items():
-        if key in _UNCOMPARED_KEYS:
-            continue
-        if key in _NUMBER_LISTS and isinstance(value, list):
-            value = array("d", (math.nan if x is None else x for x in value))
-        elif isinstance(value, str):
-            value = strings.setdefault(value, value)
-        out[strings.setdefault(key, key)] = value
-    return out
-
-
-def _per_sample(
-    metrics: dict[str, dict], keep: Callable[[str], bool] | None = None
-) -> dict[str, dict]:
-    """The metrics with seconds per sample beside samples per second, as asv times them; only
-    those ``keep`` selects, where it is given."""
-    inverted = {}
-    for name, m in metrics.items():
-        inverse = name.removesuffix("_samples_per_s") + "_sample_s"
-        if name.endswith("_samples_per_s") and m.get("value") and (keep is None or keep(inverse)):
-            inverted[inverse] = scaled(m, 1.0, "s", invert=True)
-    out = metrics | inverted
-    return out if keep is None else {n: m for n, m in out.items() if keep(n)}
 
 
 def _metric_name(function: str, unit: str | None = None) -> tuple[str, str]:
