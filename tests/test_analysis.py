@@ -8,8 +8,9 @@ import random
 import pytest
 import synthetic
 
-from scaling_bench.analysis.compare import compare_runs, mann_whitney_p, parse_threshold
+from scaling_bench.analysis.compare import compare_runs, parse_threshold
 from scaling_bench.analysis.fits import by_series, fit_power_law, scaling_fits, series_of
+from scaling_bench.analysis.significance import mann_whitney_p
 from scaling_bench.analysis.theory import theory_checks
 from scaling_bench.config.case import Case
 from scaling_bench.core.errors import UserError

@@ -13,7 +13,8 @@ from matplotlib.lines import Line2D
 from scaling_bench.analysis.fits import by_series
 from scaling_bench.core.errors import UserError
 from scaling_bench.frontends.cli import main
-from scaling_bench.report.batches import LEGEND_ENTRIES, batch_figure
+from scaling_bench.report.batches import batch_figure
+from scaling_bench.report.plotting import LEGEND_ENTRIES
 from scaling_bench.store.records import RESULTS_FILE, iter_records, load_records
 
 _STUDY = Path(__file__).resolve().parent.parent / "studies" / "many_records.py"

@@ -30,7 +30,7 @@ from scaling_bench.core.metrics import spec
 THEORY_TOLERANCE = 0.25
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TheoryCheck:
     """One measurement beside its prediction; flagged beyond ``THEORY_TOLERANCE``."""
 
@@ -51,6 +51,22 @@ class TheoryCheck:
         return abs(self.ratio - 1) > THEORY_TOLERANCE
 
 
+def _rates(group: Sequence[dict], workload: str) -> list[tuple[dict, float]]:
+    """(record, FLOP/s) of each measured case of the series, in the series' order."""
+    return [
+        (r, f / t)
+        for r in group
+        if (f := flops_per_sample(r, workload)) and (t := s_per_sample(r, workload))
+    ]
+
+
+def _last_rate(rates: Sequence[tuple[dict, float]], without: dict | None) -> float | None:
+    """The last rate not measured on ``without``: at most the last two entries are looked at,
+    so holding every case of a series to the others' rate is linear in the series' size."""
+    rest = [rate for r, rate in rates[-2:] if r is not without]
+    return rest[-1] if rest else None
+
+
 def flops_rate(group: Sequence[dict], workload: str, without: dict | None = None) -> float | None:
     """The FLOP/s of the series' largest measured case (other than ``without``): the constant
     in ``time ∝ FLOPs``.
@@ -58,14 +74,7 @@ def flops_rate(group: Sequence[dict], workload: str, without: dict | None = None
     The largest case is the nearest to compute-bound; against its rate, a smaller case's excess
     time is the overhead that FLOPs do not account for.
     """
-    rates = [
-        f / t
-        for r in group
-        if r is not without
-        and (f := flops_per_sample(r, workload))
-        and (t := s_per_sample(r, workload))
-    ]
-    return rates[-1] if rates else None
+    return _last_rate(_rates(group, workload), without)
 
 
 def theory_checks(records: Iterable[dict]) -> list[TheoryCheck]:
@@ -75,8 +84,9 @@ def theory_checks(records: Iterable[dict]) -> list[TheoryCheck]:
     checks = []
     timed = timed_workloads()
     for series, group in by_series(records).items():
+        series_rates = {w: _rates(group, w) for w in timed}  # once per series, not per case
         for r in group:
-            rates = {w: flops_rate(group, w, without=r) for w in timed}
+            rates = {w: _last_rate(series_rates[w], r) for w in timed}
             pairs = [
                 (
                     s.name,

@@ -46,9 +46,25 @@ def median_ci_halfwidth(samples: Sequence[float], confidence: float = 0.95) -> f
     return (xs[n - k] - xs[k - 1]) / 2
 
 
+def quantiles(samples: Sequence[float], qs: Sequence[float]) -> list[float]:
+    """``np.quantile(samples, qs)`` (its default, linear method) to the bit, in plain Python:
+    ten times faster on the few dozen samples of a metric, which a reader of 100k records
+    summarises 200k times. A NaN sample makes every quantile NaN, as in numpy."""
+    xs = sorted(float(x) for x in samples)
+    if any(math.isnan(x) for x in xs):
+        return [math.nan] * len(qs)
+    out = []
+    for q in qs:
+        at = q * (len(xs) - 1)
+        lo = math.floor(at)
+        a, b, t = xs[lo], xs[min(lo + 1, len(xs) - 1)], at - lo
+        out.append(b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t)  # numpy's _lerp
+    return out
+
+
 def summarize(samples: Sequence[float], unit: str, keep_samples: bool = True) -> dict:
     """A metric from repeated measurements: median as ``value``, spread, and the raw samples."""
-    p10, q1, med, q3, p90 = (float(x) for x in np.quantile(samples, _SUMMARY_QUANTILES))
+    p10, q1, med, q3, p90 = quantiles(samples, _SUMMARY_QUANTILES)
     out = {
         "value": med,
         "unit": unit,

@@ -44,13 +44,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from scaling_bench.workloads import load_plugins
 
     load_plugins(args.plugin)
-    from scaling_bench.analysis.compare import compare_runs, parse_threshold
+    from scaling_bench.analysis.compare import compare_runs, parse_threshold, selectable
     from scaling_bench.store.foreign import load_run
 
     threshold = parse_threshold(args.threshold)
     comparison = compare_runs(
-        load_run(Path(args.base)),
-        load_run(Path(args.current)),
+        load_run(Path(args.base), selectable(args.metric)),
+        load_run(Path(args.current), selectable(args.metric)),
         threshold,
         args.metric,
         paired=args.paired,

@@ -40,9 +40,9 @@ def write_report(source: Path, html_path: Path, markdown: Path | None, echo_mark
     from scaling_bench.report.html import build_html
     from scaling_bench.report.markdown import build_markdown
     from scaling_bench.store.foreign import stream_records
-    from scaling_bench.store.records import without_samples
+    from scaling_bench.store.records import shown_records
 
-    records = [without_samples(r) for r in stream_records(source)]  # shown: their summaries
+    records = shown_records(stream_records(source))  # only what the report shows of each
     _write(html_path, build_html(records, str(source)))
     summary = build_markdown(records, str(source))
     if markdown:

@@ -14,15 +14,13 @@ import math
 from collections import defaultdict
 from dataclasses import replace
 
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from scaling_bench.analysis.fits import paired_metrics, throughput_metric, timed_workloads
 from scaling_bench.config.case import Case
+from scaling_bench.report.plotting import bounded_legend, joined
 from scaling_bench.report.tables import metric_label
 
-#: Entries a legend lists at most; its title says how many it leaves out.
-LEGEND_ENTRIES = 12
 MISSING = "No case was measured at two batch sizes or more (--batch-sizes 8,64,max)."
 
 
@@ -62,28 +60,6 @@ def _by_series(lines: dict[str, list[tuple[int, dict]]]) -> dict[str, list[list[
     return dict(sorted(series.items()))
 
 
-def _joined(lines: list[list[tuple[float, float]]]) -> tuple[list[float], list[float]]:
-    """Several lines as one, NaN between them: one artist draws them all, as separate lines."""
-    xs: list[float] = []
-    ys: list[float] = []
-    for line in lines:
-        xs += [x for x, _ in line] + [math.nan]
-        ys += [y for _, y in line] + [math.nan]
-    return xs, ys
-
-
-def bounded_legend(ax: Axes, noun: str) -> None:
-    """A legend of at most ``LEGEND_ENTRIES`` entries, titled with how many there are: a grid of
-    many series stays readable, and drawing it stays cheap."""
-    handles, labels = ax.get_legend_handles_labels()
-    if not handles:
-        return
-    shown = min(len(handles), LEGEND_ENTRIES)
-    title = f"first {shown} of {len(handles)} {noun}" if shown < len(handles) else None
-    ax.legend(handles[:shown], labels[:shown], fontsize="x-small", title=title,
-              title_fontsize="x-small")  # fmt: skip
-
-
 def batch_figure(groups: dict[str, list[dict]], workload: str) -> Figure | None:
     series = _by_series(_lines(groups, workload))
     if not series:
@@ -94,7 +70,7 @@ def batch_figure(groups: dict[str, list[dict]], workload: str) -> Figure | None:
     for i, (name, lines) in enumerate(series.items()):
         colour = f"C{i % 10}"
         rates = [[(b, _value(r, "metrics", rate_name)) for b, r in points] for points in lines]
-        rate_ax.plot(*_joined(rates), "o-", color=colour, label=name)
+        rate_ax.plot(*joined(rates), "o-", color=colour, label=name)
         paired = {s.name for points in lines for _, r in points for s in paired_metrics(r)}
         for metric in sorted(n for n in paired if n.startswith(f"{workload}_")):
             rows = [
@@ -107,9 +83,9 @@ def batch_figure(groups: dict[str, list[dict]], workload: str) -> Figure | None:
             ]
             if not any(rows):
                 continue
-            memory_ax.plot(*_joined([[(b, m) for b, m, _ in row] for row in rows]), "o-",
+            memory_ax.plot(*joined([[(b, m) for b, m, _ in row] for row in rows]), "o-",
                            color=colour)  # fmt: skip
-            memory_ax.plot(*_joined([[(b, p) for b, _, p in row] for row in rows]), ":",
+            memory_ax.plot(*joined([[(b, p) for b, _, p in row] for row in rows]), ":",
                            color=colour)  # fmt: skip
     rate_ax.set(
         xscale="log",
@@ -120,7 +96,7 @@ def batch_figure(groups: dict[str, list[dict]], workload: str) -> Figure | None:
     )
     memory_ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="bytes",
                   title=f"{workload} peak memory (dotted: predicted)")  # fmt: skip
-    bounded_legend(rate_ax, "series")
+    bounded_legend(rate_ax, "series", "x-small")
     return fig
 
 

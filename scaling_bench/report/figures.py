@@ -8,15 +8,13 @@ laws, and the ratio panels shade the ±25% band outside which a case is flagged.
 
 from __future__ import annotations
 
-import base64
-import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter
 
 from scaling_bench.analysis.compare import Comparison
 from scaling_bench.analysis.fits import (
@@ -33,13 +31,25 @@ from scaling_bench.core.errors import UserError
 from scaling_bench.core.metrics import spec
 from scaling_bench.predict.memory import PHASES
 from scaling_bench.report.batches import batch_plots
+from scaling_bench.report.plotting import (
+    bounded_legend,
+    bytes_axis,
+    figure_of_panels,
+    measured_names,
+    plain_ticks,
+    plot_metric,
+    png_base64,
+    png_bytes,
+    series_points,
+    series_styles,
+    shown_metric,
+    unit_label,
+)
 from scaling_bench.report.serving import serving_plots
 from scaling_bench.report.tables import machine_line, metric_label
-from scaling_bench.report.text import drawn_literally
 from scaling_bench.workloads.base import ordered
 from scaling_bench.workloads.convergence import LOSS_UNIT
 
-MARKERS = "osD^v<>ph*"
 LINESTYLES = ("-", "--", "-.", (0, (3, 1, 1, 1, 1, 1)))
 LINESTYLE_NAMES = ("solid", "dashed", "dash-dot", "dash-dot-dot")
 NOTHING_MEASURED = "Nothing measured for this plot."
@@ -51,99 +61,18 @@ def _no_behaviour() -> str:
     return f"run with --workloads {names}."
 
 
-def _unit_label(unit: str) -> str:
-    return {"s": "seconds", "fraction": "", "1": ""}.get(unit, unit)
-
-
-def png_bytes(fig: Figure) -> bytes:
-    """The figure as PNG at 100 dpi, cropped to what is drawn."""
-    buffer = io.BytesIO()
-    drawn_literally(fig).savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
-def png_base64(fig: Figure) -> str:
-    """The figure as base64 PNG, for a ``data:`` URL: the report needs no files beside it."""
-    return base64.b64encode(png_bytes(fig)).decode("ascii")
-
-
-def _styles(series: Sequence[str]) -> dict[str, dict]:
-    """A colour and marker per series, the same in every plot of the report."""
-    colors = [f"C{i % 10}" for i in range(len(series))]
-    return {
-        s: {"color": c, "marker": MARKERS[i % len(MARKERS)]}
-        for i, (s, c) in enumerate(zip(series, colors, strict=True))
-    }
-
-
-def _figure(n_panels: int, width: float = 5.2, height: float = 3.8) -> tuple[Figure, list]:
-    cols = min(n_panels, 3)
-    rows = math.ceil(n_panels / cols)
-    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
-    for ax in axes[n_panels:]:
-        ax.set_visible(False)
-    return fig, axes[:n_panels]
-
-
-def _bytes_axis(ax) -> None:
-    """Ticks at powers of 4 bytes (16 KiB, 64 KiB, 256 KiB, 1 MiB), labelled in binary units."""
-
-    def label(v: float, _: object) -> str:
-        exponent = min(int(math.log(max(v, 1), 1024)), 4)
-        return f"{v / 1024**exponent:g} {('B', 'KiB', 'MiB', 'GiB', 'TiB')[exponent]}"
-
-    ax.yaxis.set_major_locator(LogLocator(base=4))
-    ax.yaxis.set_major_formatter(FuncFormatter(label))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-
-
-def _plain_ticks(ax) -> None:
-    """``3`` rather than ``3×10⁰`` on a log axis; its minor ticks labelled only where it spans
-    less than a decade (matplotlib's thresholds): over several decades they would overlap."""
-    ax.yaxis.set_major_formatter(LogFormatter())
-    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
-
-
-def _metric(record: dict, name: str) -> dict | None:
-    m = record["metrics"].get(name)
-    return m if isinstance(m, dict) and isinstance(m.get("value"), int | float) else None
-
-
-def _present(groups: dict, names: Sequence[str]) -> list[str]:
-    """The names among ``names`` that some record of some series has measured."""
-    return [n for n in names if any(_metric(r, n) for g in groups.values() for r in g)]
-
-
-def _points(group: list[dict], value: Callable[[dict], float | None]) -> tuple[list, list]:
-    pairs = [(r["params"], v) for r in group if (v := value(r)) is not None]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-def _plot_metric(ax, group: list[dict], name: str, style: dict, label: str) -> None:
-    """Median with its p10–p90 range as an error bar, joined by a line."""
-    rows = [(r["params"], m) for r in group if (m := _metric(r, name))]
-    if not rows:
-        return
-    xs = [n for n, _ in rows]
-    ys = [m["value"] for _, m in rows]
-    lo = [max(m["value"] - m.get("p10", m["value"]), 0) for _, m in rows]
-    hi = [max(m.get("p90", m["value"]) - m["value"], 0) for _, m in rows]
-    ax.errorbar(xs, ys, yerr=[lo, hi], label=label, capsize=3, **style)
-
-
 def _throughput_figure(groups: dict, styles: dict) -> Figure | None:
     """Samples/s against N, with time ∝ FLOPs drawn at the FLOP/s of the series' largest case."""
-    present = [w for w in timed_workloads() if _present(groups, [throughput_metric(w)])]
+    present = [w for w in timed_workloads() if measured_names(groups, [throughput_metric(w)])]
     if not present:
         return None
-    fig, axes = _figure(len(present))
+    fig, axes = figure_of_panels(len(present))
     for ax, w in zip(axes, present, strict=True):
         metric = spec(throughput_metric(w))
         for series, group in groups.items():
-            _plot_metric(ax, group, metric.name, styles[series], series)
+            plot_metric(ax, group, metric.name, styles[series], series)
             rate = flops_rate(group, w)
-            xs, flops = _points(group, lambda r, w=w: flops_per_sample(r, w))
+            xs, flops = series_points(group, lambda r, w=w: flops_per_sample(r, w))
             if rate and xs:
                 ax.plot(xs, [rate / f for f in flops], ":", color=styles[series]["color"])
         ax.set(
@@ -153,30 +82,30 @@ def _throughput_figure(groups: dict, styles: dict) -> Figure | None:
             ylabel=metric.unit,
             title=f"{metric_label(metric.name)} (dotted: time ∝ FLOPs)",
         )
-        ax.legend(fontsize="small")
+        bounded_legend(ax)
     return fig
 
 
 def _mfu_figure(groups: dict, styles: dict) -> Figure | None:
-    present = [w for w in timed_workloads() if _present(groups, [f"{w}_mfu"])]
+    present = [w for w in timed_workloads() if measured_names(groups, [f"{w}_mfu"])]
     if not present:
         return None
-    fig, axes = _figure(len(present))
+    fig, axes = figure_of_panels(len(present))
     for ax, w in zip(axes, present, strict=True):
         metric = spec(f"{w}_mfu")
         for series, group in groups.items():
-            _plot_metric(ax, group, metric.name, styles[series], series)
+            plot_metric(ax, group, metric.name, styles[series], series)
         ax.set(xscale="log", xlabel="parameters", ylabel="MFU", title=metric_label(metric.name))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize="small")
+        bounded_legend(ax)
     return fig
 
 
 def _tensor_and_rss(record: dict, workload: str) -> tuple[float, float] | None:
     """The exact tensor peak and the RSS peak above baseline of one case, where it has both."""
-    tensor = _metric(record, f"{workload}_peak_cpu_tensor_bytes")
-    rss = _metric(record, f"{workload}_peak_cpu_rss_above_baseline_bytes")
+    tensor = shown_metric(record, f"{workload}_peak_cpu_tensor_bytes")
+    rss = shown_metric(record, f"{workload}_peak_cpu_rss_above_baseline_bytes")
     return (tensor["value"], rss["value"]) if tensor and rss else None
 
 
@@ -190,11 +119,11 @@ def _rss_overhead_panels(axes: list, groups: dict, styles: dict, workload: str) 
         share.plot(xs, [(rss - t) / rss for _, t, rss in rows], **styles[series], label=series)
     absolute.set(xscale="log", yscale="log", xlabel="parameters", ylabel="bytes")
     absolute.set_title(f"{workload}: RSS above baseline − tensor peak", fontsize="medium")
-    _bytes_axis(absolute)
+    bytes_axis(absolute)
     share.set(xscale="log", xlabel="parameters", ylabel="share of RSS")
     share.set_title(f"{workload}: RSS overhead as a share of RSS", fontsize="medium")
     share.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
-    share.legend(fontsize="small")
+    bounded_legend(share)
 
 
 def _phase_panel(ax, groups: dict, peak_name: str) -> bool:
@@ -204,7 +133,7 @@ def _phase_panel(ax, groups: dict, peak_name: str) -> bool:
         r
         for g in groups.values()
         for r in g
-        if (m := _metric(r, peak_name)) and m.get("phase_peaks")
+        if (m := shown_metric(r, peak_name)) and m.get("phase_peaks")
         and r["predicted"].get(peak_name, {}).get("phases")
     ]  # fmt: skip
     if not cases:
@@ -223,7 +152,7 @@ def _phase_panel(ax, groups: dict, peak_name: str) -> bool:
             bottom += nbytes
     ax.set_xticks([*xs, len(phases)], [*phases, "parts at peak"])
     ax.set(ylabel="bytes", title=f"{r['case_id']}: peak by phase")
-    ax.legend(fontsize="x-small")
+    bounded_legend(ax, fontsize="x-small")
     return True
 
 
@@ -236,7 +165,7 @@ def _measured_vs_predicted_figure(
     and share), and the largest case's peak phase by phase."""
     present = [
         n
-        for n in _present(groups, names)
+        for n in measured_names(groups, names)
         if any(n in r["predicted"] for g in groups.values() for r in g)
     ]
     if not present:
@@ -245,7 +174,7 @@ def _measured_vs_predicted_figure(
     with_phases = any(
         r["predicted"].get(n, {}).get("phases") for g in groups.values() for r in g for n in present
     )
-    fig, axes = _figure(2 + 2 * with_rss + with_phases)
+    fig, axes = figure_of_panels(2 + 2 * with_rss + with_phases)
     absolute, ratio = axes[:2]
     if with_rss:
         _rss_overhead_panels(axes[2:4], groups, styles, workload)
@@ -257,11 +186,11 @@ def _measured_vs_predicted_figure(
         for i, name in enumerate(present):
             style = dict(styles[series], linestyle=LINESTYLES[i % len(LINESTYLES)])
             label = series if i == 0 else None
-            _plot_metric(absolute, group, name, style, label)
+            plot_metric(absolute, group, name, style, label)
             pairs = [
                 (r["params"], m["value"], r["predicted"][name]["value"])
                 for r in group
-                if (m := _metric(r, name)) and name in r["predicted"]
+                if (m := shown_metric(r, name)) and name in r["predicted"]
             ]
             xs = [p[0] for p in pairs]
             absolute.plot(xs, [p[2] for p in pairs], ":", color=style["color"])
@@ -271,13 +200,13 @@ def _measured_vs_predicted_figure(
     )
     absolute.set(xscale="log", yscale="log", xlabel="parameters", ylabel="bytes")
     absolute.set_title(f"{title}\n({styles_note}; dotted: predicted)", fontsize="medium")
-    _bytes_axis(absolute)
-    absolute.legend(fontsize="small")
+    bytes_axis(absolute)
+    bounded_legend(absolute)
     ratio.axhspan(1 - THEORY_TOLERANCE, 1 + THEORY_TOLERANCE, color="0.9", zorder=0)
     ratio.axhline(1, color="0.5", linewidth=0.8)
     ratio.set(xscale="log", yscale="log", xlabel="parameters", ylabel="measured / predicted")
     ratio.set_title(f"{title}: measured / predicted\n(band: ±{THEORY_TOLERANCE:.0%})")
-    _plain_ticks(ratio)  # after the scale is set: setting it resets the tick labels
+    plain_ticks(ratio)  # after the scale is set: setting it resets the tick labels
     return fig
 
 
@@ -322,7 +251,7 @@ def _loss_curve_figure(groups: dict) -> Figure | None:
     panels = {series: group for series, group in panels.items() if group}
     if not panels:
         return None
-    fig, axes = _figure(len(panels))
+    fig, axes = figure_of_panels(len(panels))
     for ax, (series, group) in zip(axes, panels.items(), strict=True):
         for i, r in enumerate(group):
             color = colormaps["viridis"](i / max(len(group) - 1, 1))
@@ -331,10 +260,10 @@ def _loss_curve_figure(groups: dict) -> Figure | None:
                     label = f"{r['params']:,}" if j == 0 and k == 0 else None
                     ax.plot(steps, losses, linestyle, color=color, linewidth=1, label=label)
         what = ", ".join(f"{metric_label(m)} {style}" for m, style in curves)
-        ylabel = _unit_label(spec(curves[0][0]).unit) or "loss"
+        ylabel = unit_label(spec(curves[0][0]).unit) or "loss"
         ax.set(yscale="log", xlabel="step", ylabel=ylabel, title=f"{series} ({what})")
-        _plain_ticks(ax)
-        ax.legend(title="parameters", fontsize="small")
+        plain_ticks(ax)
+        bounded_legend(ax, "sizes", title="parameters")
     return fig
 
 
@@ -342,21 +271,21 @@ def _convergence_figure(groups: dict, styles: dict) -> Figure | None:
     """Every behaviour figure some case measured, one panel each; losses that vary on a log
     axis."""
     specs = {s.name: s for s in behaviour_specs()}
-    names = _present(groups, list(specs))
+    names = measured_names(groups, list(specs))
     if not names:
         return None
-    fig, axes = _figure(len(names))
+    fig, axes = figure_of_panels(len(names))
     for ax, name in zip(axes, names, strict=True):
         for series, group in groups.items():
-            _plot_metric(ax, group, name, styles[series], series)
+            plot_metric(ax, group, name, styles[series], series)
         s = specs[name]
-        ax.set(xscale="log", xlabel="parameters", ylabel=_unit_label(s.unit))
+        ax.set(xscale="log", xlabel="parameters", ylabel=unit_label(s.unit))
         ax.set_title(metric_label(s.name))
-        values = [m["value"] for g in groups.values() for r in g if (m := _metric(r, name))]
+        values = [m["value"] for g in groups.values() for r in g if (m := shown_metric(r, name))]
         if s.unit == LOSS_UNIT and all(v > 0 for v in values) and len(set(values)) > 1:
             ax.set_yscale("log")
-            _plain_ticks(ax)
-        ax.legend(fontsize="small")
+            plain_ticks(ax)
+        bounded_legend(ax)
     return fig
 
 
@@ -365,7 +294,7 @@ def _fit_figure(fits: list[ScalingFit], styles: dict) -> Figure | None:
     quantities = [q for q in dict.fromkeys(f.quantity for f in fits) if q.plotted]
     if not quantities:
         return None
-    fig, axes = _figure(len(quantities), width=4.4, height=3.4)
+    fig, axes = figure_of_panels(len(quantities), width=4.4, height=3.4)
     for ax, quantity in zip(axes, quantities, strict=True):
         for f in (f for f in fits if f.quantity is quantity):
             xs = [p[0] for p in f.points]
@@ -379,11 +308,11 @@ def _fit_figure(fits: list[ScalingFit], styles: dict) -> Figure | None:
                 color=style["color"],
                 label=f"{f.series}: k={f.fit.exponent:.2f}",
             )
-        ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel=_unit_label(quantity.unit))
+        ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel=unit_label(quantity.unit))
         ax.set_title(quantity.label)
         if quantity.unit == "bytes":
-            _bytes_axis(ax)
-        ax.legend(fontsize="x-small")
+            bytes_axis(ax)
+        bounded_legend(ax, fontsize="x-small")
     return fig
 
 
@@ -410,13 +339,17 @@ def paired_by_workload(groups: dict) -> list[tuple[str, list[str]]]:
 
 
 def report_plots(groups: dict[str, list[dict]], fits: list[ScalingFit]) -> list[Plot]:
-    """Every plot of the report, in order; one colour and marker per series across all of them."""
-    styles = _styles(list(groups))
+    """Every plot of the report, in order; one colour and marker per series across all of them.
+    Each of the report's own figures is drawn, turned into its PNG and let go before the next
+    is drawn, so a report never holds the points of all its figures at once."""
+    styles = series_styles(list(groups))
     bytes_plots = [
         (
             f"{workload}-bytes",
             f"{workload}: bytes, measured and predicted",
-            _measured_vs_predicted_figure(groups, styles, names, f"{workload} bytes", workload),
+            lambda names=names, workload=workload: _measured_vs_predicted_figure(
+                groups, styles, names, f"{workload} bytes", workload
+            ),
             NOTHING_MEASURED,
         )
         for workload, names in paired_by_workload(groups)
@@ -426,31 +359,44 @@ def report_plots(groups: dict[str, list[dict]], fits: list[ScalingFit]) -> list[
         (
             "throughput",
             "Throughput against parameters",
-            _throughput_figure(groups, styles),
+            lambda: _throughput_figure(groups, styles),
             NOTHING_MEASURED,
         ),
-        ("mfu", "Model FLOPs utilisation", _mfu_figure(groups, styles), NOTHING_MEASURED),
-        *serving_plots(groups, styles),
-        *batch_plots(groups, styles),
+        ("mfu", "Model FLOPs utilisation", lambda: _mfu_figure(groups, styles), NOTHING_MEASURED),
+        *_ready(serving_plots(groups, styles)),
+        *_ready(batch_plots(groups, styles)),
         *bytes_plots,
-        ("fits", "Fitted power laws", _fit_figure(fits, styles), NOTHING_MEASURED),
+        ("fits", "Fitted power laws", lambda: _fit_figure(fits, styles), NOTHING_MEASURED),
         (
             "loss-curves",
             "Loss curves per size",
-            _loss_curve_figure(groups),
+            lambda: _loss_curve_figure(groups),
             f"No loss curves: {no_behaviour}",
         ),
         (
             "stability",
             "Convergence and stability against parameters",
-            _convergence_figure(groups, styles),
+            lambda: _convergence_figure(groups, styles),
             f"No convergence metrics: {no_behaviour}",
         ),
     )
+    return [Plot(anchor, title, _png(draw()), missing) for anchor, title, draw, missing in drawn]
+
+
+def _ready(sections: list[tuple]) -> list[tuple]:
+    """Sections whose figures are drawn already, in the shape of those drawn on demand."""
     return [
-        Plot(anchor, title, png_base64(fig) if fig else None, missing)
-        for anchor, title, fig, missing in drawn
+        (anchor, title, lambda fig=fig: fig, missing) for anchor, title, fig, missing in sections
     ]
+
+
+def _png(fig: Figure | None) -> str | None:
+    """The figure as base64 PNG, its artists (and the points they hold) let go at once."""
+    if fig is None:
+        return None
+    png = png_base64(fig)
+    fig.clear()
+    return png
 
 
 def comparison_png(comparison: Comparison) -> bytes:

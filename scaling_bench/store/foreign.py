@@ -31,7 +31,7 @@ import ast
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -44,8 +44,9 @@ from scaling_bench.config.axes import BY_NAME
 from scaling_bench.config.case import Case
 from scaling_bench.config.sizes import parse_size
 from scaling_bench.core.errors import UserError
-from scaling_bench.core.stats import scaled, summarize
+from scaling_bench.core.stats import summarize
 from scaling_bench.models import FAMILY_NAMES
+from scaling_bench.store.compact import held_metrics
 from scaling_bench.store.records import RESULTS_FILE, iter_records
 from scaling_bench.store.schema import METRIC, Count, Finite, validated
 
@@ -195,19 +196,24 @@ def stream_records(path: Path) -> Iterator[dict[str, Any]]:
         raise UserError(f"{results}: holds no records")
 
 
-def load_run(path: Path) -> Run:
+def load_run(path: Path, keep: Callable[[str], bool] | None = None) -> Run:
     """The run at ``path``: a results folder or file, a pytest-benchmark JSON or an asv result.
 
     A case recorded twice in one results file (runs appended to it) keeps its latest record.
+    ``keep``: the metrics a comparison can select, by name; a results file's cases then hold
+    only those, compactly (``store.compact``), so two runs of 100k cases fit beside each other.
     """
     path = Path(path)
     if path.is_dir() or path.suffix == ".jsonl" or not path.exists():
-        cases = {}
+        cases, strings, env = {}, {}, {}
         for r in stream_records(path):  # one at a time: only what the comparison reads is kept
-            cases[r["case_id"]] = CaseResult(
-                r["case_id"], r["case"].get("family", ""), r["status"], _per_sample(r["metrics"])
+            family, status = (
+                strings.setdefault(x, x) for x in (r["case"].get("family", ""), r["status"])
             )
-        return Run(str(path), "scaling-bench", r["env"], cases)
+            metrics = held_metrics(r["metrics"], keep, strings)
+            cases[r["case_id"]] = CaseResult(r["case_id"], family, status, metrics)
+            env = r["env"]
+        return Run(str(path), "scaling-bench", env, cases)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -222,16 +228,6 @@ def load_run(path: Path) -> Run:
         f"{path}: not a scaling-bench results file, a pytest-benchmark JSON (no 'benchmarks') "
         "or an asv result file (no 'result_columns')"
     )
-
-
-def _per_sample(metrics: dict[str, dict]) -> dict[str, dict]:
-    """The metrics with seconds per sample beside samples per second, as asv times them."""
-    inverted = {
-        name.removesuffix("_samples_per_s") + "_sample_s": scaled(m, 1.0, "s", invert=True)
-        for name, m in metrics.items()
-        if name.endswith("_samples_per_s") and m.get("value")
-    }
-    return metrics | inverted
 
 
 def _metric_name(function: str, unit: str | None = None) -> tuple[str, str]:

@@ -23,9 +23,11 @@ in one write, fsync'd, cut back if it fails part-way: ``out`` gets all of them o
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -69,56 +71,93 @@ def _canonical(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, allow_nan=False)
 
 
-def _lines(path: Path) -> Iterator[tuple[str, str, str]]:
-    """(case id, record as the store writes it, where) per record of the file, validated and
-    streamed: a merge holds each record as its one line of text, never as a parsed object."""
-    for n, record in numbered_records(path):
-        yield record["case_id"], _canonical(record), f"{path} line {n}"
+@dataclass(frozen=True)
+class _Seen:
+    """A case's first record: the digest of its canonical text, and where it is (which source
+    of the merge, which line), so a merge holds 100 bytes a case rather than its record."""
+
+    digest: bytes
+    source: int
+    line: int
+
+
+def _digest(record: dict[str, Any]) -> bytes:
+    return _text_digest(_canonical(record))
+
+
+def _text_digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def _read(files: Sequence[Path], kept: dict[str, _Seen]) -> int:
+    """Read ``files`` into ``kept``, each case at its first record; a UserError for a different
+    record of a case already kept. Returns how many records were read."""
+    read = 0
+    for i, path in enumerate(files):
+        for n, record in numbered_records(path):
+            read += 1
+            seen = _Seen(_digest(record), i, n)
+            first = kept.setdefault(record["case_id"], seen)
+            if first.digest != seen.digest:
+                _refuse(record["case_id"], f"{files[first.source]} line {first.line}", path, n)
+    return read
+
+
+def _refuse(case_id: str, first_where: str, path: Path, line: int) -> None:
+    raise UserError(
+        f"case {case_id}: {first_where} and {path} line {line} hold different records of it; "
+        "keep one (delete the other line or leave its source out) and merge again; nothing was "
+        "written"
+    )
 
 
 def merge_results(sources: Sequence[Path], out: Path) -> Merged:
-    """Merge the records of ``sources`` into ``out/results.jsonl`` (see the module's rules)."""
+    """Merge the records of ``sources`` into ``out/results.jsonl`` (see the module's rules).
+
+    The sources are streamed twice: once for a digest per case, so conflicts are found before
+    anything is written, once to write the records ``out`` lacks. A merge holds a digest and a
+    place per case, never the records themselves."""
     if not sources:
         raise UserError("merge: name at least one results folder or file to merge")
     files = [results_file(source) for source in sources]
-    records = [found for path in files for found in _lines(path)]
-    seen: dict[str, tuple[str, str]] = {}
-    for record in records:  # the sources' conflicts, before anything is created
-        _keep(seen, *record)
+    seen: dict[str, _Seen] = {}
+    read = _read(files, seen)  # the sources' conflicts, before anything is created
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: not a folder (merge writes {out / RESULTS_FILE})")
     ensure_writable_dir(out)
     target = out / RESULTS_FILE
     with ResultsLock(out):
-        kept: dict[str, tuple[str, str]] = {}  # case id -> (record as JSON, where it is)
-        for record in _lines(target):
-            _keep(kept, *record)
-        new = [line for case_id, line, where in records if _keep(kept, case_id, line, where)]
-        _append(target, new)
-    return Merged(target, len(records), len(new), len(kept))
+        kept: dict[str, _Seen] = {}
+        _read([target], kept)
+        new: dict[tuple[int, int], bytes] = {}
+        for case_id, first in seen.items():
+            if (there := kept.get(case_id)) is None:
+                new[first.source, first.line] = first.digest
+            elif there.digest != first.digest:
+                _refuse(case_id, f"{target} line {there.line}", files[first.source], first.line)
+        _append(target, _records_at(files, new), len(new))
+    return Merged(target, read, len(new), len(kept) + len(new))
 
 
-def _keep(kept: dict[str, tuple[str, str]], case_id: str, line: str, where: str) -> bool:
-    """Whether the record ``line`` of ``case_id`` is new (then kept); False for a copy of one
-    kept; a UserError for a different record of a case already kept."""
-    if case_id not in kept:
-        kept[case_id] = (line, where)
-        return True
-    first, first_where = kept[case_id]
-    if line != first:
-        raise UserError(
-            f"case {case_id}: {first_where} and {where} hold different records of it; keep one "
-            "(delete the other line or leave its source out) and merge again; nothing was written"
-        )
-    return False
+def _records_at(files: Sequence[Path], wanted: dict[tuple[int, int], bytes]) -> Iterator[str]:
+    """The records at the ``wanted`` (source, line) places, in the sources' order, as the store
+    writes them. Their lines were validated by the first pass; a line whose digest no longer
+    matches (the source changed since) stops the merge, and the append is undone."""
+    for i, path in enumerate(files):
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, start=1):  # numbered as ``numbered_records`` numbers them
+                if (digest := wanted.get((i, n))) is None:
+                    continue
+                text = _canonical(json.loads(raw))
+                if _text_digest(text) != digest:
+                    raise UserError(f"{path} line {n}: changed while merging; merge again")
+                yield text + "\n"
 
 
-def _append(path: Path, lines: list[str]) -> None:
-    """Append ``lines`` as records in one write, fsync'd; on failure the file is as it was."""
-    if not lines:
+def _append(path: Path, records: Iterator[str], count: int) -> None:
+    """Append ``records`` in one append, fsync'd; on failure the file is as it was."""
+    if not count:
         return
-    data = "\n".join(lines) + "\n"
-    if path.exists() and needs_separator(path):  # a hand-edited, complete last record
-        data = "\n" + data
-    append_text(path, data, f"{len(lines)} merged records", "merge again")
+    lead = ["\n"] if path.exists() and needs_separator(path) else []  # a hand-edited last record
+    append_text(path, chain(lead, records), f"{count} merged records", "merge again")

@@ -21,7 +21,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -146,15 +146,49 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     return list(iter_records(path))
 
 
-def without_samples(record: dict[str, Any]) -> dict[str, Any]:
-    """The record with its metrics' and predictions' raw ``samples`` left out."""
-    out = dict(record)
-    for section in ("metrics", "predicted"):
-        out[section] = {
-            name: {k: v for k, v in m.items() if k != "samples"} if isinstance(m, dict) else m
-            for name, m in record[section].items()
-        }
+#: What a report never shows of a figure: its raw samples and the summaries only ``compare``
+#: tests (``analysis.compare``); each record keeps its value, its p10–p90 and its annotations.
+UNSHOWN_FIGURE_KEYS = frozenset(("samples", "median", "iqr", "n"))
+
+
+def shown_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records as a report holds them, read one at a time: without what it never shows
+    (``UNSHOWN_FIGURE_KEYS``), and with what records repeat held once (keys, short strings,
+    the machine's ``env``), so a report of 100k records holds a few KB a record, not the ten a
+    parsed record takes."""
+    strings: dict[str, str] = {}
+    envs: dict[str, Any] = {}
+    out = []
+    for record in records:
+        slim = dict(record)
+        for section in ("metrics", "predicted"):
+            slim[section] = {name: _shown_figure(m) for name, m in record[section].items()}
+        slim = _shared(slim, strings)
+        slim["env"] = envs.setdefault(json.dumps(slim["env"], sort_keys=True), slim["env"])
+        out.append(slim)
     return out
+
+
+def _shown_figure(metric: Any) -> Any:
+    if not isinstance(metric, dict):
+        return metric
+    return {k: v for k, v in metric.items() if k not in UNSHOWN_FIGURE_KEYS}
+
+
+#: Strings up to this length are held once however many records carry them (units, statuses,
+#: axis values, case ids); longer ones (error texts) are rarely repeated.
+_SHARED_STRING_CHARS = 64
+
+
+def _shared(value: Any, strings: dict[str, str]) -> Any:
+    """``value`` with its dict keys and short strings replaced by the first equal one seen."""
+    if isinstance(value, dict):
+        return {strings.setdefault(k, k): _shared(v, strings) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shared(v, strings) for v in value]
+    if isinstance(value, str) and len(value) <= _SHARED_STRING_CHARS:
+        return strings.setdefault(value, value)
+    return value
 
 
 def needs_separator(path: Path) -> bool:
@@ -246,13 +280,14 @@ def replace_records(path: Path, records: Sequence[dict[str, Any]], again: str) -
         raise UserError(f"{path}: cannot write ({exc.strerror}); {again}") from None
 
 
-def append_text(path: Path, text: str, what: str, again: str) -> None:
-    """Append ``text`` (whole records) in one write and fsync it. A write that fails part-way
-    (a full disk) is cut back to the file's previous length, so the file never ends in half a
-    record that would stop every later load; the error says what was not written (``what``) and
-    how to go on (``again``)."""
+def append_text(path: Path, text: str | Iterable[str], what: str, again: str) -> None:
+    """Append ``text`` (whole records; or its pieces, which a merge of 100k records produces
+    one by one rather than hold) as one append and fsync it. A write that fails part-way (a full
+    disk), or a piece that cannot be produced, cuts the file back to its previous length, so the
+    file never ends in half a record that would stop every later load; the error says what was
+    not written (``what``) and how to go on (``again``)."""
     is_new = not path.exists()
-    data = memoryview(text.encode("utf-8"))
+    pieces = [text] if isinstance(text, str) else text
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as exc:
@@ -260,12 +295,17 @@ def append_text(path: Path, text: str, what: str, again: str) -> None:
     try:
         length = os.fstat(fd).st_size
         try:
-            while data:  # one write for a regular file; the loop covers a short one
-                data = data[os.write(fd, data) :]
+            for piece in pieces:
+                data = memoryview(piece.encode("utf-8"))
+                while data:  # one write for a regular file; the loop covers a short one
+                    data = data[os.write(fd, data) :]
             os.fsync(fd)
         except OSError as exc:
             os.ftruncate(fd, length)
             raise UserError(_write_failure(path, what, exc, again)) from None
+        except BaseException:
+            os.ftruncate(fd, length)
+            raise
     finally:
         os.close(fd)
     if is_new:
