@@ -52,7 +52,6 @@ from scaling_bench.config.convergence import settings_for
 from scaling_bench.core.errors import UserError
 from scaling_bench.engine.frontier import Throughput, record_case, setting_of, throughput_of
 from scaling_bench.models import family, tokens_per_sample
-from scaling_bench.workloads.convergence import steps_for
 
 CONFIDENCE = 0.95
 HUBER_DELTA = 1e-3
@@ -573,6 +572,8 @@ def trained_tokens(record: dict) -> int | None:
     if not per_sample:
         return None
     batch = settings.batch_size or fam.DEFAULT_BATCH_SIZE
+    from scaling_bench.workloads.convergence import steps_for  # torch, as the family has
+
     return steps_for(settings, batch, per_sample) * batch * per_sample
 
 

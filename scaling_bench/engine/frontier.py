@@ -41,10 +41,8 @@ from scaling_bench.core.errors import UserError
 from scaling_bench.core.units import fmt_count
 from scaling_bench.engine.protocol import Settings
 from scaling_bench.models import FAMILY_NAMES, family, tokens_per_sample
-from scaling_bench.models.datasets import check_dataset
 from scaling_bench.store.records import RESULTS_FILE, load_records
-from scaling_bench.workloads.convergence import Convergence
-from scaling_bench.workloads.train import Train
+from scaling_bench.workloads.catalog import CONVERGENCE, TRAIN
 
 DESIGN_FILE = "frontier-design.json"
 #: Chinchilla's compute-optimal ratio: where the sizes of each budget are centred.
@@ -107,6 +105,8 @@ class FrontierOptions:
                 f"--family {self.family}: a frontier is in tokens, and the {self.family} family "
                 f"has no token count per sample; use {' or '.join(with_tokens)}"
             )
+        from scaling_bench.models.datasets import check_dataset  # torch: not to read records
+
         check_dataset(self.dataset, self.family)
         if self.sizes_per_budget < MIN_SIZES:
             raise UserError(
@@ -202,7 +202,7 @@ class Design:
 
 # Throughput ---------------------------------------------------------------------------------
 
-TOKENS_PER_S = f"{Train.name}_tokens_per_s"
+TOKENS_PER_S = f"{TRAIN.name}_tokens_per_s"
 
 
 @dataclass(frozen=True)
@@ -435,7 +435,7 @@ def _probe(
     """Train-workload cases at ``sizes``; their tokens/s against N is the design's throughput."""
     from scaling_bench.engine.campaign import prepare
 
-    spec = _spec(options, Train.name, sizes, budget_s=(options.probe_budget_s,), timeout_s=(300.0,))
+    spec = _spec(options, TRAIN.name, sizes, budget_s=(options.probe_budget_s,), timeout_s=(300.0,))
     campaign = prepare(spec, out, resume=resume, settings=Settings(threads=options.threads))
     campaign.run(progress=progress)
     wanted = {setting_of(c) for c in campaign.cases}
@@ -527,7 +527,7 @@ def run_design(d: Design, out: Path, resume: bool, progress: bool) -> tuple[list
     started = time.perf_counter()
     o = d.options
     timeout = TIMEOUT_FACTOR * max(r.predicted_s for r in d.runs) + 60.0
-    spec = _spec(o, Convergence.name, [r.target_params for r in d.runs], timeout_s=(timeout,))
+    spec = _spec(o, CONVERGENCE.name, [r.target_params for r in d.runs], timeout_s=(timeout,))
     spec = replace(spec, convergence=d.common_convergence())
     campaign = prepare(spec, out, resume=True, settings=Settings(threads=o.threads))
     by_size = {c.target_params: c for c in campaign.cases}
