@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-import scaling_bench.workloads  # noqa: F401  (the registry every test may ask about)
+from scaling_bench.workloads.base import ordered
+
+ordered()  # the built-in workloads registered: the registry every test may ask about
 
 
 @pytest.fixture(autouse=True)

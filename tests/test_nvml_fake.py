@@ -17,8 +17,9 @@ from scaling_bench.engine import isolation
 from scaling_bench.hardware import nvml as device_nvml
 from scaling_bench.hardware import peaks
 from scaling_bench.meters import energy
-from scaling_bench.meters.device_state import DeviceStateMeter, clock_states_differ
+from scaling_bench.meters.device_state import DeviceStateMeter
 from scaling_bench.meters.energy import Counter, EnergyMeter, rapl_counter
+from scaling_bench.meters.specs import clock_states_differ
 from scaling_bench.meters.timing import measure
 from scaling_bench.workloads.base import Context, get
 from scaling_bench.workloads.timed import derived_metrics

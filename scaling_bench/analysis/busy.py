@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from scaling_bench.meters.foreign_load import FOREIGN_SHARE
-from scaling_bench.workloads.base import ordered
+from scaling_bench.meters.specs import FOREIGN_SHARE
+from scaling_bench.workloads.base import declarations
 
 if TYPE_CHECKING:
     from scaling_bench.analysis.compare import MetricComparison
@@ -50,7 +50,7 @@ def busy_comparison_line(rows: Iterable[MetricComparison]) -> str | None:
 
 def _timed_shares(records: Sequence[dict]) -> list[dict]:
     """Each timed workload's foreign-load metric (``{w}_foreign_cpu_fraction``) in the records."""
-    names = [FOREIGN_SHARE.prefixed(w.name).name for w in ordered()]
+    names = [FOREIGN_SHARE.prefixed(w.name).name for w in declarations()]
     return [m for r in records for n in names if isinstance(m := r["metrics"].get(n), dict)]
 
 

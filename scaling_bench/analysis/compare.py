@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-import scaling_bench.workloads  # noqa: F401  (registers every workload's metric specs)
+import scaling_bench.workloads  # noqa: F401  (declares every built-in workload's metric specs)
 from scaling_bench.analysis.busy import busy_note
 from scaling_bench.analysis.significance import (
     FAR_BEYOND,
@@ -61,7 +61,7 @@ from scaling_bench.analysis.unpaired import (
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec, find
 from scaling_bench.core.stats import is_finite
-from scaling_bench.meters.device_state import clock_states_differ
+from scaling_bench.meters.specs import clock_states_differ
 from scaling_bench.store.foreign import Run
 
 #: Many metrics are tested at once, so a 1-in-100 chance of a false alarm each is already plenty.

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-import scaling_bench.workloads  # noqa: F401  (registers every workload and its metric specs)
+import scaling_bench.workloads  # noqa: F401  (declares every built-in workload's metric specs)
 from scaling_bench.config.case import Case
 from scaling_bench.core.metrics import LOWER, MetricSpec, find, spec
 from scaling_bench.core.stats import is_finite
-from scaling_bench.workloads.base import Needs, Workload, ordered, with_step
-from scaling_bench.workloads.convergence import LOSS_UNIT
+from scaling_bench.workloads.base import declarations, declarations_with_step
+from scaling_bench.workloads.catalog import LOSS_UNIT, Declared, Needs
 
 CONFIDENCE = 0.95
 MEASURED_STATUSES = ("ok", "diverged")
@@ -110,7 +110,7 @@ def _label(s: MetricSpec) -> str:
 
 def timed_workloads() -> list[str]:
     """The workloads that time one step per call, whose time the fits hold against FLOPs."""
-    return [w.name for w in with_step()]
+    return [w.name for w in declarations_with_step()]
 
 
 def throughput_metric(workload: str) -> str:
@@ -166,10 +166,10 @@ def _paired_quantity(s: MetricSpec) -> Quantity:
     return Quantity(s.name, _label(s), s.unit, _measured(s.name), _predicted(s.name))
 
 
-def own_model_workloads() -> list[Workload]:
+def own_model_workloads() -> list[Declared]:
     """Workloads that train models of their own (convergence studies): what the report shows
     as behaviour rather than cost."""
-    return [w for w in ordered() if w.needs is Needs.OWN_MODELS]
+    return [w for w in declarations() if w.needs is Needs.OWN_MODELS]
 
 
 def behaviour_specs() -> list[MetricSpec]:

@@ -32,8 +32,8 @@ from scaling_bench.meters.memory import baseline_rss
 from scaling_bench.predict.plan import Plan
 from scaling_bench.store.records import figures_problem
 from scaling_bench.workloads.base import Context, Needs, Workload, ordered
+from scaling_bench.workloads.catalog import ACHIEVABLE_FLOPS, PEAK_FLOPS
 from scaling_bench.workloads.setup import CaseSetup
-from scaling_bench.workloads.timed import ACHIEVABLE_FLOPS, PEAK_FLOPS
 
 
 class UnrecordableFigures(ValueError):

@@ -13,14 +13,9 @@ from typing import Any
 
 import torch
 
-from scaling_bench.core.metrics import LOWER, MetricSpec, register
 from scaling_bench.hardware import nvml as device_nvml
 from scaling_bench.hardware.peaks import nvml
-
-FOREIGN_PROCESSES = MetricSpec(
-    "foreign_processes", "processes", LOWER, "bookkeeping", label="other compute processes"
-)
-register((FOREIGN_PROCESSES,))
+from scaling_bench.workloads.catalog import FOREIGN_PROCESSES
 
 Processes = list[dict[str, int]]
 

@@ -26,7 +26,6 @@ from scaling_bench.frontier.records import (
 )
 from scaling_bench.frontier.throughput import Throughput, throughput_of
 from scaling_bench.models import family, tokens_per_sample
-from scaling_bench.workloads.convergence import steps_for
 
 LOSS_METRIC = "heldout_loss"
 COUNTING = (
@@ -56,6 +55,8 @@ def trained_tokens(record: dict) -> int | None:
     if not per_sample:
         return None
     batch = settings.batch_size or fam.DEFAULT_BATCH_SIZE
+    from scaling_bench.workloads.convergence import steps_for  # torch, as the family has
+
     return steps_for(settings, batch, per_sample) * batch * per_sample
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from scaling_bench.core import precision as precisions
 from scaling_bench.core.errors import UserError
 from scaling_bench.models import FAMILY_NAMES, family
-from scaling_bench.models.datasets import check_dataset
 
 #: Chinchilla's compute-optimal ratio: where the sizes of each budget are centred.
 PRIOR_TOKENS_PER_PARAM = 20.0
@@ -52,6 +51,8 @@ class FrontierOptions:
                 f"--family {self.family}: a frontier is in tokens, and the {self.family} family "
                 f"has no token count per sample; use {' or '.join(with_tokens)}"
             )
+        from scaling_bench.models.datasets import check_dataset  # torch: not to read records
+
         check_dataset(self.dataset, self.family)
         if self.sizes_per_budget < MIN_SIZES:
             raise UserError(

@@ -34,8 +34,7 @@ from scaling_bench.frontier.options import FrontierOptions
 from scaling_bench.frontier.records import setting_of
 from scaling_bench.frontier.throughput import Throughput, throughput_of
 from scaling_bench.store.records import RESULTS_FILE, load_records
-from scaling_bench.workloads.convergence import Convergence
-from scaling_bench.workloads.train import Train
+from scaling_bench.workloads.catalog import CONVERGENCE, TRAIN
 
 if TYPE_CHECKING:
     from scaling_bench.engine.runner import ShowProgress
@@ -72,7 +71,7 @@ def _probe(
     """Train-workload cases at ``sizes``; their tokens/s against N is the design's throughput."""
     from scaling_bench.engine.campaign import prepare
 
-    spec = _spec(options, Train.name, sizes, budget_s=(options.probe_budget_s,), timeout_s=(300.0,))
+    spec = _spec(options, TRAIN.name, sizes, budget_s=(options.probe_budget_s,), timeout_s=(300.0,))
     campaign = prepare(spec, out, resume=resume, settings=Settings(threads=options.threads))
     campaign.run(progress=progress)
     wanted = {setting_of(c) for c in campaign.cases}
@@ -151,7 +150,7 @@ def run_design(
     started = time.perf_counter()
     o = d.options
     timeout = TIMEOUT_FACTOR * max(r.predicted_s for r in d.runs) + 60.0
-    spec = _spec(o, Convergence.name, [r.target_params for r in d.runs], timeout_s=(timeout,))
+    spec = _spec(o, CONVERGENCE.name, [r.target_params for r in d.runs], timeout_s=(timeout,))
     spec = replace(spec, convergence=d.common_convergence())
     campaign = prepare(spec, out, resume=True, settings=Settings(threads=o.threads))
     by_size = {c.target_params: c for c in campaign.cases}

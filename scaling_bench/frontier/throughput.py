@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from scaling_bench.frontier.records import record_case, setting_of
-from scaling_bench.workloads.train import Train
+from scaling_bench.workloads.catalog import TRAIN
 
-TOKENS_PER_S = f"{Train.name}_tokens_per_s"
+TOKENS_PER_S = f"{TRAIN.name}_tokens_per_s"
 
 
 @dataclass(frozen=True)

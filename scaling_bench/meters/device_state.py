@@ -19,26 +19,10 @@ from typing import Any
 
 import torch
 
-from scaling_bench.core.metrics import NEITHER, MetricSpec
 from scaling_bench.core.stats import single, summarize
 from scaling_bench.hardware import nvml as device_nvml
 from scaling_bench.hardware.peaks import nvml
 from scaling_bench.meters.timing import BlockMeter
-
-_STATE = {"kind": "bookkeeping", "better": NEITHER}
-#: What ``DeviceStateMeter.metrics`` records, before a workload's prefix.
-SPECS = (
-    MetricSpec("sm_clock_mhz", "MHz", reduce="min", label="SM clock", **_STATE),
-    MetricSpec("memory_clock_mhz", "MHz", reduce="min", label="memory clock", **_STATE),
-    MetricSpec("temperature_c", "C", reduce="max", label="GPU temperature", **_STATE),
-    MetricSpec("power_draw_w", "W", reduce="sum", label="power draw", **_STATE),
-    MetricSpec("power_limit_w", "W", reduce="sum", label="power limit", **_STATE),
-    MetricSpec("throttled_blocks", "fraction", reduce="max", label="throttled blocks", **_STATE),
-)
-#: Clocks within this share of each other are one clock state.
-CLOCK_TOLERANCE = 0.03
-#: What ``annotation`` adds to a metric.
-ANNOTATION_KEYS = ("sm_clock_mhz", "throttled", "throttle_reasons")
 
 
 class DeviceStateMeter(BlockMeter):
@@ -111,21 +95,3 @@ class DeviceStateMeter(BlockMeter):
             if out["throttled"]:
                 out["throttle_reasons"] = throttled["throttle_reasons"]
         return out
-
-
-def clock_state(metric: dict) -> dict[str, Any]:
-    """The clock-state annotation a metric carries (``DeviceStateMeter.annotation``), for the
-    figures derived from it to carry too."""
-    return {k: metric[k] for k in ANNOTATION_KEYS if k in metric}
-
-
-def clock_states_differ(base: dict, current: dict, tolerance: float = CLOCK_TOLERANCE) -> str:
-    """Why two metrics ran at different clock states (``annotation`` on each), or ``""``: SM
-    clocks more than ``tolerance`` apart, or one side throttled and the other not."""
-    b, c = base.get("sm_clock_mhz"), current.get("sm_clock_mhz")
-    if b and c and abs(c - b) > tolerance * max(b, c):
-        return f"clocks differ: {b:.0f} vs {c:.0f} MHz"
-    tb, tc = base.get("throttled"), current.get("throttled")
-    if tb is not None and tc is not None and tb != tc:
-        return f"throttled on the {'base' if tb else 'current'} side only"
-    return ""

@@ -24,17 +24,11 @@ from types import TracebackType
 
 import torch
 
-from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
 from scaling_bench.core.stats import summarize
 from scaling_bench.hardware import nvml as device_nvml
 from scaling_bench.hardware.peaks import nvml
 from scaling_bench.meters.timing import BlockMeter
 
-#: What ``EnergyMeter.metrics`` records, before a workload's prefix. Ranks' devices add up.
-SPECS = (
-    MetricSpec("energy_per_step_j", "J", LOWER, reduce="sum", label="energy per step"),
-    MetricSpec("power_w", "W", NEITHER, reduce="sum", label="average power"),
-)
 MIN_WINDOW_S = 0.1
 """Shortest window one energy sample covers: many counter updates, so its quantisation is small."""
 POWER_POLL_S = 0.01

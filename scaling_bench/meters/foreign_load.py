@@ -25,23 +25,10 @@ from typing import Any
 
 import psutil
 
-from scaling_bench.core.metrics import NEITHER, MetricSpec
 from scaling_bench.core.stats import single, summarize
+from scaling_bench.meters.specs import BUSY_SHARE
 from scaling_bench.meters.timing import BlockMeter
 
-#: What ``ForeignLoad.metrics`` records, before a workload's prefix: about the measurement,
-#: never compared (the busy flag on the timed figure is what ``compare`` reads).
-FOREIGN_SHARE = MetricSpec(
-    "foreign_cpu_fraction", "fraction", NEITHER, "bookkeeping", label="CPU used by other processes"
-)
-SPECS = (
-    FOREIGN_SHARE,
-    MetricSpec("load_avg_1m", "tasks", NEITHER, "bookkeeping", label="1-minute load average"),
-)
-BUSY_SHARE = 0.05
-"""Other processes' share of the machine above which a figure is marked busy: as much as
-``compare``'s default threshold, so a neighbour that can move a figure past the gate by itself
-is named (on 2 cores, a tenth of a core)."""
 #: What ``annotation`` adds to a timed metric, and what a figure derived from it carries.
 ANNOTATION_KEYS = ("busy", "foreign_cpu_fraction")
 

@@ -25,29 +25,13 @@ from dataclasses import dataclass
 import torch
 
 from scaling_bench.core.errors import UserError
-from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
 from scaling_bench.core.stats import median_ci_halfwidth, quantile, single, summarize
+from scaling_bench.meters.specs import PERCENTILES, WITHIN_ONE_PROCESS
 from scaling_bench.meters.timing import MIN_SAMPLES, OVERRUN
 
-#: The quantiles recorded, by the name of their metric.
-PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 #: Those that keep the raw samples (and so can be tested by ``compare``): the median and the tail.
 GATED = ("p50", "p99")
 MIN_CALLS = 300
-#: A latency's ``settled_within``: its interval holds for the calls of one worker process.
-#: Between separate runs a figure moves far more than that (gpt 1e6's per-token latency ranged
-#: 0.52-1.46 ms over five runs, each settled); ``--processes N`` pools N workers' calls and keeps
-#: each one's value, which ``compare`` tests.
-WITHIN_ONE_PROCESS = "one process"
-#: What ``Latency.metrics`` records under a prefix (``inference_prefill_latency_p99_s``).
-SPECS = (
-    *(
-        MetricSpec(f"latency_{name}_s", "s", LOWER, label=f"latency {name} per call")
-        for name in PERCENTILES
-    ),
-    MetricSpec("cold_start_s", "s", LOWER, label="first call (cold start)"),
-    MetricSpec("timed_s", "s", NEITHER, kind="bookkeeping", reduce="max", label="time timed"),
-)
 
 
 @dataclass(frozen=True)

@@ -20,24 +20,9 @@ from types import ModuleType, TracebackType
 import psutil
 import torch
 
-from scaling_bench.core.metrics import LOWER, MetricSpec
 from scaling_bench.core.stats import single
 from scaling_bench.hardware.peaks import nvml
 
-#: What ``PeakMemory.metrics`` records, before a workload's prefix; the GPU ones on CUDA only.
-SPECS = (
-    MetricSpec("peak_cpu_rss_bytes", "bytes", LOWER, label="peak RSS", gated=False),
-    MetricSpec(
-        "peak_cpu_rss_above_baseline_bytes",
-        "bytes",
-        LOWER,
-        label="peak RSS above baseline",
-        gated=False,
-    ),
-    MetricSpec("peak_gpu_allocated_bytes", "bytes", LOWER, label="peak GPU allocated"),
-    MetricSpec("peak_gpu_reserved_bytes", "bytes", LOWER, label="peak GPU reserved"),
-    MetricSpec("peak_gpu_nvml_bytes", "bytes", LOWER, label="peak GPU used (NVML)"),
-)
 POLL_INTERVAL_S = 0.005
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")

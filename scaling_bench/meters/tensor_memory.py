@@ -25,17 +25,9 @@ from torch.autograd.profiler import record_function
 from torch.profiler import profile
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
-from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
 from scaling_bench.core.profiling import cpu_memory_events, memory_profile
 from scaling_bench.core.stats import single
 
-#: What ``TensorMemory.metrics`` records, before a workload's prefix.
-SPECS = (
-    MetricSpec("peak_cpu_tensor_bytes", "bytes", LOWER, label="peak live CPU tensor bytes"),
-    MetricSpec(
-        "tensor_meter_s", "s", NEITHER, "bookkeeping", label="seconds of the tensor-metered region"
-    ),
-)
 _PHASE = "phase:"
 
 

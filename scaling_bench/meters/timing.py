@@ -29,17 +29,8 @@ from dataclasses import dataclass
 import torch
 
 from scaling_bench.core.errors import UserError
-from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
 from scaling_bench.core.stats import median_ci_halfwidth, quantile, single, summarize
 
-#: What ``Timing.metrics`` records, before a workload's prefix.
-#: Seconds inside timed regions: the run's summary adds up every workload's ``{name}_timed_s``.
-TIMED = MetricSpec("timed_s", "s", NEITHER, kind="bookkeeping", reduce="max", label="time timed")
-SPECS = (
-    MetricSpec("step_s", "s", LOWER, label="seconds per step"),
-    MetricSpec("cold_start_s", "s", LOWER, label="first step (cold start)"),
-    TIMED,
-)
 #: Fewest samples of a settled figure, whatever the budget (DESIGN §4).
 MIN_SAMPLES = 10
 #: Warm-up is over when this many blocks agree within this share of their median.

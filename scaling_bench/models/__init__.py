@@ -11,7 +11,8 @@ and a ``n_classes`` field; ``"tokens"``: with ``vocab_size`` and ``seq_len`` fie
 decides the datasets that can feed it. Sequence families also provide ``tokens_per_sample(cfg)``;
 decoders that serve with a KV cache ``kv_cache``, ``kv_cache_bytes``, ``context_length``,
 ``prefill`` and ``decode_step`` (``models/attention.py``). A family may declare figures of its own
-that the timed workloads record after their steps: ``METRIC_SPECS`` and ``metrics(model)``
+that the timed workloads record after their steps: ``metrics(model)``, with their specs
+(``METRIC_SPECS``) in a module of their own, ``{family}_specs.py``, which imports no torch
 (``workloads/family_metrics.py``; moe's load imbalance).
 """
 

@@ -27,7 +27,8 @@ fraction of (token, choice) pairs routed to e and ``P_e`` its mean router probab
 over the layers, times ``aux_loss_coef``: the model's ``aux_loss`` after each forward, which
 ``models.loss.loss_of`` adds. Each layer keeps its last forward's tokens per expert;
 ``load_imbalance`` reads max/mean from them, and ``metrics`` records both after each timed
-workload (``workloads/family_metrics.py``: ``train_expert_load_imbalance``).
+workload (``workloads/family_metrics.py``: ``train_expert_load_imbalance``; their specs in
+``models/moe_specs.py``).
 
 Parameters (with llama's attention A = d·(n_head + 2·n_kv_head)·h + n_head·h·d, and an expert's
 S = 3·d·d_expert): total = ``V·d·(2 − tied) + L·(A + d·n_expert + (n_expert + n_shared)·S + 2d)
@@ -52,7 +53,6 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor
 
 from scaling_bench.core.errors import ConfigError
-from scaling_bench.core.metrics import LOWER, MetricSpec
 from scaling_bench.core.stats import single
 from scaling_bench.models import llama
 from scaling_bench.models.llama import SwiGLU
@@ -238,13 +238,6 @@ class MoE(llama.Llama):
         if not losses:
             return None
         return torch.stack(losses).mean()
-
-
-#: What ``metrics`` reads off the model, before a workload's prefix (``workloads/family_metrics``).
-METRIC_SPECS = (
-    MetricSpec("expert_load_imbalance", "ratio", LOWER, gated=False,
-               label="tokens per expert, max/mean (worst layer; 1: balanced)"),
-)  # fmt: skip
 
 
 def _tokens_per_expert(model: nn.Module) -> list[torch.Tensor]:

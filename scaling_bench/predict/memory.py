@@ -51,9 +51,8 @@ from scaling_bench.models.checkpointing import apply as apply_checkpointing
 from scaling_bench.models.loss import loss_of
 from scaling_bench.predict import cpu_kernels
 from scaling_bench.predict.cpu_kernels import ProbeFailed, scratch_bytes, with_real_dtypes
+from scaling_bench.predict.phases import PHASES
 
-#: The phases of a training step, in order.
-PHASES = ("forward", "backward", "optimizer")
 #: What live bytes are made of, in the order a breakdown shows them.
 PARTS = (
     "weights",

@@ -29,7 +29,7 @@ from scaling_bench.analysis.fits import (
 from scaling_bench.analysis.theory import THEORY_TOLERANCE, flops_rate
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.metrics import spec
-from scaling_bench.predict.memory import PHASES
+from scaling_bench.predict.phases import PHASES
 from scaling_bench.report.batches import batch_plots
 from scaling_bench.report.plotting import (
     bounded_legend,
@@ -47,8 +47,8 @@ from scaling_bench.report.plotting import (
 )
 from scaling_bench.report.serving import serving_plots
 from scaling_bench.report.tables import machine_line, metric_label
-from scaling_bench.workloads.base import ordered
-from scaling_bench.workloads.convergence import LOSS_UNIT
+from scaling_bench.workloads.base import declarations
+from scaling_bench.workloads.catalog import LOSS_UNIT
 
 LINESTYLES = ("-", "--", "-.", (0, (3, 1, 1, 1, 1, 1)))
 LINESTYLE_NAMES = ("solid", "dashed", "dash-dot", "dash-dot-dot")
@@ -331,7 +331,7 @@ def paired_by_workload(groups: dict) -> list[tuple[str, list[str]]]:
     and predicted: one measured-against-predicted plot each."""
     paired = {s.name for g in groups.values() for r in g for s in paired_metrics(r)}
     out = []
-    for w in ordered():
+    for w in declarations():
         names = [s.name for s in w.specs if s.name in paired]
         if names:
             out.append((w.name, names))

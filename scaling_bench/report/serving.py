@@ -17,9 +17,10 @@ from matplotlib.figure import Figure
 from scaling_bench.config.case import Case
 from scaling_bench.core.metrics import spec
 from scaling_bench.core.units import fmt_bytes
-from scaling_bench.meters.latency import PERCENTILES
+from scaling_bench.meters.specs import PERCENTILES
 from scaling_bench.report.tables import metric_label
-from scaling_bench.workloads.inference import NAME, REFERENCE_PRECISION
+from scaling_bench.workloads.catalog import INFERENCE_NAME as NAME
+from scaling_bench.workloads.catalog import INFERENCE_REFERENCE_PRECISION as REFERENCE_PRECISION
 
 #: The three latencies a request can have: one forward, the prompt's (TTFT), a decode step's.
 PHASES = {

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING
 
 from scaling_bench.analysis.busy import machine_busy_line
 from scaling_bench.core.units import fmt_bytes
-from scaling_bench.engine.isolation import FOREIGN_PROCESSES
-from scaling_bench.meters.foreign_load import BUSY_SHARE
-from scaling_bench.meters.latency import WITHIN_ONE_PROCESS
+from scaling_bench.meters.specs import BUSY_SHARE, WITHIN_ONE_PROCESS
 from scaling_bench.report.terminal import FittedTable, TextColumn
 from scaling_bench.store.records import RESULTS_FILE, load_records
-from scaling_bench.workloads.base import Column, ordered
+from scaling_bench.workloads.base import declarations
+from scaling_bench.workloads.catalog import FOREIGN_PROCESSES, Column
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -117,13 +116,13 @@ def summary_columns() -> list[tuple[str, Callable[[dict], str]]]:
         ("case", lambda r: r["case_id"]),
         ("params", lambda r: f"{r['params']:,}" if r["params"] else ""),
         ("status", lambda r: r["status"]),
-        *((c.header, _cell(c)) for w in ordered() for c in w.columns),
+        *((c.header, _cell(c)) for w in declarations() for c in w.columns),
     ]
 
 
 def timed_seconds(records: list[dict]) -> float:
     """Seconds this run spent inside timed regions, from the workloads' ``*_timed_s``."""
-    names = [f"{w.name}_timed_s" for w in ordered()]
+    names = [f"{w.name}_timed_s" for w in declarations()]
     return sum(r["metrics"][n]["value"] for r in records for n in names if n in r["metrics"])
 
 

@@ -1,8 +1,11 @@
-"""The workloads, registered as they are imported: ``BUILTIN`` is the one registration line.
+"""The workloads, registered as they are imported.
 
-A plugin module (``scaling-bench run --plugin MODULE``, or an entry point in the
-``scaling_bench.plugins`` group) registers more the same way; ``load_plugins`` imports them, and
-the engine names them in each job file so that workers import them too.
+Each built-in is ``workloads/{name}.py``, declared in ``catalog``: importing the package declares
+them (their names and metric specs, without torch), and ``base`` imports their modules when a
+workload is first asked for. A plugin module (``scaling-bench run --plugin MODULE``, or an entry
+point in the ``scaling_bench.plugins`` group) registers more with ``base.register``;
+``load_plugins`` imports them, and the engine names them in each job file so that workers import
+them too.
 """
 
 from __future__ import annotations
@@ -12,12 +15,9 @@ from collections.abc import Iterable
 from importlib.metadata import entry_points
 
 from scaling_bench.core.errors import UserError
+from scaling_bench.workloads import catalog  # noqa: F401  (declares the built-in workloads)
 
-BUILTIN = ("forward", "train", "checkpoint", "convergence", "inference")
 ENTRY_POINT_GROUP = "scaling_bench.plugins"
-
-for _name in BUILTIN:
-    importlib.import_module(f"scaling_bench.workloads.{_name}")
 
 
 def load_plugins(modules: Iterable[str] = ()) -> tuple[str, ...]:

@@ -15,15 +15,15 @@ figures are combined, by each metric spec's reduction. Alone, a process does bot
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from scaling_bench.config.axes import declare_choice
 from scaling_bench.core.errors import UserError
-from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
-from scaling_bench.core.metrics import register as register_specs
+from scaling_bench.core.metrics import MetricSpec
+from scaling_bench.workloads import catalog
+from scaling_bench.workloads.catalog import Column, Declared, Needs
 
 if TYPE_CHECKING:
     import torch
@@ -31,25 +31,6 @@ if TYPE_CHECKING:
     from scaling_bench.config.case import Case
     from scaling_bench.predict.plan import Plan
     from scaling_bench.workloads.setup import CaseSetup
-
-
-class Needs(StrEnum):
-    """The state of the case's model a workload needs before it starts."""
-
-    WEIGHTS = "weights"  # the built model
-    TRAINING = "training"  # the model after a training step: gradients and optimizer state exist
-    OWN_MODELS = "own models"  # it builds models of its own; the case's model is freed first
-
-
-@dataclass(frozen=True)
-class Column:
-    """A column of the run's summary table: the first of ``metrics`` a record has, formatted
-    with ``fmt`` (a format spec, or ``"bytes"``), from the record's ``section``."""
-
-    header: str
-    metrics: tuple[str, ...]
-    fmt: str
-    section: str = "metrics"
 
 
 @dataclass(frozen=True)
@@ -76,7 +57,9 @@ class Context:
 
 
 class Workload:
-    """A workload's declaration; subclasses set the class attributes and override the steps."""
+    """A workload's declaration and its steps; subclasses set the class attributes and override
+    the steps. A built-in takes the attributes a reader of records needs from the catalog
+    (``class Train(TimedWorkload, declared=catalog.TRAIN)``); a plugin sets them itself."""
 
     name: ClassVar[str]
     order: ClassVar[int]
@@ -96,6 +79,17 @@ class Workload:
     timed: ClassVar[bool] = False
     #: Strategies it supports, None being one process.
     strategies: ClassVar[tuple[str | None, ...]] = (None, "ddp", "fsdp")
+
+    def __init_subclass__(cls, declared: Declared | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if declared is not None:
+            for field in fields(Declared):
+                setattr(cls, field.name, getattr(declared, field.name))
+
+    @property
+    def declared(self) -> Declared:
+        """What a reader of its records needs of it (``catalog.Declared``)."""
+        return Declared(**{field.name: getattr(self, field.name) for field in fields(Declared)})
 
     def skip_reason(self, case: Case) -> str | None:
         """Why this workload cannot run on ``case``; None when it can."""
@@ -134,30 +128,29 @@ def register(workload: Workload) -> Workload:
     if workload.name in _REGISTRY and type(_REGISTRY[workload.name]) is not type(workload):
         raise ValueError(f"workload {workload.name!r} registered twice")
     _REGISTRY[workload.name] = workload
-    declare_choice("workloads", workload.name, default=workload.default, quick=workload.quick)
-    register_specs((*workload.specs, *workload.predicted_specs, *_whole_time(workload.name)))
+    catalog.declare(workload.declared)
     return workload
 
 
-def _whole_time(name: str) -> tuple[MetricSpec, MetricSpec]:
-    """A whole workload's seconds: as pytest-benchmark times a workload without a step, and as
-    the engine records it (``_wall_s``, bookkeeping: what a case's duration is made of)."""
-    return (
-        MetricSpec(f"{name}_s", "s", LOWER, label=f"{name} (whole workload)"),
-        MetricSpec(f"{name}_wall_s", "s", NEITHER, "bookkeeping", label=f"{name} wall time"),
-    )
+def _registry() -> dict[str, Workload]:
+    """Every workload registered, the built-ins' modules imported first: they import torch,
+    which a reader of records never needs (``declarations``), so not before a workload runs."""
+    for declared in catalog.BUILTIN:
+        importlib.import_module(f"scaling_bench.workloads.{declared.name}")
+    return _REGISTRY
 
 
 def get(name: str) -> Workload:
+    registry = _registry()
     try:
-        return _REGISTRY[name]
+        return registry[name]
     except KeyError:
-        raise UserError(f"unknown workload {name!r}; choose from {', '.join(_REGISTRY)}") from None
+        raise UserError(f"unknown workload {name!r}; choose from {', '.join(registry)}") from None
 
 
 def ordered(names: Iterable[str] | None = None) -> list[Workload]:
     """The workloads named (all, without names), in the order a case runs them."""
-    chosen = _REGISTRY.values() if names is None else [get(n) for n in names]
+    chosen = _registry().values() if names is None else [get(n) for n in names]
     return sorted(chosen, key=lambda w: w.order)
 
 
@@ -165,3 +158,23 @@ def with_step() -> list[Workload]:
     """Workloads that time one step per call: what pytest-benchmark and asv time directly, and
     what the fits hold against FLOPs."""
     return [w for w in ordered() if w.timed]
+
+
+def declarations(names: Iterable[str] | None = None) -> list[Declared]:
+    """What a reader of records needs of the workloads named (all, without names), in the order
+    a case runs them: the built-ins' from the catalog, a plugin's from its registration. No
+    workload's module is imported, so no torch."""
+    known = {d.name: d for d in catalog.BUILTIN} | {n: w.declared for n, w in _REGISTRY.items()}
+    if names is None:
+        chosen = list(known.values())
+    else:
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UserError(f"unknown workload {unknown[0]!r}; choose from {', '.join(known)}")
+        chosen = [known[n] for n in names]
+    return sorted(chosen, key=lambda d: d.order)
+
+
+def declarations_with_step() -> list[Declared]:
+    """``with_step``'s workloads, as ``declarations``."""
+    return [d for d in declarations() if d.timed]

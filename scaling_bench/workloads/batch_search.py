@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from scaling_bench.core.errors import UserError
-from scaling_bench.core.metrics import NEITHER, MetricSpec, register
 from scaling_bench.core.stats import single
 from scaling_bench.meters.memory import PeakMemory
 from scaling_bench.meters.tensor_memory import storage_bytes
@@ -34,20 +33,6 @@ if TYPE_CHECKING:
 #: After an out-of-memory error (no measured peak to scale by), the next batch tried.
 BACKOFF = 0.75
 MAX_TRIES = 8
-
-SPECS = (
-    MetricSpec("max_batch_predicted", "samples", NEITHER, "bookkeeping",
-               label="max batch predicted to fit"),
-    MetricSpec("max_batch_size", "samples", NEITHER, "bookkeeping",
-               label="max batch confirmed by a step"),
-    MetricSpec("max_batch_backoffs", "steps", NEITHER, "bookkeeping",
-               label="max batch: steps that did not fit"),
-    MetricSpec("max_batch_limit_bytes", "bytes", NEITHER, "bookkeeping",
-               label="max batch: memory limit"),
-    MetricSpec("max_batch_step_peak_bytes", "bytes", NEITHER, "bookkeeping",
-               label="max batch: the confirming step's peak"),
-)  # fmt: skip
-register(SPECS)
 
 
 def _cpu_peak_bytes(step: Callable[[], object], resident: int) -> int:

@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from scaling_bench.core.durable import fsync_path
-from scaling_bench.core.metrics import HIGHER, LOWER, MetricSpec
 from scaling_bench.core.stats import scaled, single, summarize
-from scaling_bench.meters.timing import MIN_SAMPLES, TIMED
+from scaling_bench.meters.timing import MIN_SAMPLES
 from scaling_bench.predict.plan import Plan
-from scaling_bench.workloads.base import Column, Context, Needs, Workload, register
+from scaling_bench.workloads import catalog
+from scaling_bench.workloads.base import Context, Workload, register
+from scaling_bench.workloads.catalog import CHECKPOINT_FORMATS, CHECKPOINT_OPS
 from scaling_bench.workloads.setup import CaseSetup
 
 try:
@@ -201,37 +202,16 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-#: The formats a checkpoint is measured in, each named ``{format}_{metric}``.
-FORMATS = ("checkpoint", "safetensors", "dcp")
-_OPS = ("save", "load")
-
-
 def _timed(metrics: dict[str, dict]) -> Iterator[tuple[str, str]]:
     """The (format, operation) pairs these metrics hold times of."""
-    return ((fmt, op) for fmt, op in product(FORMATS, _OPS) if f"{fmt}_{op}_s" in metrics)
+    pairs = product(CHECKPOINT_FORMATS, CHECKPOINT_OPS)
+    return ((fmt, op) for fmt, op in pairs if f"{fmt}_{op}_s" in metrics)
 
 
-def _format_specs(fmt: str) -> tuple[MetricSpec, ...]:
-    return (
-        MetricSpec(f"{fmt}_bytes", "bytes", LOWER, "counted", label=f"{fmt} size"),
-        MetricSpec(f"{fmt}_bytes_with_optimizer", "bytes", LOWER, "counted"),
-        *(MetricSpec(f"{fmt}_{op}_s", "s", LOWER, label=f"{fmt} {op}") for op in _OPS),
-        *(
-            MetricSpec(f"{fmt}_{op}_bytes_per_s", "bytes/s", HIGHER, "derived", f"{fmt}_{op}_s")
-            for op in _OPS
-        ),
-    )
-
-
-class Checkpoint(Workload):
+class Checkpoint(Workload, declared=catalog.CHECKPOINT):
     """After training, so it can save the optimizer state that training created."""
 
-    name = "checkpoint"
-    order = 30
-    needs = Needs.TRAINING
     trains = True
-    specs = (*(spec for fmt in FORMATS for spec in _format_specs(fmt)), TIMED.prefixed(name))
-    columns = (Column("ckpt bytes", ("checkpoint_bytes", "dcp_bytes"), "{:,.0f}"),)
 
     def measure(self, setup: CaseSetup, ctx: Context) -> dict[str, dict]:
         budget_s = 4 * setup.case.budget_s

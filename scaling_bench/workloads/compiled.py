@@ -19,7 +19,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
 from scaling_bench.core.stats import single
 
 EAGER = "eager"
@@ -32,13 +31,6 @@ _MODES = {"default": None}
 CPU_AUTOTUNE_WARNING = (
     "--compile max-autotune on a CPU times candidate kernels while compiling: a cold compile "
     "takes tens of seconds to minutes per case (raise --timeout if cases time out)"
-)
-#: Per timed workload, prefixed with its name (``train_compile_s``).
-SPECS = (
-    MetricSpec("compile_s", "s", LOWER, label="first step, compilation included (cold cache)"),
-    MetricSpec("compiled_frames", "frames", NEITHER, "counted", label="frames compiled"),
-    MetricSpec("graph_breaks", "breaks", LOWER, "counted", label="graph breaks"),
-    MetricSpec("recompiles", "frames", LOWER, "counted", label="frames recompiled while timed"),
 )
 
 

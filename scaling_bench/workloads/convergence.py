@@ -43,18 +43,14 @@ from torch import nn
 from scaling_bench.config.convergence import ConvergenceSettings, settings_for
 from scaling_bench.core import precision as precisions
 from scaling_bench.core.errors import UserError
-from scaling_bench.core.metrics import LOWER, NEITHER, MetricSpec
 from scaling_bench.core.optimizers import make_optimizer
 from scaling_bench.core.precision import Precision
 from scaling_bench.models import family, tokens_per_sample
 from scaling_bench.models.attention import CausalSelfAttention
 from scaling_bench.models.datasets import load_dataset
-from scaling_bench.workloads.base import Column, Context, Needs, Workload, register
-from scaling_bench.workloads.convergence_metrics import (
-    LOSS_UNIT,
-    TrainingRun,
-    convergence_metrics,
-)
+from scaling_bench.workloads import catalog
+from scaling_bench.workloads.base import Context, Workload, register
+from scaling_bench.workloads.convergence_metrics import TrainingRun, convergence_metrics
 from scaling_bench.workloads.setup import CaseSetup
 
 if TYPE_CHECKING:
@@ -295,41 +291,11 @@ def run_convergence(
     return convergence_metrics(runs, gpt=gpt)
 
 
-def _loss_spec(name: str, label: str, better: int = LOWER, unit: str = LOSS_UNIT) -> MetricSpec:
-    return MetricSpec(name, unit, better, label=label)
-
-
-class Convergence(Workload):
+class Convergence(Workload, declared=catalog.CONVERGENCE):
     """Last: it trains fresh models of its own, after the case's model is freed."""
 
-    name = "convergence"
-    order = 40
-    default = False
-    needs = Needs.OWN_MODELS
     trains = True
     strategies = (None,)
-    specs = (
-        _loss_spec("final_loss_mean", "final training loss"),
-        _loss_spec("final_loss_std", "final loss spread over seeds"),
-        _loss_spec("heldout_loss", "held-out loss"),
-        _loss_spec("generalization_gap", "held-out minus training loss"),
-        _loss_spec("train_error", "training error", unit="fraction"),
-        _loss_spec("heldout_error", "held-out error", unit="fraction"),
-        _loss_spec("loss_spikes", "loss spikes", unit="count"),
-        _loss_spec("diverged_fraction", "diverged runs", unit="fraction"),
-        _loss_spec("initial_loss", "initial loss", better=NEITHER),
-        _loss_spec("lr_sensitivity", "LR sensitivity"),
-        _loss_spec("best_lr", "best LR", better=NEITHER, unit="lr"),
-        _loss_spec("grad_norm", "gradient norm", better=NEITHER, unit="1"),
-        _loss_spec("max_attention_logit", "largest attention logit", unit="1"),
-    )
-    columns = (
-        Column("final loss", ("final_loss_mean",), "{:.3f}"),
-        Column("held-out", ("heldout_loss",), "{:.3f}"),
-        Column("gap", ("generalization_gap",), "{:+.3f}"),
-        Column("diverged", ("diverged_fraction",), "{:.0%}"),
-        Column("best LR", ("best_lr",), "{:g}"),
-    )
 
     def skip_reason(self, case: Case) -> str | None:
         """A token budget needs a family whose samples have tokens."""

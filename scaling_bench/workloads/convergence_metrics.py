@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from scaling_bench.core.stats import single, summarize
+from scaling_bench.workloads.catalog import LOSS_UNIT
 from scaling_bench.workloads.stability import (
     best_lr,
     downsample,
@@ -36,7 +37,6 @@ from scaling_bench.workloads.stability import (
 )
 
 CURVE_POINTS = 100
-LOSS_UNIT = "nats"
 
 
 @dataclass

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from scaling_bench.workloads.base import Column, Context, register
+from scaling_bench.workloads import catalog
+from scaling_bench.workloads.base import Context, register
 from scaling_bench.workloads.setup import CaseSetup
 from scaling_bench.workloads.timed import TimedWorkload
 
 
-class Forward(TimedWorkload):
+class Forward(TimedWorkload, declared=catalog.FORWARD):
     """Runs before training, so its peak is not inflated by gradients and optimizer state."""
 
-    name = "forward"
-    order = 10
     flops_field = "forward_flops_per_sample"
-    columns = (Column("fwd samples/s", ("forward_samples_per_s",), "{:,.0f}"),)
 
     def build_step(self, setup: CaseSetup, ctx: Context | None) -> Callable[[], object]:
         distributed = ctx is not None and ctx.distributed

@@ -28,16 +28,19 @@ import torch
 import torch.nn.functional as F
 
 from scaling_bench.core.errors import UserError
-from scaling_bench.core.metrics import HIGHER, LOWER, NEITHER, MetricSpec, prefixed
 from scaling_bench.core.stats import scaled, single
 from scaling_bench.hardware.bandwidth import memory_bandwidth
-from scaling_bench.meters import latency
 from scaling_bench.meters.latency import measure_calls
 from scaling_bench.models import family
 from scaling_bench.models.datasets import feeds, load_dataset
 from scaling_bench.models.loss import loss_of
-from scaling_bench.workloads.base import Column, Context, Workload, register
-from scaling_bench.workloads.convergence import LOSS_UNIT
+from scaling_bench.workloads import catalog
+from scaling_bench.workloads.base import Context, Workload, register
+from scaling_bench.workloads.catalog import INFERENCE_DECODE as _D
+from scaling_bench.workloads.catalog import INFERENCE_NAME as NAME
+from scaling_bench.workloads.catalog import INFERENCE_PREFILL as _P
+from scaling_bench.workloads.catalog import INFERENCE_REFERENCE_PRECISION as REFERENCE_PRECISION
+from scaling_bench.workloads.catalog import LOSS_UNIT
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -47,45 +50,10 @@ if TYPE_CHECKING:
     from scaling_bench.config.case import Case
     from scaling_bench.workloads.setup import CaseSetup
 
-NAME = "inference"
-#: The precision the others' quality is measured against.
-REFERENCE_PRECISION = "fp32"
 #: Real offline data sets, for the held-out loss (synthetic data says nothing of quality, and
 #: CIFAR-10 needs a download).
 QUALITY_DATASETS = ("text", "digits")
 HELDOUT_SAMPLES = 16
-_P = f"{NAME}_prefill"
-_D = f"{NAME}_decode"
-
-
-def _spec(name: str, unit: str, better: int, kind: str = "measured", source: str | None = None,
-          label: str = "") -> MetricSpec:  # fmt: skip
-    return MetricSpec(f"{NAME}_{name}", unit, better, kind, source, label=label)
-
-
-SPECS = (
-    *prefixed(NAME, latency.SPECS),
-    *prefixed(_P, latency.SPECS),
-    *prefixed(_D, latency.SPECS),
-    _spec("samples_per_s", "samples/s", HIGHER, "derived", f"{NAME}_latency_p50_s",
-          "throughput at the median latency"),
-    _spec("decode_tokens_per_s", "tokens/s", HIGHER, "derived", f"{_D}_latency_p50_s",
-          "decode tokens/s (batch / TPOT)"),
-    _spec("decode_bandwidth_bytes_per_s", "B/s", HIGHER, "derived", f"{_D}_latency_p50_s",
-          "bytes read per decode step / TPOT"),
-    _spec("bandwidth_utilisation", "fraction", HIGHER, "derived", f"{_D}_latency_p50_s",
-          "decode bandwidth / device memory bandwidth"),
-    _spec("decode_bytes_per_step", "bytes", NEITHER, "counted",
-          label="bytes a decode step reads (weights + mean KV cache)"),
-    _spec("kv_cache_bytes", "bytes", LOWER, "counted", label="KV cache at prompt + generation"),
-    _spec("checkpoint_bytes", "bytes", LOWER, "counted", label="served model's state_dict bytes"),
-    _spec("memory_bandwidth_bytes_per_s", "B/s", NEITHER, "bookkeeping",
-          label="device memory bandwidth"),
-    _spec("top1_agreement", "fraction", HIGHER, "counted",
-          label="top-1 agreement with the fp32 model"),
-    _spec("kl_divergence", LOSS_UNIT, LOWER, "counted", label="mean KL from the fp32 model"),
-    _spec("heldout_loss", LOSS_UNIT, LOWER, "counted", label="held-out loss (real data)"),
-)  # fmt: skip
 
 
 def decoder(family_name: str) -> ModuleType | None:
@@ -102,22 +70,8 @@ def lengths(case: Case, cfg: object) -> tuple[int, int]:
     return prompt, case.gen_len or min(max(1, context // 4), context - prompt)
 
 
-class Inference(Workload):
-    name = NAME
-    order = 15  # after forward (10), before train (20): the served model, no training state
-    default = False
-    quick = False  # hundreds of single calls per batch size: not within a CPU's quick grid
+class Inference(Workload, declared=catalog.INFERENCE):
     strategies = (None,)
-    specs = SPECS
-    columns = (
-        Column("p50 s", (f"{NAME}_latency_p50_s",), "{:.4f}"),
-        Column("p99 s", (f"{NAME}_latency_p99_s",), "{:.4f}"),
-        Column("TTFT s", (f"{_P}_latency_p50_s",), "{:.4f}"),
-        Column("TPOT s", (f"{_D}_latency_p50_s",), "{:.4f}"),
-        Column("decode tok/s", (f"{NAME}_decode_tokens_per_s",), "{:,.0f}"),
-        Column("BW util", (f"{NAME}_bandwidth_utilisation",), "{:.1%}"),
-        Column("top-1", (f"{NAME}_top1_agreement",), "{:.3f}"),
-    )
 
     def skip_reason(self, case: Case) -> str | None:
         if reason := super().skip_reason(case):

@@ -2,57 +2,33 @@
 
 A ``TimedWorkload`` subclass says how to build its step and how many FLOPs a sample costs; the
 timing, the memory peaks, the derived figures and their specs are the same for every such
-workload, named ``{workload}_{metric}``. The energy and device-state meters are read at the
-edges of each timed block: joules per step are samples like the step times, and the step-time
-metric carries the clock state it ran at.
+workload, named ``{workload}_{metric}`` (``catalog.timed_specs``). The energy and device-state
+meters are read at the edges of each timed block: joules per step are samples like the step
+times, and the step-time metric carries the clock state it ran at.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from scaling_bench.core.metrics import HIGHER, LOWER, NEITHER, MetricSpec, prefixed
 from scaling_bench.core.stats import scaled, single
-from scaling_bench.meters import device_state, energy, foreign_load, memory, timing
+from scaling_bench.meters import foreign_load
 from scaling_bench.meters.device_state import DeviceStateMeter
 from scaling_bench.meters.energy import EnergyMeter
 from scaling_bench.meters.foreign_load import ForeignLoad
 from scaling_bench.meters.memory import PeakMemory
+from scaling_bench.meters.specs import clock_state
 from scaling_bench.meters.timing import measure
-from scaling_bench.workloads import compiled, family_metrics
+from scaling_bench.workloads import catalog, compiled, family_metrics
 from scaling_bench.workloads.base import Context, Workload
 
 if TYPE_CHECKING:
     import torch
 
     from scaling_bench.predict.plan import Plan
+    from scaling_bench.workloads.catalog import Declared
     from scaling_bench.workloads.setup import CaseSetup
-
-#: The figures derived from the step time (each its samples scaled by a constant).
-DERIVED_SPECS = (
-    MetricSpec("samples_per_s", "samples/s", HIGHER, "derived", "step_s", label="throughput"),
-    MetricSpec("tokens_per_s", "tokens/s", HIGHER, "derived", "step_s", label="tokens/s"),
-    MetricSpec("flops_per_s", "FLOP/s", HIGHER, "derived", "step_s", label="FLOP/s"),
-    MetricSpec("mfu", "fraction", HIGHER, "derived", "step_s", label="MFU"),
-    MetricSpec("sample_s", "s", LOWER, "derived", "step_s", label="seconds per sample"),
-    MetricSpec("samples_per_s_per_rank", "samples/s", HIGHER, "derived", "step_s",
-               label="throughput per rank"),
-    MetricSpec("scaling_efficiency", "fraction", HIGHER, "derived", "step_s",
-               label="scaling efficiency against one process"),
-    MetricSpec("mfu_achievable", "fraction", HIGHER, "derived", "step_s",
-               label="MFU against the achievable GEMM peak"),
-    MetricSpec("energy_per_sample_j", "J", LOWER, "derived", "energy_per_step_j",
-               label="energy per sample"),
-    MetricSpec("energy_per_token_j", "J", LOWER, "derived", "energy_per_step_j",
-               label="energy per token"),
-)  # fmt: skip
-#: The peak FLOP/s that MFU is measured against: about the machine, never compared.
-PEAK_FLOPS = MetricSpec("peak_flops_per_s", "FLOP/s", NEITHER, "bookkeeping", label="peak")
-#: The best GEMM measured on the device (GPUs: beside the data-sheet peak above).
-ACHIEVABLE_FLOPS = MetricSpec(
-    "achievable_peak_flops_per_s", "FLOP/s", NEITHER, "bookkeeping", label="achievable peak"
-)
 
 
 class TimedWorkload(Workload):
@@ -62,14 +38,11 @@ class TimedWorkload(Workload):
     #: FLOPs of one sample, from the plan (the workload's own formula).
     flops_field: ClassVar[str]
 
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
-        meters = (*timing.SPECS, *memory.SPECS, *energy.SPECS, *device_state.SPECS, *compiled.SPECS,
-                  *foreign_load.SPECS)  # fmt: skip
-        own = prefixed(cls.name, (*meters, *DERIVED_SPECS)) + family_metrics.specs(cls.name)
-        cls.specs = (*own, PEAK_FLOPS, ACHIEVABLE_FLOPS, *cls.specs)
-        flops = MetricSpec(f"{cls.name}_flops_per_sample", "FLOP", NEITHER, "predicted")
-        cls.predicted_specs = (flops, *cls.predicted_specs)
+    def __init_subclass__(cls, declared: Declared | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(declared=declared, **kwargs)
+        if declared is None:  # a plugin's: the timed figures under its name, then its own
+            cls.specs = catalog.timed_specs(cls.name, cls.specs)
+            cls.predicted_specs = catalog.timed_predicted(cls.name, cls.predicted_specs)
 
     def build_step(self, setup: CaseSetup, ctx: Context | None) -> Callable[[], object]:
         raise NotImplementedError
@@ -133,7 +106,7 @@ class TimedWorkload(Workload):
                 step_s, p.batch_size, "samples/s", invert=True
             )
         # A derived figure ran at its source's clocks, on its source's (busy or quiet) machine.
-        state = device_state.clock_state(step_s) | foreign_load.busy_state(step_s)
+        state = clock_state(step_s) | foreign_load.busy_state(step_s)
         return {name: metric | state for name, metric in out.items()}
 
     def predict(self, plan: Plan, device: torch.device, ctx: Context) -> dict[str, dict]:

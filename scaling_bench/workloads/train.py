@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from scaling_bench.core.metrics import HIGHER, LOWER, NEITHER, MetricSpec, prefixed
 from scaling_bench.core.stats import scaled, single
 from scaling_bench.meters import tensor_memory
 from scaling_bench.predict.plan import Plan, TrainMemory, rank_memory
-from scaling_bench.workloads.base import Column, Context, Needs, register
+from scaling_bench.workloads import catalog
+from scaling_bench.workloads.base import Context, register
+from scaling_bench.workloads.catalog import TRAIN_PARTS, TRAIN_PEAK_NAMES, TRAIN_STATE
 from scaling_bench.workloads.setup import CaseSetup
 from scaling_bench.workloads.steps import train_step
 from scaling_bench.workloads.timed import TimedWorkload
@@ -26,51 +27,12 @@ from scaling_bench.workloads.timed import TimedWorkload
 if TYPE_CHECKING:
     import torch
 
-#: The measured training peak that the prediction is held against, by device type.
-PEAK_NAMES = {
-    "cuda": "train_peak_gpu_allocated_bytes",
-    "cpu": "train_peak_cpu_tensor_bytes",
-}
-_STATE = ("weights", "gradients", "optimizer_state")
-_PARTS = (
-    *_STATE,
-    "activations",
-    "weight_copies",
-    "buffers",
-    "batch",
-    "temporaries",
-    "kernel_scratch",
-)
 
-
-class Train(TimedWorkload):
+class Train(TimedWorkload, declared=catalog.TRAIN):
     """After forward, so the inference peak is not inflated by the training state."""
 
-    name = "train"
-    order = 20
-    needs = Needs.WEIGHTS
     trains = True
     flops_field = "train_flops_per_sample"
-    specs = (
-        *(MetricSpec(f"train_{part}_bytes_per_rank", "bytes", LOWER, "counted") for part in _STATE),
-        MetricSpec("train_hfu", "fraction", HIGHER, "derived", "train_step_s",
-                   label="HFU (recomputed FLOPs counted)"),
-        *prefixed("train", tensor_memory.SPECS),
-    )  # fmt: skip
-    predicted_specs = tuple(
-        MetricSpec(name, "bytes", NEITHER, "predicted")
-        for name in (
-            *(f"train_{part}_bytes" for part in _PARTS),
-            "train_activations_bytes_per_rank",
-        )
-    )
-    columns = (
-        Column("train samples/s", ("train_samples_per_s",), "{:,.0f}"),
-        Column("MFU", ("train_mfu",), "{:.1%}"),
-        Column("HFU", ("train_hfu",), "{:.1%}"),
-        Column("peak mem", tuple(PEAK_NAMES.values()), "bytes"),
-        Column("predicted", tuple(PEAK_NAMES.values()), "bytes", section="predicted"),
-    )
 
     def build_step(self, setup: CaseSetup, ctx: Context | None) -> Callable[[], object]:
         return setup.train_step()
@@ -98,14 +60,14 @@ class Train(TimedWorkload):
 
     def predict(self, plan: Plan, device: torch.device, ctx: Context) -> dict[str, dict]:
         out = super().predict(plan, device, ctx)
-        out |= _memory_metrics(plan.train_memory, PEAK_NAMES[device.type], "")
+        out |= _memory_metrics(plan.train_memory, TRAIN_PEAK_NAMES[device.type], "")
         if ctx.distributed:  # a rank's peak, and the state it is counted holding after a step
             share = rank_memory(plan.train_memory, ctx.strategy, ctx.world_size)
-            out |= _memory_metrics(share, PEAK_NAMES[device.type], "_per_rank")
+            out |= _memory_metrics(share, TRAIN_PEAK_NAMES[device.type], "_per_rank")
             state = asdict(rank_memory(plan.train_state, ctx.strategy, ctx.world_size))
             out |= {
                 f"train_{part}_bytes_per_rank": single(state[f"{part}_bytes"], "bytes")
-                for part in _STATE
+                for part in TRAIN_STATE
             }
         return out
 
@@ -113,12 +75,12 @@ class Train(TimedWorkload):
 def _memory_metrics(memory: TrainMemory, peak_name: str, suffix: str) -> dict[str, dict]:
     """The predicted total under the measured peak's name (a rank's peak: its share's total),
     with the phase it falls in, each phase's peak and the parts at the peak beside it."""
-    parts = {part: asdict(memory)[f"{part}_bytes"] for part in _PARTS}
+    parts = {part: asdict(memory)[f"{part}_bytes"] for part in TRAIN_PARTS}
     where = {"phase": memory.peak_phase, "phases": memory.phases, "parts": parts}
     if memory.kernel_scratch_unmeasured:
         where["kernel_scratch_unmeasured"] = list(memory.kernel_scratch_unmeasured)
     out = {peak_name: single(memory.total_bytes, "bytes") | where}
-    for part in _PARTS:
+    for part in TRAIN_PARTS:
         out[f"train_{part}_bytes{suffix}"] = single(parts[part], "bytes")
     return out
 
