@@ -162,3 +162,20 @@ def test_console_script_reports_user_errors_without_traceback() -> None:
     assert proc.stderr.strip() == (
         f"scaling-bench: error: unknown family 'nope'; choose from {', '.join(FAMILY_NAMES)}"
     )
+
+
+def test_a_sparse_familys_table_shows_its_active_parameters_and_6n_of_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """moe's compute follows its active parameters: the table names them, and its 6N is theirs
+    (6 × total overstated a 1e9 moe's FLOPs per token 3.5×)."""
+    code, out, _ = run_plan(capsys, "--family", "moe", "--params", "1e6", "--json")
+    d = json.loads(out)
+    code, table, _ = run_plan(capsys, "--family", "moe", "--params", "1e6")
+    assert code == 0
+    assert d["active_params"] < d["params"]
+    assert f"{d['active_params']:,}" in table
+    six_n = next(line for line in table.splitlines() if "6N" in line)
+    assert "N active" in six_n
+    code, dense, _ = run_plan(capsys, "--family", "llama", "--params", "1e6")
+    assert "active parameters" not in dense

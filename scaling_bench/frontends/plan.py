@@ -71,6 +71,9 @@ def _print_plan(d: dict) -> None:
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_row("parameters (exact)", f"{d['params']:,}")
+    active = d.get("active_params", d["params"])  # a sparse family's compute follows these
+    if active != d["params"]:
+        table.add_row("active parameters", f"{active:,}")
     table.add_row("off target by", f"{d['relative_error']:+.2%}")
     for key, value in d["config"].items():
         table.add_row(f"  {key}", str(value))
@@ -79,7 +82,7 @@ def _print_plan(d: dict) -> None:
     table.add_row("train FLOPs / sample", fmt_count(flops["train"]))
     if "flops_per_token" in d:
         table.add_row("train FLOPs / token", fmt_count(d["flops_per_token"]["train"]))
-        table.add_row("  6N for comparison", fmt_count(6 * d["params"]))
+        table.add_row("  6N for comparison (N active)", fmt_count(6 * active))
     memory = d["predicted"]["train_memory_bytes"]
     table.add_row(
         f"train memory ({d['precision']}, {d['optimizer']}, batch {d['batch_size']})",
