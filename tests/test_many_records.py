@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from scaling_bench.analysis import theory
 from scaling_bench.analysis.compare import compare_runs, selectable
 from scaling_bench.analysis.fits import by_series
+from scaling_bench.config.case import Case
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.stats import quantiles
 from scaling_bench.report.plotting import LEGEND_ENTRIES, bounded_legend, plot_metric
@@ -76,6 +77,16 @@ def test_a_shown_record_drops_what_no_report_shows_and_shares_what_records_repea
     assert all("p10" in m for m in figures if m["unit"] == "s")  # the range a plot draws
     assert len({id(r["env"]) for r in records}) == 1  # one machine: one env held
     assert len({id(m["unit"]) for m in figures}) == len({m["unit"] for m in figures})
+
+
+def test_a_shown_records_case_is_parsed_once_however_often_the_report_asks(folder) -> None:
+    """A report asks each record's case a dozen times (series, sections, batch plots): parsed
+    anew each time, that was a third of a 20k-record report."""
+    record = shown(islice(iter_records(folder / RESULTS_FILE), 1))[0]
+    first = Case.from_dict(record["case"])
+    assert Case.from_dict(record["case"]) is first
+    assert first == Case.from_dict(dict(record["case"]))  # the plain dict parses to the same
+    assert first.series_id is first.series_id
 
 
 def test_compare_holds_the_selectable_metrics_of_each_case_compactly(folder) -> None:

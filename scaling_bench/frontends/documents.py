@@ -39,12 +39,14 @@ def write_report(source: Path, html_path: Path, markdown: Path | None, echo_mark
     (or stdout where ``echo_markdown``)."""
     from scaling_bench.report.html import build_html
     from scaling_bench.report.markdown import build_markdown
+    from scaling_bench.report.tables import Findings
     from scaling_bench.store.foreign import stream_records
     from scaling_bench.store.records import shown_records
 
     records = shown_records(stream_records(source))  # only what the report shows of each
-    _write(html_path, build_html(records, str(source)))
-    summary = build_markdown(records, str(source))
+    findings = Findings(records, str(source))  # computed once for both documents
+    _write(html_path, build_html(records, str(source), findings))
+    summary = build_markdown(records, str(source), findings)
     if markdown:
         _write(markdown, summary)
     elif echo_markdown:

@@ -17,9 +17,10 @@ from scaling_bench.report.templating import environment
 _TEMPLATES = environment(autoescape=True)
 
 
-def build_html(records: list[dict], source: str) -> str:
-    """The whole report as one HTML document with its plots inline."""
-    findings = Findings(records, source)
+def build_html(records: list[dict], source: str, findings: Findings | None = None) -> str:
+    """The whole report as one HTML document with its plots inline; ``findings`` where the
+    markdown summary shares them (computing them is most of a report of many records)."""
+    findings = findings or Findings(records, source)
     return _TEMPLATES.get_template("report.html.j2").render(
         report=findings,
         plots=report_plots(findings.groups, findings.fits),

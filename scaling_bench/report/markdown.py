@@ -24,11 +24,11 @@ _TEMPLATES.filters["cell"] = table_cell
 _TEMPLATES.filters["code"] = markdown_code
 
 
-def build_markdown(records: list[dict], source: str) -> str:
+def build_markdown(records: list[dict], source: str, findings: Findings | None = None) -> str:
     """A summary for CI logs and pull-request comments: exponents, flags, failures, and the
     registered sections (``report.sections``: the compute-optimal frontier where the folder
-    holds a design's runs)."""
-    findings = Findings(records, source)
+    holds a design's runs); ``findings`` where the HTML report shares them."""
+    findings = findings or Findings(records, source)
     return _TEMPLATES.get_template("summary.md.j2").render(
         report=findings, shown=shown(records, source, findings.claimed)
     )

@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from scaling_bench.config.case import CaseDict
 from scaling_bench.core.durable import fsync_path
 from scaling_bench.core.errors import UserError
 from scaling_bench.store.schema import METRICS, RECORD, STATUSES, describe, validated
@@ -164,6 +165,8 @@ def shown_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         for section in ("metrics", "predicted"):
             slim[section] = {name: _shown_figure(m) for name, m in record[section].items()}
         slim = _shared(slim, strings)
+        if isinstance(slim.get("case"), dict):
+            slim["case"] = CaseDict(slim["case"])
         slim["env"] = envs.setdefault(json.dumps(slim["env"], sort_keys=True), slim["env"])
         out.append(slim)
     return out
