@@ -186,3 +186,34 @@ def test_auto_device_is_the_cpu_without_a_gpu() -> None:
     import torch
 
     assert grid.resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def test_the_case_mypy_sees_has_the_generated_fields_in_order_with_their_defaults() -> None:
+    """``Case`` is generated from the axes; the declaration mypy reads in its place must name the
+    same fields, in the same order, optional exactly where the generated one has a default."""
+    import ast
+    import dataclasses
+
+    from scaling_bench.config import case as case_module
+
+    tree = ast.parse(Path(case_module.__file__).read_text())
+    (declared,) = (
+        node
+        for branch in tree.body
+        if isinstance(branch, ast.If) and ast.unparse(branch.test) == "TYPE_CHECKING"
+        for node in branch.body
+        if isinstance(node, ast.ClassDef) and node.name == "Case"
+    )
+    seen = [
+        (stmt.target.id, stmt.value is not None)
+        for stmt in declared.body
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+    ]
+    generated = [
+        (
+            f.name,
+            f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING,
+        )
+        for f in dataclasses.fields(Case)
+    ]
+    assert seen == generated

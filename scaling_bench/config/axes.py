@@ -113,7 +113,7 @@ class Axis:
     sequence: bool = False
     token: Callable[[Any], str | None] | None = None
     choices: Callable[[], Sequence[str]] | None = None
-    parse_text: Callable[[str, str], tuple] | None = None
+    parse_text: Callable[[str, str], tuple[Any, ...]] | None = None
     #: What one value is called in messages (``unknown workload 'x'``).
     noun: str = ""
     #: Former flags and grid-file keys that still name this axis (``--dtype``, ``dtypes``).
@@ -138,7 +138,7 @@ class Axis:
             raise UserError(f"{what} {raw!r}: {_reason(exc)}") from None
         return self.check_choice(value, what)
 
-    def parse(self, text: str, what: str | None = None) -> tuple:
+    def parse(self, text: str, what: str | None = None) -> tuple[Any, ...]:
         """The grid's alternatives from flag text (``fp32,bf16``); for one-valued axes, one."""
         what = what or self.flag or self.name
         if self.parse_text is not None:
@@ -155,7 +155,7 @@ class Axis:
             raise UserError(f"{what} {text!r}: empty")
         return (self._one(text.strip(), what, strict=False),)
 
-    def from_file(self, raw: Any, what: str) -> tuple:
+    def from_file(self, raw: Any, what: str) -> tuple[Any, ...]:
         """The grid's alternatives from a grid file's value, its types checked strictly."""
         if isinstance(raw, str) and (self.multi or self.sequence or self.parse_text):
             return self.parse(raw, what)
@@ -172,10 +172,10 @@ class Axis:
         return (self._one(raw, what, strict=True),)
 
 
-_ADAPTERS: dict[tuple[int, bool], TypeAdapter] = {}
+_ADAPTERS: dict[tuple[int, bool], TypeAdapter[Any]] = {}
 
 
-def _adapter(kind: Any, strict: bool) -> TypeAdapter:
+def _adapter(kind: Any, strict: bool) -> TypeAdapter[Any]:
     key = (id(kind), strict)
     if key not in _ADAPTERS:
         config = ConfigDict(strict=strict, allow_inf_nan=False)

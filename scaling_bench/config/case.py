@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, field, fields, make_dataclass, replace
+from dataclasses import Field, asdict, dataclass, field, fields, make_dataclass, replace
 from functools import cached_property
-from typing import Any, NotRequired, Required
+from types import GenericAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NotRequired, Required, Self
 
 from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
@@ -36,7 +37,7 @@ def _hashable(values: dict[str, object]) -> tuple[tuple[str, object], ...]:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in values.items()))
 
 
-class CaseDict(dict):
+class CaseDict(dict[str, Any]):
     """A record's ``case`` that keeps the ``Case`` it describes once parsed.
 
     A report asks each record's case a dozen times (its series, whether a section claims it,
@@ -51,6 +52,11 @@ class CaseDict(dict):
 
 class _CaseBase:
     """What every generated ``Case`` can say about itself."""
+
+    if TYPE_CHECKING:  # the fields it reads, which the generated class has
+        __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+        nproc_per_node: int
+        nnodes: int
 
     @property
     def world_size(self) -> int:
@@ -74,17 +80,18 @@ class _CaseBase:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Any:
+    def from_dict(cls, data: dict[str, Any]) -> Self:
         """The case a record's ``case`` describes; keys of axes it lacks take their defaults.
         A ``CaseDict`` is parsed once."""
         if isinstance(data, CaseDict):
-            if data.parsed is None:
+            if not isinstance(data.parsed, cls):
                 data.parsed = cls._parsed(data)
-            return data.parsed
+            parsed: Self = data.parsed
+            return parsed
         return cls._parsed(data)
 
     @classmethod
-    def _parsed(cls, data: dict[str, Any]) -> Any:
+    def _parsed(cls, data: dict[str, Any]) -> Self:
         known = {f.name for f in fields(cls)}
         data = {_RENAMED.get(k, k): v for k, v in data.items()}
         kwargs = {k: v for k, v in data.items() if k in known}
@@ -101,19 +108,51 @@ def _default(axis_name: str, value: Any) -> Any:
     return field(default=value)
 
 
-Case = make_dataclass(
-    "Case",
-    [
-        (a.name, Any, _default(a.name, a.default))
-        if a.default is not None or a.name not in _REQUIRED
-        else (a.name, Any)
-        for a in AXES
-    ],
-    bases=(_CaseBase,),
-    frozen=True,
-)
-Case.__module__ = __name__
-Case.__doc__ = "One case of a grid: a value per axis (``axes.AXES``)."
+if TYPE_CHECKING:
+    _DEFAULT: Any = None  # stands for the axis's default: mypy needs only to know it has one
+
+    @dataclass(frozen=True)
+    class Case(_CaseBase):
+        """What mypy sees of the class generated below: the axes' fields in ``AXES`` order with
+        their values' types, a default where the axis has one (tests/test_grid.py holds the two
+        alike)."""
+
+        family: str
+        target_params: float
+        precision: str = _DEFAULT
+        device: str = _DEFAULT
+        workloads: tuple[str, ...] = _DEFAULT
+        batch_size: int | Literal["max"] | None = _DEFAULT
+        memory_limit_bytes: int | None = _DEFAULT
+        optimizer: str = _DEFAULT
+        compile: str = _DEFAULT
+        activation_checkpointing: str = _DEFAULT
+        overrides: tuple[tuple[str, Any], ...] = _DEFAULT
+        budget_s: float = _DEFAULT
+        ci_target: float = _DEFAULT
+        timeout_s: float = _DEFAULT
+        nproc_per_node: int = _DEFAULT
+        nnodes: int = _DEFAULT
+        strategy: str | None = _DEFAULT
+        convergence: tuple[tuple[str, Any], ...] = _DEFAULT
+        isolation: str = _DEFAULT
+        prompt_len: int | None = _DEFAULT
+        gen_len: int | None = _DEFAULT
+
+else:
+    Case = make_dataclass(
+        "Case",
+        [
+            (a.name, Any, _default(a.name, a.default))
+            if a.default is not None or a.name not in _REQUIRED
+            else (a.name, Any)
+            for a in AXES
+        ],
+        bases=(_CaseBase,),
+        frozen=True,
+    )
+    Case.__module__ = __name__
+    Case.__doc__ = "One case of a grid: a value per axis (``axes.AXES``)."
 
 
 def _recorded_kind(axis: Axis) -> Any:
@@ -121,26 +160,30 @@ def _recorded_kind(axis: Axis) -> Any:
     has lists) for a sequence, an object for a mapping."""
     if axis.name in _MAPPINGS:
         return dict[str, Any]
-    return Sequence[axis.kind] if axis.sequence else axis.kind
+    return GenericAlias(Sequence, (axis.kind,)) if axis.sequence else axis.kind  # Sequence[kind]
 
 
 #: A record's ``case`` (``Case.to_dict``), for the record schema: every axis's value of its type,
 #: so a hand-edited or foreign record (``"case": {}``, ``"target_params": "1e5"``) is refused by
 #: the store with its field instead of failing in whichever reader builds its ``Case``. Keys of
-#: other versions pass unchecked.
-RecordedCase = with_config(ConfigDict(extra="allow", strict=True))(
-    TypedDict(
-        "RecordedCase",
-        {
-            "case_id": NotRequired[str],
-            **{old: NotRequired[_recorded_kind(BY_NAME[new])] for old, new in _RENAMED.items()},
-            **{
-                a.name: (Required if a.name in _REQUIRED else NotRequired)[_recorded_kind(a)]
-                for a in AXES
+#: other versions pass unchecked. (Its keys are built from the axes, which mypy cannot follow: to
+#: it, a record's case is a dict.)
+if TYPE_CHECKING:
+    RecordedCase = dict[str, Any]
+else:
+    RecordedCase = with_config(ConfigDict(extra="allow", strict=True))(
+        TypedDict(
+            "RecordedCase",
+            {
+                "case_id": NotRequired[str],
+                **{old: NotRequired[_recorded_kind(BY_NAME[new])] for old, new in _RENAMED.items()},
+                **{
+                    a.name: (Required if a.name in _REQUIRED else NotRequired)[_recorded_kind(a)]
+                    for a in AXES
+                },
             },
-        },
+        )
     )
-)
 
 _ID = re.compile(
     rf"^(?P<family>{'|'.join(FAMILY_NAMES)})-(?P<size>\d+(\.\d+)?e\d+)"

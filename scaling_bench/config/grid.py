@@ -70,11 +70,11 @@ class GridSpec:
     convergence settings (the non-default ones). ``value(name)`` reads a one-valued axis."""
 
     sizes: Mapping[str, tuple[float, ...]]
-    values: Mapping[str, tuple] = field(default_factory=dict)
+    values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     overrides: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     convergence: Mapping[str, object] = field(default_factory=dict)
     #: A family's own alternatives of a multi axis (the quick GPU grid compiles only gpt).
-    family_values: Mapping[str, Mapping[str, tuple]] = field(default_factory=dict)
+    family_values: Mapping[str, Mapping[str, tuple[Any, ...]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         values = {a.name: (_axis_default(a),) for a in AXES if a.name not in _SPECIAL}
@@ -84,7 +84,7 @@ class GridSpec:
         (one,) = self.values[name]
         return one
 
-    def with_values(self, **alternatives: tuple) -> GridSpec:
+    def with_values(self, **alternatives: tuple[Any, ...]) -> GridSpec:
         """The grid with these axes' alternatives, for every family (a family's own go)."""
         family_values = {
             fam: {k: v for k, v in own.items() if k not in alternatives}
@@ -92,11 +92,11 @@ class GridSpec:
         }
         return replace(self, values=dict(self.values) | alternatives, family_values=family_values)
 
-    def with_family_values(self, fam: str, **alternatives: tuple) -> GridSpec:
+    def with_family_values(self, fam: str, **alternatives: tuple[Any, ...]) -> GridSpec:
         own = dict(self.family_values.get(fam, {})) | alternatives
         return replace(self, family_values=dict(self.family_values) | {fam: own})
 
-    def alternatives(self, fam: str, name: str) -> tuple:
+    def alternatives(self, fam: str, name: str) -> tuple[Any, ...]:
         """A multi axis's alternatives for ``fam``: its own where it has them, else the grid's."""
         return self.family_values.get(fam, {}).get(name, self.values[name])
 
@@ -238,7 +238,7 @@ def load_grid_file(path: Path) -> GridSpec:
         raise UserError(f"{where}: {exc}") from None
 
 
-def _spec_from_table(data: dict, by_key: dict[str, Axis]) -> GridSpec:
+def _spec_from_table(data: dict[str, Any], by_key: dict[str, Axis]) -> GridSpec:
     parsed = {a.name: a.from_file(data[key], key) for key, a in by_key.items() if key in data}
     families = parsed.pop("family", FAMILY_NAMES)
     sizes = parsed.pop("target_params")
@@ -253,7 +253,7 @@ def _spec_from_table(data: dict, by_key: dict[str, Axis]) -> GridSpec:
     return replace(spec, convergence=convergence)
 
 
-def _table(data: dict, key: str) -> dict:
+def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
     table = data.get(key, {})
     if not isinstance(table, dict):
         raise UserError(f"{key} = {table!r}: should be a table")
@@ -262,12 +262,12 @@ def _table(data: dict, key: str) -> dict:
 
 def config_values(
     config_cls: type, values: Mapping[str, Any], what: str, strict: bool
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """``values`` checked against a config dataclass's own fields and types: text from a flag is
     converted (``"12"`` -> 12, ``"2,2"`` -> (2, 2)), values from a file must have the type."""
     hints = typing.get_type_hints(config_cls)
     names = [f.name for f in fields(config_cls)]
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     for key, raw in values.items():
         if key not in names:
             raise UserError(f"{what}: {key}: unknown field; {config_cls.__name__} has "
@@ -294,7 +294,7 @@ def parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def convergence_values(values: Mapping[str, Any], strict: bool) -> dict[str, object]:
+def convergence_values(values: Mapping[str, Any], strict: bool) -> dict[str, Any]:
     """Validated convergence settings (the non-default ones)."""
     for name in CASE_AXES_IN_CONVERGENCE:
         if name in values:
@@ -360,8 +360,8 @@ def select(
     text of its flag, option or variable) replaced, on the device asked for (else the file's,
     else ``auto``), resolved by ``resolve``. An axis given as empty text is an error, not the
     preset's value."""
-    given = {k: v for k, v in (given or {}).items() if v is not None}
-    device_text = given.pop("device", None)
+    texts = {k: v for k, v in (given or {}).items() if v is not None}
+    device_text = texts.pop("device", None)
     if grid_name.endswith(".toml"):
         spec = load_grid_file(Path(grid_name))
         device = resolve(device_text or spec.value("device"))
@@ -369,10 +369,10 @@ def select(
         device = resolve(device_text or "auto")
         spec = preset(grid_name, device)
     spec = spec.with_values(device=(device,))
-    if "family" in given:
-        spec = spec.with_families(BY_NAME["family"].parse(given.pop("family")))
-    if "target_params" in given:
-        spec = spec.with_sizes(BY_NAME["target_params"].parse(given.pop("target_params")))
-    for name, text in given.items():
+    if "family" in texts:
+        spec = spec.with_families(BY_NAME["family"].parse(texts.pop("family")))
+    if "target_params" in texts:
+        spec = spec.with_sizes(BY_NAME["target_params"].parse(texts.pop("target_params")))
+    for name, text in texts.items():
         spec = spec.with_values(**{name: BY_NAME[name].parse(text)})
     return spec

@@ -59,7 +59,7 @@ class Shard:
         return [case for i, case in enumerate(cases) if i in mine]
 
 
-def shard_key(case: Any) -> tuple:
+def shard_key(case: Any) -> tuple[Any, ...]:
     """Where a case stands in the order the shards are dealt from (see the module's rule)."""
     tokens = tuple(axis.token(case) or "" for axis in AXES if axis.token is not None)
     return (float(case.target_params), tokens, case.case_id)

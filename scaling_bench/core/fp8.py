@@ -50,4 +50,5 @@ def convert(model: nn.Module, device: torch.device) -> nn.Module:
     """Swap the aligned ``nn.Linear`` layers for torchao's ``Float8Linear`` (in place)."""
     from torchao.float8 import convert_to_float8_training
 
-    return convert_to_float8_training(model, module_filter_fn=_aligned)
+    converted: nn.Module = convert_to_float8_training(model, module_filter_fn=_aligned)
+    return converted

@@ -75,8 +75,13 @@ def convert(model: nn.Module, device: torch.device) -> nn.Module:
 
         quantize_(model, Int8WeightOnlyConfig(), filter_fn=lambda m, fqn: fqn in names)
         return model
-    torch.backends.quantized.engine = _quantized_engine()
+    engine = _quantized_engine()
+    assert engine is not None, "backend() found no quantized engine"
+    torch.backends.quantized.engine = engine
     qconfig = torch.ao.quantization.default_dynamic_qconfig
     with warnings.catch_warnings():  # the fallback is deprecated in favour of torchao: known
         warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-        return torch.ao.quantization.quantize_dynamic(model, dict.fromkeys(names, qconfig))
+        quantized: nn.Module = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+            model, dict.fromkeys(names, qconfig)
+        )
+    return quantized

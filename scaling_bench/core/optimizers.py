@@ -10,7 +10,7 @@ in one kernel (none). PyTorch picks foreach on CUDA and the for-loop elsewhere w
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scaling_bench.core.errors import UserError
 
@@ -25,7 +25,8 @@ OPTIMIZER_STATE_SLOTS = {"sgd": 0, "sgd-momentum": 1, "adam": 2, "adamw": 2}
 OPTIMIZER_STEP_TENSORS = {"sgd": 0, "sgd-momentum": 0, "adam": 1, "adamw": 1}
 OPTIMIZERS = tuple(OPTIMIZER_STATE_SLOTS)
 #: How a step runs: the keyword arguments of ``torch.optim`` that choose it.
-IMPLEMENTATIONS = {
+#: The keyword arguments that select each implementation in torch's optimizers.
+IMPLEMENTATIONS: dict[str, dict[str, Any]] = {
     "for-loop": {"foreach": False},
     "foreach": {"foreach": True},
     "fused": {"fused": True},

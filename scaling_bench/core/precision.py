@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scaling_bench.core import fp8, int8_weight
 from scaling_bench.core.errors import UserError
@@ -31,7 +31,8 @@ DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8
 def _dtype(name: str) -> torch.dtype:
     import torch
 
-    return getattr(torch, name)
+    dtype: torch.dtype = getattr(torch, name)
+    return dtype
 
 
 def _runs_anywhere(device: torch.device) -> str | None:
@@ -91,7 +92,7 @@ class Precision:
 
     @property
     def activation_dtype(self) -> torch.dtype:
-        return _dtype(self.activation)
+        return _dtype(self.activation or self.param)  # __post_init__ set it to param if None
 
     @property
     def peak_name(self) -> str:
@@ -106,9 +107,9 @@ class Precision:
             return
         mode = "tf32" if self.tf32 else "ieee"
         torch.backends.cuda.matmul.fp32_precision = mode
-        torch.backends.cudnn.conv.fp32_precision = mode
+        torch.backends.cudnn.conv.fp32_precision = mode  # type: ignore[attr-defined]  # torch's stub lacks conv
 
-    def autocast_context(self, device: torch.device | str) -> AbstractContextManager:
+    def autocast_context(self, device: torch.device | str) -> AbstractContextManager[Any]:
         """What the forward and the loss run under: autocast for AMP precisions, else nothing."""
         if not self.autocast:
             return nullcontext()

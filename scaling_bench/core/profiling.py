@@ -36,17 +36,19 @@ def memory_profile() -> Iterator[profile]:
     """A CPU profile with the allocator's events (``profile_memory``) around the block."""
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
     with _stderr_silenced():
-        prof.__enter__()
+        prof.__enter__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
     try:
         yield prof
     finally:
         with _stderr_silenced():
-            prof.__exit__(None, None, None)
+            prof.__exit__(None, None, None)  # type: ignore[no-untyped-call]  # as __enter__
 
 
 def _allocations(prof: profile) -> Iterator[tuple[int, int, int]]:
     """(start ns, address, bytes) of every CPU allocator event in the profile's event tree."""
-    nodes = list(prof.profiler.kineto_results.experimental_event_tree())
+    results = prof.profiler.kineto_results if prof.profiler is not None else None
+    assert results is not None, "a profile is read after it stopped"
+    nodes = list(results.experimental_event_tree())
     while nodes:
         node = nodes.pop()
         nodes.extend(node.children)

@@ -8,7 +8,8 @@ figure was taken.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -62,10 +63,10 @@ def quantiles(samples: Sequence[float], qs: Sequence[float]) -> list[float]:
     return out
 
 
-def summarize(samples: Sequence[float], unit: str, keep_samples: bool = True) -> dict:
+def summarize(samples: Sequence[float], unit: str, keep_samples: bool = True) -> dict[str, Any]:
     """A metric from repeated measurements: median as ``value``, spread, and the raw samples."""
     p10, q1, med, q3, p90 = quantiles(samples, _SUMMARY_QUANTILES)
-    out = {
+    out: dict[str, Any] = {
         "value": med,
         "unit": unit,
         "n": len(samples),
@@ -79,12 +80,14 @@ def summarize(samples: Sequence[float], unit: str, keep_samples: bool = True) ->
     return out
 
 
-def single(value: float, unit: str) -> dict:
+def single(value: float, unit: str) -> dict[str, Any]:
     """A metric measured once (bytes on disk, a peak): no spread to report."""
     return {"value": value, "unit": unit, "n": 1}
 
 
-def scaled(metric: dict, factor: float, unit: str, invert: bool = False) -> dict:
+def scaled(
+    metric: dict[str, Any], factor: float, unit: str, invert: bool = False
+) -> dict[str, Any]:
     """A metric derived from another by a constant (seconds per step -> samples/s, FLOP/s, MFU).
 
     The value (and median) is the source's value transformed, so ``samples/s × step_s = batch``
@@ -96,7 +99,7 @@ def scaled(metric: dict, factor: float, unit: str, invert: bool = False) -> dict
     """
     settled = {"settled": metric["settled"]} if "settled" in metric else {}
     if "samples" in metric:
-        fn = (lambda x: factor / x) if invert else (lambda x: factor * x)
+        fn: Callable[[float], float] = (lambda x: factor / x) if invert else (lambda x: factor * x)
         value = fn(metric["value"])
         return (
             summarize([fn(s) for s in metric["samples"]], unit)

@@ -323,7 +323,7 @@ def measured_gemm_peak(
     if device.type == "cuda":
         tf32 = dtype == torch.float32 and matmul_tf32_enabled()
         where = (torch.cuda.get_device_name(device), f"cuda {torch.version.cuda}", f"tf32 {tf32}")
-        key = (*where, f"torch {torch.__version__}", str(dtype))
+        key: tuple[str, ...] = (*where, f"torch {torch.__version__}", str(dtype))
     else:
         key = (*cpu_cache_key("gemm peak"), str(dtype))
     known = refresh and "|".join(key) in _read_cache(_cache_path())

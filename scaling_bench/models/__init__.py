@@ -19,21 +19,28 @@ that the timed workloads record after their steps: ``metrics(model)``, with thei
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
 from scaling_bench.core.errors import UserError
+from scaling_bench.models.protocol import Family
 
 FAMILY_NAMES = ("mlp", "cnn", "resnet", "vit", "gpt", "llama", "moe")
 
 
-def family(name: str) -> ModuleType:
+def family(name: str) -> Family:
     """The family module for ``name``; a clear error for a name we do not know."""
     if name not in FAMILY_NAMES:
         raise UserError(f"unknown family {name!r}; choose from {', '.join(FAMILY_NAMES)}")
-    return importlib.import_module(f"scaling_bench.models.{name}")
+    return cast(Family, importlib.import_module(f"scaling_bench.models.{name}"))
 
 
 def tokens_per_sample(name: str, cfg: object) -> int | None:
     """Tokens in one sample for sequence families, ``None`` for the others."""
     fn = getattr(family(name), "tokens_per_sample", None)
     return fn(cfg) if fn else None
+
+
+if TYPE_CHECKING:  # every family module is a Family: mypy checks each against the protocol
+    from scaling_bench.models import cnn, gpt, llama, mlp, moe, resnet, vit
+
+    _FAMILIES: tuple[Family, ...] = (mlp, cnn, resnet, vit, gpt, llama, moe)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scaling_bench.core.errors import ConfigError
+from scaling_bench.models.protocol import DecoderConfig, TokenConfig
 
 #: ``(cos, sin)`` of the rotary angles for the positions a call covers, ``(T, head_dim)`` each.
 Rotary = tuple[torch.Tensor, torch.Tensor]
@@ -107,7 +108,7 @@ class KVCache:
 
     def __init__(
         self,
-        cfg: object,
+        cfg: DecoderConfig,
         batch_size: int,
         capacity: int,
         device: torch.device | str = "cpu",
@@ -133,12 +134,12 @@ class KVCache:
 kv_cache = KVCache  # the decode capability's constructor, as the families expose it
 
 
-def kv_cache_bytes(cfg: object, batch_size: int, positions: int, itemsize: int) -> int:
+def kv_cache_bytes(cfg: DecoderConfig, batch_size: int, positions: int, itemsize: int) -> int:
     """Keys and values of the KV heads of every layer: ``2·L·B·T·n_kv_head·head_dim·itemsize``."""
     return 2 * cfg.n_layer * batch_size * positions * cfg.n_kv_head * cfg.head_dim * itemsize
 
 
-def context_length(cfg: object) -> int:
+def context_length(cfg: TokenConfig) -> int:
     """The most positions a sequence can have (gpt's position table, llama's rotary tables)."""
     return cfg.seq_len
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from scaling_bench.models.protocol import ImageConfig, TokenConfig
 
 
 def classification_batch(
@@ -18,13 +23,13 @@ def classification_batch(
     return x, y
 
 
-def image_shape(cfg: object) -> tuple[int, ...]:
+def image_shape(cfg: ImageConfig) -> tuple[int, ...]:
     """RGB images of the config's ``image_size``."""
     return (3, cfg.image_size, cfg.image_size)
 
 
 def image_batch(
-    cfg: object,
+    cfg: ImageConfig,
     batch_size: int,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -34,7 +39,7 @@ def image_batch(
 
 
 def token_batch(
-    cfg: object,
+    cfg: TokenConfig,
     batch_size: int,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
