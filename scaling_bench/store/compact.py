@@ -36,8 +36,8 @@ def compact_metric(metric: dict[str, Any], strings: dict[str, str]) -> dict[str,
 
 
 def per_sample(
-    metrics: dict[str, dict], keep: Callable[[str], bool] | None = None
-) -> dict[str, dict]:
+    metrics: dict[str, dict[str, Any]], keep: Callable[[str], bool] | None = None
+) -> dict[str, dict[str, Any]]:
     """The metrics with seconds per sample beside samples per second, as asv times them; only
     those ``keep`` selects, where it is given."""
     inverted = {}
@@ -50,8 +50,8 @@ def per_sample(
 
 
 def held_metrics(
-    metrics: dict[str, dict], keep: Callable[[str], bool] | None, strings: dict[str, str]
-) -> dict[str, dict]:
+    metrics: dict[str, dict[str, Any]], keep: Callable[[str], bool] | None, strings: dict[str, str]
+) -> dict[str, dict[str, Any]]:
     """A record's metrics as its run holds them: beside each samples/s its seconds per sample
     (``per_sample``); with ``keep``, only those it selects, each compact (``compact_metric``)."""
     metrics = per_sample(metrics, keep)

@@ -167,7 +167,7 @@ class CaseResult:
     case_id: str
     family: str
     status: str
-    metrics: dict[str, dict]
+    metrics: dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,9 @@ def load_run(path: Path, keep: Callable[[str], bool] | None = None) -> Run:
     """
     path = Path(path)
     if path.is_dir() or path.suffix == ".jsonl" or not path.exists():
-        cases, strings, env = {}, {}, {}
+        cases: dict[str, CaseResult] = {}
+        strings: dict[str, str] = {}
+        env: dict[str, Any] = {}
         for r in stream_records(path):  # one at a time: only what the comparison reads is kept
             family, status = (
                 strings.setdefault(x, x) for x in (r["case"].get("family", ""), r["status"])
@@ -251,14 +253,16 @@ def _family_of(case_id: str, candidates: list[str], fallback: str) -> str:
     return next((c for c in candidates if c in FAMILY_NAMES), fallback)
 
 
-def _add(cases: dict[str, CaseResult], case_id: str, family: str, metrics: dict[str, dict]) -> None:
+def _add(
+    cases: dict[str, CaseResult], case_id: str, family: str, metrics: dict[str, dict[str, Any]]
+) -> None:
     """Merge metrics into a case: several benchmarks of one case (forward, train) share it."""
     if case_id in cases:
         metrics = cases[case_id].metrics | metrics
     cases[case_id] = CaseResult(case_id, family, "ok", metrics)
 
 
-def _from_pytest_benchmark(data: dict, path: Path) -> Run:
+def _from_pytest_benchmark(data: dict[str, Any], path: Path) -> Run:
     data = validated(_PYTEST_BENCHMARK_FILE, data, str(path))
     cases: dict[str, CaseResult] = {}
     for i, bench in enumerate(data["benchmarks"] or []):
@@ -304,7 +308,7 @@ def _from_pytest_benchmark(data: dict, path: Path) -> Run:
     return Run(str(path), "pytest-benchmark", {k: v for k, v in env.items() if v}, cases)
 
 
-def _pytest_benchmark_metric(stats: dict, unit: str) -> dict:
+def _pytest_benchmark_metric(stats: dict[str, Any], unit: str) -> dict[str, Any]:
     """pytest-benchmark's seconds per call; the raw rounds when saved with --benchmark-save-data."""
     if stats.get("data"):
         return summarize(stats["data"], unit)
@@ -317,7 +321,7 @@ def _pytest_benchmark_metric(stats: dict, unit: str) -> dict:
     }
 
 
-def _from_asv(data: dict, path: Path) -> Run:
+def _from_asv(data: dict[str, Any], path: Path) -> Run:
     version = data.get("version")
     if version != ASV_API_VERSION:
         raise UserError(
@@ -363,7 +367,7 @@ def _from_asv(data: dict, path: Path) -> Run:
     return Run(str(path), "asv", {k: v for k, v in env.items() if v}, cases)
 
 
-def _asv_metric(at: dict[str, Any], unit: str) -> dict:
+def _asv_metric(at: dict[str, Any], unit: str) -> dict[str, Any]:
     """One parameter combination's figure: asv's median, its raw samples where recorded
     (``--record-samples``), else its quartiles."""
     value = at["result"]

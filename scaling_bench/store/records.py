@@ -62,8 +62,8 @@ def make_record(
     error: str | None = None,
     params: int | None = None,
     config: dict[str, Any] | None = None,
-    metrics: dict[str, dict] | None = None,
-    predicted: dict[str, dict] | None = None,
+    metrics: dict[str, dict[str, Any]] | None = None,
+    predicted: dict[str, dict[str, Any]] | None = None,
     active_params: int | None = None,
 ) -> dict[str, Any]:
     """A record with every schema key, so readers never have to guess which keys exist; a routed
@@ -110,7 +110,7 @@ def _parse_line(path: Path, lineno: int, line: str) -> dict[str, Any]:
     where = f"{path} line {lineno}"
     try:
         record = json.loads(line)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise UserError(f"{where}: not valid JSON ({exc.msg}; cut off or corrupt)") from None
     return _check_record(record, where)
 
