@@ -37,6 +37,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -151,7 +152,7 @@ def _fake_rng_state() -> Iterator[None]:
     nbytes = torch.get_rng_state().numel()
     real = torch.get_rng_state, torch.set_rng_state
     torch.get_rng_state = lambda: torch.empty(nbytes, dtype=torch.uint8, device="cpu")
-    torch.set_rng_state = lambda state: None
+    torch.set_rng_state = lambda *_: None
     try:
         yield
     finally:
@@ -167,7 +168,8 @@ def _to_fake(mode: FakeTensorMode, model: nn.Module, device: torch.device) -> No
     """Swap a meta model's tensors for fake ones on ``device``, in place (ties kept)."""
     made: dict[int, torch.Tensor] = {}
     for module in model.modules():
-        for store in (module._parameters, module._buffers):
+        stores: tuple[dict[str, Any], ...] = (module._parameters, module._buffers)
+        for store in stores:
             for name, t in store.items():
                 if t is not None:
                     store[name] = made.setdefault(id(t), _fake(mode, t, device))
@@ -210,7 +212,8 @@ def _replay(
     batch = fam.sample_batch(cfg, batch_size, "meta", precision.param_dtype)
     mode = FakeTensorMode()
     _to_fake(mode, model, device)
-    batch = tuple(FakeTensor(mode, t, device) for t in batch)
+    inputs, targets = (FakeTensor(mode, t, device) for t in batch)
+    batch = inputs, targets
     live = _LiveBytes(kernel_scratch and device.type == "cpu")
     with mode, live, _fake_rng_state():
         for p in model.parameters():
@@ -249,14 +252,16 @@ SHALLOW_DEPTHS = (3, 4)
 
 def _depth_field(family_name: str, cfg: object) -> tuple[str, int] | None:
     """The family's repeated-block field and depth, where two shallow replays stand for it."""
-    field = getattr(family(family_name), "DEPTH_FIELD", None)
-    depth = getattr(cfg, field) if field else None
+    field: str | None = getattr(family(family_name), "DEPTH_FIELD", None)
+    if field is None:
+        return None
+    depth = getattr(cfg, field)
     if isinstance(depth, tuple):
         depth = depth[0] if len(set(depth)) == 1 else None
     return (field, depth) if depth is not None and depth > SHALLOW_DEPTHS[1] else None
 
 
-def _with_depth(cfg: object, field: str, n: int) -> object:
+def _with_depth(cfg: Any, field: str, n: int) -> Any:
     stages = getattr(cfg, field)
     return replace(cfg, **{field: tuple([n] * len(stages)) if isinstance(stages, tuple) else n})
 

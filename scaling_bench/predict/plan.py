@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +142,7 @@ class _FusedAttentionMode(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def saved_activation_bytes(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> int:
+def saved_activation_bytes(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
     """Bytes autograd keeps for backward in one training forward (inputs included, weights not)."""
     params = {id(p) for p in model.parameters()}
     seen = {id(t): t.numel() * t.element_size() for t in batch}
@@ -169,7 +169,7 @@ def _train_step_flops(model: torch.nn.Module, batch: tuple) -> int:
 
 
 def recomputed_flops_per_sample(
-    family_name: str, cfg: object, batch_size: int, dtype: torch.dtype, checkpointing: str
+    family_name: str, cfg: Any, batch_size: int, dtype: torch.dtype, checkpointing: str
 ) -> int:
     """FLOPs per sample that activation checkpointing adds to a training step: the blocks'
     forward passes run again in backward, as far as backward needs them (non-reentrant
@@ -181,21 +181,21 @@ def recomputed_flops_per_sample(
         return 0
     fam = family(family_name)
 
-    def extra(c: object) -> int:
+    def extra(c: Any) -> int:
         batch = fam.sample_batch(c, batch_size, "meta", dtype)
         plain = _train_step_flops(fam.build(c, device="meta", dtype=dtype), batch)
         model = apply_checkpointing(fam.build(c, device="meta", dtype=dtype), family_name)
         return _train_step_flops(model, batch) - plain
 
-    field = getattr(fam, "DEPTH_FIELD", None)
+    field: str | None = getattr(fam, "DEPTH_FIELD", None)
     depth = getattr(cfg, field) if field else None
     if isinstance(depth, tuple):
         depth = depth[0] if len(set(depth)) == 1 else None
-    if depth is None or depth <= 2:
+    if field is None or depth is None or depth <= 2:
         return extra(cfg) // batch_size
     stages = getattr(cfg, field)
 
-    def at(n: int) -> object:
+    def at(n: int) -> Any:
         return replace(cfg, **{field: tuple([n] * len(stages)) if isinstance(stages, tuple) else n})
 
     one, two = extra(at(1)), extra(at(2))
@@ -209,7 +209,7 @@ class Plan:
     family: str
     target_params: float
     params: int
-    config: object
+    config: Any
     batch_size: int
     precision: str
     optimizer: str
@@ -350,10 +350,13 @@ def plan(
 def plan_for(case: Case, batch_size: int | None = None) -> Plan:
     """The case's model, FLOPs and predicted costs, computed on the meta device; at
     ``batch_size`` where given (a ``max`` batch resolved), else the case's."""
+    batch = batch_size or case.batch_size
+    if batch == "max":
+        raise ValueError(f"{case.case_id}: a max batch is planned once resolved (max_batch)")
     return plan(
         case.family,
         case.target_params,
-        batch_size=batch_size or case.batch_size,
+        batch_size=batch,
         precision=case.precision,
         optimizer=case.optimizer,
         overrides=dict(case.overrides),
