@@ -14,9 +14,10 @@ unbounded (the curvature is not clearly positive at this noise) there is none. D
 tokens per parameter's follow from it. The exponent's is the t interval of the line's slope on
 (budgets − 2) degrees of freedom, from the scatter of the vertices about it (three budgets for an
 interval). On synthetic designs (``studies/frontier_coverage.py``: four budgets of five sizes,
-Chinchilla's law, 40 replicates) they held the truth in 96% (N_opt) and 98% (a) of replicates
-at 0.3% loss noise, and 98% (a) at 2%, where N_opt's interval was unbounded for most budgets; the
-percentile bootstrap of 4–7 residuals they replace held it in 82% and 77% (N_opt, 100 replicates).
+Chinchilla's law, 100 replicates) they held the truth in 96% (N_opt, pooled over the budgets)
+and 93% (a) of replicates at 0.3% loss noise, 94% and 94% at 2%, where 44% of the N_opt
+intervals were unbounded (counted as holding it); the percentile bootstrap of the parabola's
+residuals they replace held N_opt in 82% and 77%.
 ``Run`` and ``Interval`` are the terms of every fit of the package (approach 3 is
 ``frontier.law``).
 """
