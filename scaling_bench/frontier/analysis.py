@@ -153,7 +153,7 @@ def analyse(
     runs = frontier_runs(design)
     if not runs:
         return None
-    a2 = approach2(runs, bootstrap, confidence, seed)
+    a2 = approach2(runs, confidence)
     a3 = approach3(runs, bootstrap, confidence, seed)
     throughput = throughput_of(records, {setting_of(c) for r in design if (c := record_case(r))})
     if seconds is None:

@@ -7,10 +7,19 @@ budget whose vertex is not inside its sizes (or whose parabola opens downwards) 
 the reason and left out, never extrapolated. Over the budgets, ln N_opt against ln C is a line of
 slope ``a`` (N_opt ∝ C^a), and b = 1 − a.
 
-Intervals are percentile bootstrap intervals at ``CONFIDENCE``: each budget's parabola residuals
-are resampled (scaled by √(n/(n−3)) for the three fitted coefficients), so a budget needs four
-sizes for an interval. A replicate is seeded: the same runs give the same intervals. ``Run`` and
-``Interval`` are the terms of every fit of the package (approach 3 is ``frontier.law``).
+Intervals are at ``CONFIDENCE``. A budget's N_opt interval is Fieller's for the vertex
+−c₁/(2c₂): the sizes where the fitted slope 2c₂·ln N + c₁ is within t standard errors of zero,
+t on n − 3 degrees of freedom, so a budget needs four sizes for an interval; where that set is
+unbounded (the curvature is not clearly positive at this noise) there is none. D_opt's and the
+tokens per parameter's follow from it. The exponent's is the t interval of the line's slope on
+(budgets − 2) degrees of freedom, from the scatter of the vertices about it (three budgets for an
+interval). On synthetic designs (``studies/frontier_coverage.py``: four budgets of five sizes,
+Chinchilla's law, 100 replicates) they held the truth in 96% (N_opt, pooled over the budgets)
+and 93% (a) of replicates at 0.3% loss noise, 94% and 94% at 2%, where 44% of the N_opt
+intervals were unbounded (counted as holding it); the percentile bootstrap of the parabola's
+residuals they replace held N_opt in 82% and 77%.
+``Run`` and ``Interval`` are the terms of every fit of the package (approach 3 is
+``frontier.law``).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import stats
 
 CONFIDENCE = 0.95
 BOOTSTRAP = 200
@@ -44,7 +54,7 @@ class Run:
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate and its bootstrap interval (``None`` where it cannot be had)."""
+    """A point estimate and its interval (``None`` where it cannot be had)."""
 
     value: float
     low: float | None = None
@@ -140,35 +150,52 @@ def _geometric_mean(values: Iterable[float]) -> float:
     return math.exp(sum(logs) / len(logs))
 
 
-def fit_isoflop(
-    runs: Sequence[Run], rng: np.random.Generator, bootstrap: int, confidence: float
-) -> tuple[IsoFlopFit, np.ndarray]:
-    """One budget's fit, and its bootstrap vertices (ln N; NaN where a replicate has none)."""
+def fieller(c2: float, c1: float, cov: np.ndarray, t: float) -> tuple[float, float] | None:
+    """Fieller's interval for the vertex u = −c1/(2·c2): the u where the slope 2·c2·u + c1 is
+    within ``t`` standard errors of zero (``cov`` of (c2, c1)); None where that set is unbounded
+    (c2 not clearly above zero: the parabola may have no minimum)."""
+    qa = 4 * (c2 * c2 - t * t * cov[0, 0])
+    qb = 4 * (c2 * c1 - t * t * cov[0, 1])
+    qc = c1 * c1 - t * t * cov[1, 1]
+    disc = qb * qb - 4 * qa * qc
+    if not (qa > 0 and disc > 0):
+        return None
+    root = math.sqrt(disc)
+    return (-qb - root) / (2 * qa), (-qb + root) / (2 * qa)
+
+
+def fit_isoflop(runs: Sequence[Run], confidence: float) -> IsoFlopFit:
+    """One budget's parabola and its Fieller interval for N_opt (module docstring)."""
     flops = _geometric_mean(r.flops for r in runs)
     x = np.log([r.params for r in runs])
     y = np.array([r.loss for r in runs])
     if len(set(x.tolist())) < 3:
         reason = f"{len(set(x.tolist()))} distinct sizes: a parabola needs three"
-        return IsoFlopFit(flops, tuple(runs), reason=reason), np.full(bootstrap, math.nan)
+        return IsoFlopFit(flops, tuple(runs), reason=reason)
     coefficients = np.polyfit(x, y, 2)
     fit = IsoFlopFit(flops, tuple(runs), tuple(float(c) for c in coefficients))
     if reason := _why_not_interior(x, coefficients):
-        return replace(fit, reason=reason), np.full(bootstrap, math.nan)
-    vertices = np.full(bootstrap, math.nan)
+        return replace(fit, reason=reason)
+    vertex = _vertex(coefficients)
+    bounds = None
     dof = len(x) - 3
     if dof > 0:
-        fitted = np.polyval(coefficients, x)
-        residuals = (y - fitted) * math.sqrt(len(x) / dof)
-        for i in range(bootstrap):
-            y_star = fitted + rng.choice(residuals, size=len(x), replace=True)
-            vertices[i] = _vertex(np.polyfit(x, y_star, 2))
-    vertex = _vertex(coefficients)
-    n_reps = np.exp(vertices)
-    n_opt = bootstrap_interval(math.exp(vertex), n_reps, confidence)
-    d_opt = bootstrap_interval(flops / (6 * n_opt.value), flops / (6 * n_reps), confidence)
-    ratio = bootstrap_interval(d_opt.value / n_opt.value, flops / (6 * n_reps**2), confidence)
+        centre = x.mean()  # centred, the (c2, c1) covariance is well conditioned
+        design = np.vander(x - centre, 3)
+        (c2, c1, _), rss, *_ = np.linalg.lstsq(design, y, rcond=None)
+        cov = float(rss[0]) / dof * np.linalg.inv(design.T @ design)
+        t = float(stats.t.ppf((1 + confidence) / 2, dof))
+        bounds = fieller(float(c2), float(c1), cov[:2, :2], t)
+    n = math.exp(vertex)
+    if bounds is None:
+        n_opt, d_opt, ratio = Interval(n), Interval(flops / (6 * n)), Interval(flops / (6 * n * n))
+    else:
+        low, high = (math.exp(centre + u) for u in bounds)
+        n_opt = Interval(n, low, high)
+        d_opt = Interval(flops / (6 * n), flops / (6 * high), flops / (6 * low))
+        ratio = Interval(flops / (6 * n * n), flops / (6 * high * high), flops / (6 * low * low))
     loss = float(np.polyval(coefficients, vertex))
-    return IsoFlopFit(flops, tuple(runs), fit.coefficients, n_opt, d_opt, ratio, loss), vertices
+    return IsoFlopFit(flops, tuple(runs), fit.coefficients, n_opt, d_opt, ratio, loss)
 
 
 @dataclass(frozen=True)
@@ -197,31 +224,22 @@ class Approach2:
         }
 
 
-def approach2(
-    runs: Sequence[Run],
-    bootstrap: int = BOOTSTRAP,
-    confidence: float = CONFIDENCE,
-    seed: int = 0,
-) -> Approach2:
+def approach2(runs: Sequence[Run], confidence: float = CONFIDENCE) -> Approach2:
     """Chinchilla's approach 2 (module docstring): a parabola per budget, a line over them."""
-    rng = np.random.default_rng(seed)
-    fits, vertices = [], []
-    for group in budget_groups(runs):
-        fit, reps = fit_isoflop(group, rng, bootstrap, confidence)
-        fits.append(fit)
-        vertices.append(reps)
-    good = [(f, v) for f, v in zip(fits, vertices, strict=True) if f.fitted]
+    fits = [fit_isoflop(group, confidence) for group in budget_groups(runs)]
+    good = [f for f in fits if f.fitted]
     if len(good) < 2:
         reason = f"{len(good)} budget(s) with an interior minimum: the exponent needs two"
         return Approach2(tuple(fits), reason=reason)
-    log_c = np.log([f.flops for f, _ in good])
-    log_n = np.log([f.n_opt.value for f, _ in good])
-    slope, intercept = np.polyfit(log_c, log_n, 1)
-    slopes = []
-    reps = np.array([v for _, v in good])  # (budgets, bootstrap)
-    for column in reps.T:
-        if np.all(np.isfinite(column)):
-            slopes.append(float(np.polyfit(log_c, column, 1)[0]))
-    a = bootstrap_interval(float(slope), slopes, confidence)
-    b = bootstrap_interval(1 - a.value, [1 - s for s in slopes], confidence)
+    log_c = np.log([f.flops for f in good])
+    log_n = np.log([f.n_opt.value for f in good])
+    (slope, intercept), rss, *_ = np.linalg.lstsq(np.vander(log_c, 2), log_n, rcond=None)
+    dof = len(good) - 2
+    if dof > 0:
+        spread = float(((log_c - log_c.mean()) ** 2).sum())
+        half = float(stats.t.ppf((1 + confidence) / 2, dof)) * math.sqrt(rss[0] / dof / spread)
+        a = Interval(float(slope), float(slope) - half, float(slope) + half)
+        b = Interval(1 - a.value, 1 - a.high, 1 - a.low)
+    else:
+        a, b = Interval(float(slope)), Interval(1 - float(slope))
     return Approach2(tuple(fits), a, b, float(intercept))

@@ -8,7 +8,12 @@ grid of starting points (α, β ∈ {0, 0.5, …, 2}, e ∈ {−1, −0.5, …, 
 a = β/(α+β), b = α/(α+β), G = (αA / βB)^(1/(α+β)).
 
 Intervals are percentile bootstrap intervals: the runs are resampled with replacement and each
-replicate refitted from the full fit's optimum, seeded, so the same runs give the same intervals.
+replicate refitted from the full fit's optimum and from its own ``REPLICATE_STARTS`` best grid
+points, seeded, so the same runs give the same intervals. On synthetic designs
+(``studies/frontier_coverage.py``: four budgets of five sizes, Chinchilla's law) they held the
+truth in 96–99% of 100 replicates (E, A, B, α, β, a and N_opt at the largest budget, at 0.3%
+and 2% loss noise, 50 resamples each); refitted from the optimum alone, E's held it in 65% at 2%
+noise (100 replicates): a fit with E at its bound has a nil gradient in E there.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ from scaling_bench.frontier.fit import (
 HUBER_DELTA = 1e-3
 #: L-BFGS starts from this many of the best points of Hoffmann et al.'s grid.
 STARTS = 16
+#: A bootstrap replicate starts from the full fit's optimum and from its own best grid points:
+#: from the optimum alone, a replicate of a fit with E at its bound stays there (E's gradient is
+#: then nil), and E's interval shrank to a point (65% coverage at 2% noise).
+REPLICATE_STARTS = 3
 #: A parametric fit needs more runs than its five parameters.
 MIN_RUNS_PARAMETRIC = 6
 #: Hoffmann et al.'s grid of starting points, columns (a, b, e, alpha, beta).
@@ -142,6 +151,12 @@ def _lbfgs(start: np.ndarray, x: np.ndarray, y: np.ndarray, t: np.ndarray):
     )  # fmt: skip
 
 
+def _fit(x: np.ndarray, y: np.ndarray, t: np.ndarray, starts: int, *more: np.ndarray):
+    """The best L-BFGS run from the ``starts`` best grid points and from ``more``."""
+    grid = GRID[np.argsort(_grid_objective(x, y, t))[:starts]]
+    return min((_lbfgs(s, x, y, t) for s in (*grid, *more)), key=lambda r: r.fun)
+
+
 def _law(theta: np.ndarray) -> LossLaw:
     a, b, e, alpha, beta = (float(v) for v in theta)
     return LossLaw(math.exp(e), math.exp(a), math.exp(b), alpha, beta)
@@ -203,13 +218,12 @@ def approach3(
     x, y, t = _logs(runs)
     # One BLAS thread: L-BFGS-B's small products are 20x slower when BLAS threads contend.
     with threadpool_limits(1):
-        starts = GRID[np.argsort(_grid_objective(x, y, t))[:STARTS]]
-        best = min((_lbfgs(s, x, y, t) for s in starts), key=lambda r: r.fun)
+        best = _fit(x, y, t, STARTS)
         rng = np.random.default_rng(seed)
         replicates = []
         for _ in range(bootstrap):
             pick = rng.integers(0, len(runs), len(runs))
-            replicates.append(_law(_lbfgs(best.x, x[pick], y[pick], t[pick]).x))
+            replicates.append(_law(_fit(x[pick], y[pick], t[pick], REPLICATE_STARTS, best.x).x))
     law = _law(best.x)
 
     def values(fit: LossLaw) -> dict[str, float]:
