@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,16 @@ ordered()  # the built-in workloads registered: the registry every test may ask 
 def _seeded() -> None:
     """Every test starts from the same random state, so random configs are reproducible."""
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def many_records_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results folder of ``many_records_study.MANY`` synthetic records, written once."""
+    from many_records_study import MANY, many_records
+
+    out = tmp_path_factory.mktemp("many")
+    many_records.write(out, MANY)
+    return out
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -5,7 +5,6 @@ made a 100k-record report, compare or merge superlinear or gigabytes large
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import tracemalloc
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from many_records_study import MANY, many_records
 from matplotlib.figure import Figure
 
 from scaling_bench.analysis import theory
@@ -30,23 +30,16 @@ from scaling_bench.store.merge import merge_results
 from scaling_bench.store.records import RESULTS_FILE, UNSHOWN_FIGURE_KEYS, iter_records
 from scaling_bench.store.records import shown_records as shown
 
-_STUDY = Path(__file__).resolve().parent.parent / "studies" / "many_records.py"
-_spec = importlib.util.spec_from_file_location("many_records", _STUDY)
-many_records = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(many_records)
-
-SMALL, LARGE = 1000, 2000
+SMALL, LARGE = MANY // 2, MANY
 #: Bytes a report holds per record (measured: 4.5 KB; a parsed record without samples: 9.3 KB).
 SHOWN_RECORD_BYTES = 5500
 #: Bytes compare holds per case of one run (measured: 5.0 KB; the parsed record: 17 KB).
 COMPARED_CASE_BYTES = 6000
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("many")
-    many_records.write(out, LARGE)
-    return out
+@pytest.fixture
+def folder(many_records_folder: Path) -> Path:
+    return many_records_folder
 
 
 def _held(load) -> int:

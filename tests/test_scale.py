@@ -3,11 +3,11 @@ the number of cases (``studies/many_records.py`` makes the records)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from many_records_study import MANY, many_records
 from matplotlib.lines import Line2D
 
 from scaling_bench.analysis.fits import by_series
@@ -17,19 +17,12 @@ from scaling_bench.report.batches import batch_figure
 from scaling_bench.report.plotting import LEGEND_ENTRIES
 from scaling_bench.store.records import RESULTS_FILE, iter_records, load_records
 
-_STUDY = Path(__file__).resolve().parent.parent / "studies" / "many_records.py"
-_spec = importlib.util.spec_from_file_location("many_records", _STUDY)
-many_records = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(many_records)
-
-N = 2000
+N = MANY
 
 
-@pytest.fixture(scope="module")
-def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("many")
-    many_records.write(out, N)
-    return out
+@pytest.fixture
+def many(many_records_folder: Path) -> Path:
+    return many_records_folder
 
 
 def test_the_generator_writes_n_distinct_schema_valid_records(many: Path) -> None:
