@@ -255,12 +255,13 @@ def test_a_base_that_is_neither_revision_nor_tree_is_named(capsys, tmp_path: Pat
 
 @pytest.mark.slow
 def test_an_ab_of_real_runs_pairs_its_rounds_and_names_the_thread_difference(tmp_path) -> None:
-    """Two rounds of a tiny forward case, the current side under OMP_NUM_THREADS=1: each side
-    runs its own tree's ``run`` into the relative ``--out``; the gate's JSON names the thread
-    difference."""
+    """Two rounds of a tiny forward case, the base under two threads and the current side under
+    one (both named, so a caller's own OMP_NUM_THREADS=1 changes nothing): each side runs its own
+    tree's ``run`` into the relative ``--out``; the gate's JSON names the thread difference."""
     out = tmp_path / "ab"
     command = [sys.executable, "-m", "scaling_bench.frontends.cli", "ab", "--base",
-               str(running_tree()), "--current-env", "OMP_NUM_THREADS=1", "--rounds", "2",
+               str(running_tree()), "--base-env", "OMP_NUM_THREADS=2", "--current-env",
+               "OMP_NUM_THREADS=1", "--rounds", "2",
                "--out", "ab", "--json", "--", "--families", "mlp", "--sizes", "1e4",
                "--workloads", "forward", "--budget", "0.05"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
