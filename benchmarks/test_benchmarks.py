@@ -6,8 +6,9 @@ as ``{workload}_step_s`` of ``scaling-bench run``); ``test_workload`` times each
 whole, once (``{workload}_s``). Every figure the workload records goes to ``extra_info``, in the
 record's shape, beside the case, the workload and the name of the timed metric (``metric``), which
 is what ``scaling-bench compare`` files pytest-benchmark's time under. A workload the grid leaves
-out, or one that cannot run on the case (its ``skip_reason``), is skipped with the reason. The
-cases, the workloads and the fixtures come from ``scaling_bench.frontends.pytest_plugin``.
+out is skipped, and so is a case that cannot run (its recipe, one of its workloads), with the
+reason. The cases, the workloads and the fixtures come from
+``scaling_bench.frontends.pytest_plugin``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ if TYPE_CHECKING:
 
 
 def _runnable(case: Case, name: str) -> Workload:
-    workload = get(name)
+    """The workload, or a skip where the grid leaves it out (a case that cannot run it is
+    skipped whole, with the reason, when it is collected: ``suites.skip_reason``)."""
     if name not in case.workloads:
         pytest.skip(f"{name} is not among this grid's workloads")
-    if reason := workload.skip_reason(case):
-        pytest.skip(reason)
-    return workload
+    return get(name)
 
 
 def test_step(benchmark: BenchmarkFixture, sb_case: Case, sb_step_workload: str) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from scaling_bench.config import grid
 from scaling_bench.config.case import Case
+from scaling_bench.config.recipe import Recipe
 from scaling_bench.engine import campaign, execute
 from scaling_bench.engine.protocol import Settings
 from scaling_bench.predict.plan import plan_for
@@ -75,10 +76,10 @@ def test_a_case_the_planner_fails_on_is_skipped_with_the_reason_and_the_grid_goe
     """``run --families gpt,vit,resnet --precision fp32,amp-bf16`` recorded nothing when one
     case's plan raised: that case is skipped with the planner's error, the others planned."""
 
-    def plan_or_fail(case: Case, batch_size: int | None = None):
+    def plan_or_fail(case: Case, recipe: Recipe | None = None):
         if case.family == "cnn":
             raise RuntimeError("mixed dtype (CPU): expect parameter to have scalar type of Float")
-        return plan_for(case, batch_size)
+        return plan_for(case, recipe)
 
     monkeypatch.setattr(campaign, "plan_for", plan_or_fail)
     axes = {"family": "mlp,cnn", "target_params": "1e4", "workloads": "train"}

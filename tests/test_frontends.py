@@ -196,6 +196,37 @@ def test_pytest_skips_gpu_cases_with_the_reason_where_there_is_no_gpu(monkeypatc
     assert reasons == ["cuda:0 asked for, but no CUDA GPU is usable on this machine"] * len(ids)
 
 
+def test_a_recipe_the_family_cannot_take_is_skipped_with_its_reason_not_an_error(
+    monkeypatch,
+) -> None:
+    """Activation checkpointing on mlp (no repeated blocks): ``scaling-bench run`` records the
+    case skipped; pytest's and asv's collection skip it with the same reason instead of failing
+    when the case is built."""
+    from scaling_bench.workloads.setup import skip_reason as unsupported
+
+    _no_bench_env(monkeypatch)
+    options = {"sb_device": "cpu", "sb_families": "mlp,gpt", "sb_sizes": "1e5",
+               "sb_activation_checkpointing": "full", "benchmark_disable": True}  # fmt: skip
+    config = SimpleNamespace(
+        stash=pytest.Stash(), getoption=lambda name, default=None: options.get(name, default)
+    )
+    params = {p.id: [m.kwargs["reason"] for m in p.marks if m.name == "skip"]
+              for p in pytest_plugin._cases(config)}  # fmt: skip
+    mlp = Case("mlp", 1e5, activation_checkpointing="full")
+    reason = unsupported(mlp)
+    assert reason is not None and "no repeated blocks" in reason
+    assert params == {
+        "mlp-1e5-fp32-cpu-ac-full": [reason],
+        "gpt-1e5-fp32-cpu-ac-full-seq_len=128": [],
+    }
+
+    asv = _asv_grid(monkeypatch, device="cpu", families="mlp", sizes="1e5",
+                    activation_checkpointing="full")  # fmt: skip
+    with pytest.raises(SkipNotImplemented, match="no repeated blocks"):
+        asv.case_for(next(iter(asv.cases)), get("train"))
+    assert asv.runnable() == []
+
+
 @pytest.mark.slow
 def test_pytest_benchmark_json_holds_every_metric_in_extra_info(tmp_path) -> None:
     out = tmp_path / "bench.json"

@@ -133,7 +133,7 @@ def _fallback(signum: int, frame: object) -> None:
 def test_sigterm_while_planning_exits_143_and_restores_the_handler(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def terminated(case: object) -> None:
+    def terminated(*args: object) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(30)  # the handler raises before this ends
         pytest.fail("SIGTERM was not turned into an interrupt")

@@ -5,6 +5,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._pytree import tree_leaves
 
+from scaling_bench.config.recipe import Recipe
 from scaling_bench.core import precision as precisions
 from scaling_bench.core.optimizers import make_optimizer
 from scaling_bench.meters.tensor_memory import TensorMemory, storage_bytes
@@ -37,8 +38,9 @@ def measured_peak(name, cfg, batch_size, precision="fp32", optimizer="adamw",
 
 def predicted(name, cfg, batch_size, precision="fp32", optimizer="adamw",
               implementation="for-loop", recompute="none"):  # fmt: skip
-    return step_peak(name, cfg, batch_size, precisions.get(precision), optimizer,
-                     implementation, recompute)  # fmt: skip
+    recipe = Recipe("cpu", precisions.get(precision), optimizer, implementation,
+                    activation_checkpointing=recompute, batch_size=batch_size)  # fmt: skip
+    return step_peak(name, cfg, recipe)
 
 
 #: Small cases per family (size, batch). At the smallest widths a convolution's scratch (oneDNN's
@@ -87,7 +89,7 @@ def test_the_kernel_scratch_is_counted_where_it_lands_on_the_peak() -> None:
     assert meter.peak_bytes == pytest.approx(cpu.peak_bytes, rel=TOLERANCE)
     if torch.cuda.is_available():
         return
-    bare = step_peak("cnn", cfg, 16, precisions.get("fp32"), "adamw", "for-loop", device="cuda")
+    bare = step_peak("cnn", cfg, Recipe("cuda", optimizer_implementation="for-loop", batch_size=16))
     assert all(phase["kernel_scratch"] == 0 for phase in bare.phases.values())
     assert abs(meter.peak_bytes - cpu.peak_bytes) <= abs(meter.peak_bytes - bare.peak_bytes)
     if meter.peak_bytes > (1 + TOLERANCE) * bare.peak_bytes:
@@ -183,14 +185,13 @@ def test_depth_extrapolation_matches_a_whole_replay() -> None:
     from scaling_bench.predict import memory
 
     cfg = family("gpt").config_for(3e4, n_layer=7)
-    whole = memory._replay("gpt", cfg, 2, precisions.get("fp32"), "adamw", "for-loop", "none",
-                           torch.device("cpu"))  # fmt: skip
+    whole = memory._replay("gpt", cfg, Recipe("cpu", batch_size=2), torch.device("cpu"))
     assert predicted("gpt", cfg, 2).phases == whole.phases
 
 
 def test_the_affine_model_in_batch_size_holds_at_other_batches() -> None:
     cfg = family("mlp").config_for(1e5)
-    line = affine_in_batch("mlp", cfg, precisions.get("fp32"), "adamw", "for-loop")
+    line = affine_in_batch("mlp", cfg, Recipe("cpu"))
     assert line.per_sample_bytes > 0 and line.fixed_bytes > 0
     for b in (3, 40):
         assert measured_peak("mlp", cfg, b).peak_bytes == pytest.approx(line.bytes_at(b), rel=0.01)

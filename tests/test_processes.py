@@ -190,6 +190,54 @@ def test_parallel_needs_a_gpu_per_slot(capsys, tmp_path: Path, flags, message) -
     assert not (tmp_path / "results.jsonl").exists()
 
 
+class _Checked(Exception):
+    """Raised by the step after the run's checks: the grid passed them."""
+
+
+@pytest.mark.parametrize("devices", [2, 4])
+def test_parallel_with_device_cuda_runs_on_the_resolved_device(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, devices: int
+) -> None:
+    """``run --device cuda --parallel 2`` (docs/distributed.md): the grid's device resolves to
+    ``cuda:0``, each slot's own GPU, and the checks let it through to the next step."""
+    import torch
+
+    from scaling_bench.engine import campaign
+
+    def checked(out: Path) -> None:
+        raise _Checked
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: devices)
+    monkeypatch.setattr(campaign, "ensure_writable_dir", checked)
+    args = ["run", "--device", "cuda", "--parallel", "2", "--out", str(tmp_path / "out"),
+            "--families", "mlp", "--sizes", "1e4"]  # fmt: skip
+    with pytest.raises(_Checked):
+        main(args)
+
+
+@pytest.mark.parametrize(
+    ("device", "found", "message"),
+    [
+        ("cuda", 1, "--parallel 2: this node has 1 CUDA devices"),
+        ("cuda:1", 2, "--parallel 2: runs one case per GPU, with --device cuda (the grid's "
+         "device is cuda:1)"),
+    ],
+)  # fmt: skip
+def test_parallel_refuses_too_few_gpus_and_one_gpu_named(
+    monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path, device: str, found: int, message: str
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: found)
+    args = ["run", "--device", device, "--parallel", "2", "--out", str(tmp_path),
+            "--families", "mlp", "--sizes", "1e4"]  # fmt: skip
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == f"scaling-bench: error: {message}"
+    assert not (tmp_path / "results.jsonl").exists()
+
+
 def test_a_metric_with_a_null_value_in_every_process_stays_null() -> None:
     null = {"status": "ok", "metrics": {"x": {"value": None, "unit": "s", "n": 1}}}
     combined = combine_processes([null, null | {"metrics": {"x": {"value": 2.0, "n": 1}}}], 2)

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from scaling_bench.core import precision as precisions
+from scaling_bench.config.recipe import Recipe
 from scaling_bench.core.profiling import cpu_memory_events, memory_profile, peak_above_start
 from scaling_bench.models import family
 from scaling_bench.predict import cpu_kernels
@@ -50,12 +50,12 @@ def test_kernel_scratch_is_measured_once_per_machine(monkeypatch: pytest.MonkeyP
     """A replay keeps its kernels' scratch on disk; a fresh process (a new cache object) reads
     it back instead of running the kernels again."""
     cfg = family("cnn").config_for(3e4)
-    fp32 = precisions.get("fp32")
-    first = step_peak("cnn", cfg, 16, fp32, "adamw", "for-loop")
+    recipe = Recipe("cpu", batch_size=16)
+    first = step_peak("cnn", cfg, recipe)
     fresh = cpu_kernels._Measured()
     monkeypatch.setattr(cpu_kernels, "_measured", fresh)
     monkeypatch.setattr(cpu_kernels, "_scratch_of_call", lambda *a: pytest.fail("ran a kernel"))
-    again = step_peak("cnn", cfg, 16, fp32, "adamw", "for-loop")
+    again = step_peak("cnn", cfg, recipe)
     assert again.peak_bytes == first.peak_bytes
     assert fresh.bytes
 
@@ -71,11 +71,11 @@ def test_kernel_scratch_of_another_isa_is_measured_afresh(
     nothing cached by this one (under AVX2 a bf16 conv's scratch is 4.7x this CPU's AVX-512 one),
     and runs the kernels itself."""
     cfg = family("cnn").config_for(3e4)
-    fp32 = precisions.get("fp32")
-    step_peak("cnn", cfg, 16, fp32, "adamw", "for-loop")
+    recipe = Recipe("cpu", batch_size=16)
+    step_peak("cnn", cfg, recipe)
     monkeypatch.setenv(variable, next(v for v in values if v != os.environ.get(variable)))
     monkeypatch.setattr(cpu_kernels, "_measured", cpu_kernels._Measured())
     ran = []
     monkeypatch.setattr(cpu_kernels, "_scratch_of_call", lambda *a: ran.append(a) or 0)
-    step_peak("cnn", cfg, 16, fp32, "adamw", "for-loop")
+    step_peak("cnn", cfg, recipe)
     assert ran

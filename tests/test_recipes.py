@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from scaling_bench.config import grid
 from scaling_bench.config.case import Case
+from scaling_bench.config.recipe import Recipe
 from scaling_bench.core import precision as precisions
 from scaling_bench.core.errors import UserError
 from scaling_bench.engine.execute import execute
@@ -240,9 +241,10 @@ def test_families_without_blocks_cannot_be_checkpointed() -> None:
 def test_max_batch_is_the_largest_predicted_to_fit_a_small_limit() -> None:
     case = Case("gpt", 1e4, overrides=TINY_GPT, workloads=("train",), batch_size="max")
     limit = 64 << 20
-    fit = max_batch(case, limit)
+    recipe = Recipe.of(case)
+    fit = max_batch(case, recipe, limit)
     sizes = (fit.batch_size, fit.batch_size + 1)
-    need = [plan_for(case, b).train_memory.total_bytes for b in sizes]
+    need = [plan_for(case, recipe.with_batch(b)).train_memory.total_bytes for b in sizes]
     assert need[0] <= limit < need[1]  # no margin: the largest predicted to fit
     assert fit.predicted_bytes == need[0]
 
@@ -251,8 +253,9 @@ def test_max_batch_of_a_resnet_never_replays_a_batch_of_one() -> None:
     """The reproducer: ``max`` planned at batch 1, where BatchNorm refuses one sample at the
     1×1 last stage ("Expected more than 1 value per channel when training")."""
     case = Case("resnet", 1e4, workloads=("train",), batch_size="max")
-    limit = plan_for(case, 6).train_memory.total_bytes
-    assert max_batch(case, limit).batch_size == 6
+    recipe = Recipe.of(case)
+    limit = plan_for(case, recipe.with_batch(6)).train_memory.total_bytes
+    assert max_batch(case, recipe, limit).batch_size == 6
 
 
 def test_a_phase_whose_bytes_fall_with_the_batch_bounds_nothing() -> None:
@@ -311,7 +314,7 @@ def test_max_batch_is_confirmed_by_a_steady_step_that_peaks_as_predicted() -> No
     step peaked 8 MB below the steady one for gpt) and its peak is the predicted one."""
     case = Case("gpt", 1e4, overrides=TINY_GPT, workloads=("train",), batch_size="max",
                 memory_limit_bytes=64 << 20)  # fmt: skip
-    fit = max_batch(case)
+    fit = max_batch(case, Recipe.of(case))
     found = CaseSetup.build(case).found
     assert found["max_batch_size"]["value"] == fit.batch_size
     assert found["max_batch_step_peak_bytes"]["value"] == fit.predicted_bytes
@@ -342,7 +345,7 @@ def test_bad_recipes_exit_2_with_one_line_before_any_worker(
 
 
 def test_an_impossible_combination_in_a_grid_is_skipped_with_its_reason() -> None:
-    from scaling_bench.engine.campaign import unsupported
+    from scaling_bench.workloads.setup import skip_reason as unsupported
 
     assert "no repeated blocks" in unsupported(Case("mlp", 1e5, activation_checkpointing="full"))
     assert unsupported(Case("gpt", 1e5, activation_checkpointing="full")) is None

@@ -120,7 +120,7 @@ def test_skipped_cases_are_recorded_by_their_own_shard(
     """Skips are decided on the whole grid (a grid nothing of which can run is refused) and go
     with each case to its shard; a shard whose every case is skipped is no error."""
     monkeypatch.setattr(
-        campaign, "unsupported", lambda c: "not 2e4" if c.target_params == 2e4 else None
+        campaign, "unsupported", lambda c, _: "not 2e4" if c.target_params == 2e4 else None
     )
     spec = grid.select("quick", {"family": "mlp", "target_params": "1e4,2e4,3e4"},
                        resolve=lambda _: "cpu")  # fmt: skip

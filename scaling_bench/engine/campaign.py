@@ -22,6 +22,7 @@ from scaling_bench.config import grid
 from scaling_bench.config.case import Case
 from scaling_bench.config.convergence import settings_for
 from scaling_bench.config.grid import GridSpec
+from scaling_bench.config.recipe import Recipe
 from scaling_bench.config.shard import Shard
 from scaling_bench.core import precision as precisions
 from scaling_bench.core.errors import UserError
@@ -31,12 +32,12 @@ from scaling_bench.engine.launchers import early_launcher
 from scaling_bench.engine.processes import check_parallel
 from scaling_bench.engine.protocol import Settings
 from scaling_bench.hardware.devices import dtype_warning, free_memory_bytes
-from scaling_bench.models import checkpointing
 from scaling_bench.predict.batch import max_batch, memory_limit
 from scaling_bench.predict.plan import Plan, plan_for, rank_memory
 from scaling_bench.store.records import RESULTS_FILE, ensure_writable_dir, load_records
 from scaling_bench.workloads import compiled
 from scaling_bench.workloads.base import Needs, ordered
+from scaling_bench.workloads.setup import skip_reason as unsupported
 
 if TYPE_CHECKING:
     from scaling_bench.engine.launchers import Launcher
@@ -119,40 +120,23 @@ def skip_reason(case: Case, p: Plan, free_bytes: int) -> str | None:
     return None
 
 
-def unsupported(case: Case) -> str | None:
-    """Why the case cannot run: its recipe on this device or family (a precision the device
-    lacks, CUDA graphs on a CPU, checkpointing without blocks), or one of its workloads (its
-    family, its strategy); None where it can."""
-    prec = precisions.get(case.precision)
-    if reason := prec.skip_reason(case.device):
-        return f"--precision {prec.name}: {reason}"
-    if not prec.trains and any(w.trains for w in ordered(case.workloads)):
-        return f"--precision {prec.name} is for inference; leave the training workloads out"
-    if reason := compiled.skip_reason(case.compile, case.device):
-        return reason
-    if reason := checkpointing.skip_reason(case.family, case.activation_checkpointing):
-        return reason
-    if case.strategy and (case.batch_size == "max" or case.compile != compiled.EAGER):
-        return "--batch-sizes max and --compile run on one process; leave them out with --strategy"
-    return next((r for w in ordered(case.workloads) if (r := w.skip_reason(case))), None)
-
-
 class Unplannable(Exception):
     """A case that cannot be planned here: recorded ``skipped`` with the reason, the grid goes
     on (one case the planner fails on must not stop the others)."""
 
 
-def _plan(case: Case, free: int) -> Plan:
-    """The case's plan, at its ``max`` batch where it asks for one (``Unplannable`` where none
-    fits); a planner fault (not the user's input) is ``Unplannable`` too, with its reason."""
+def _plan(case: Case, recipe: Recipe, free: int) -> Plan:
+    """The case's plan in its ``recipe``, at its ``max`` batch where it asks for one
+    (``Unplannable`` where none fits); a planner fault (not the user's input) is ``Unplannable``
+    too, with its reason."""
     try:
-        if case.batch_size != "max":
-            return plan_for(case)
+        if recipe.batch_size != "max":
+            return plan_for(case, recipe)
         try:
-            fit = max_batch(case, memory_limit(case, free))
+            fit = max_batch(case, recipe, memory_limit(case, free))
         except UserError as exc:
             raise Unplannable(str(exc)) from exc
-        return plan_for(case, fit.batch_size)
+        return plan_for(case, recipe.with_batch(fit.batch_size))
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise Unplannable(f"could not be planned: {type(exc).__name__}: {first}") from exc
@@ -238,7 +222,7 @@ def prepare(
 
         torch.set_num_threads(settings.threads)
     grid.check_size(spec, max_cases)
-    device = grid.resolve_device(spec.value("device"))
+    device = spec.value("device")  # resolved once, by ``grid.select``
     check_launch(spec, device, settings)
     check_parallel(settings.parallel, device, spec.value("strategy"))
     ensure_writable_dir(out)
@@ -250,7 +234,8 @@ def prepare(
     }:
         print(f"scaling-bench: warning: {compiled.CPU_AUTOTUNE_WARNING}", file=sys.stderr)
     cases = grid.build_cases(spec, device)
-    skipped = {c.case_id: reason for c in cases if (reason := unsupported(c))}
+    recipes = {c.case_id: Recipe.of(c) for c in cases}
+    skipped = {c.case_id: reason for c in cases if (reason := unsupported(c, recipes[c.case_id]))}
     if len(skipped) == len(cases):
         raise UserError(next(iter(skipped.values())))  # nothing of the grid could run
     if shard is not None:
@@ -270,7 +255,7 @@ def prepare(
     try:
         for case in (c for c in cases if c.case_id not in skipped):
             try:
-                p = _plan(case, free)
+                p = _plan(case, recipes[case.case_id], free)
             except Unplannable as exc:
                 skipped[case.case_id] = str(exc)
                 continue
@@ -288,6 +273,5 @@ def prepare(
         if launcher is not None:
             launcher.close()
         raise
-    spec = spec.with_values(device=(device,))
     return Campaign(spec, cases, skipped, out, resume, replace(settings), env=env,
                     launcher=launcher, plans=plans)  # fmt: skip

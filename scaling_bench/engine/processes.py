@@ -65,17 +65,21 @@ def _metrics(per_process: list[dict[str, dict]]) -> dict[str, dict]:
 
 
 def check_parallel(parallel: int, device: str, strategy: str | None) -> None:
-    """``--parallel N`` pins each of N slots to one GPU: it needs ``--device cuda`` (every GPU
-    of the node, not one named) with N of them, and one process per case (torchrun's ranks take
-    the GPUs themselves)."""
+    """``--parallel N`` pins each of N slots to one GPU: it needs N GPUs on the node and one
+    process per case (torchrun's ranks take the GPUs themselves).
+
+    ``device`` is the grid's device as resolved (``grid.resolve_device``): ``auto``, ``cuda`` and
+    ``cuda:0`` all resolve to ``cuda:0``, which is each slot's own GPU, since a slot's workers see
+    only theirs (``CUDA_VISIBLE_DEVICES``). A GPU past the first (``cuda:1``) is one GPU named,
+    which no slot but one has."""
     if parallel == 1:
         return
     import torch
 
-    if device != "cuda":
+    if device != "cuda:0":
         raise UserError(
-            f"--parallel {parallel}: runs one case per GPU, with --device cuda (the grid's "
-            f"device is {device})"
+            f"--parallel {parallel}: runs one case per GPU, with --device cuda (the "
+            f"grid's device is {device})"
         )
     if strategy is not None:
         raise UserError(f"--parallel {parallel}: cannot be combined with --strategy {strategy}")

@@ -128,14 +128,19 @@ def bench_cases(
 
 
 def skip_reason(case: Case) -> str | None:
-    """Why an in-process front-end cannot run ``case`` here; None when it can."""
+    """Why an in-process front-end cannot run ``case`` here: a GPU that is not here, ranks that
+    only ``scaling-bench run`` launches, or what makes the case unable to run anywhere
+    (``workloads.setup.skip_reason``, which ``scaling-bench run`` asks too: a recipe the device
+    or the family cannot take, a workload the case cannot run); None when it can."""
     import torch
+
+    from scaling_bench.workloads.setup import skip_reason as unsupported
 
     if case.device.startswith("cuda") and not torch.cuda.is_available():
         return f"{case.device} asked for, but no CUDA GPU is usable on this machine"
     if case.strategy:
         return f"{case.strategy} runs its ranks under `scaling-bench run` only, not in one process"
-    return None
+    return unsupported(case)
 
 
 @dataclass
@@ -301,17 +306,14 @@ class AsvGrid:
 
     def case_for(self, values: Sequence[Any], workload: Workload | None = None) -> Case:
         """The case of a parameter combination, or asv's "skipped": no such case in the grid, a
-        case not runnable here, or one whose workloads leave ``workload`` out or cannot run it."""
+        case not runnable here (``skip_reason``), or one whose workloads leave ``workload`` out."""
         case = self.cases.get(tuple(values))
         if case is None:
             _asv_skip("not a case of this grid")
         if reason := skip_reason(case):
             _asv_skip(reason)
-        if workload is not None:
-            if workload.name not in case.workloads:
-                _asv_skip(f"{workload.name} is not among this grid's workloads")
-            if reason := workload.skip_reason(case):
-                _asv_skip(reason)
+        if workload is not None and workload.name not in case.workloads:
+            _asv_skip(f"{workload.name} is not among this grid's workloads")
         return case
 
 
@@ -347,8 +349,6 @@ def measure_all(cases: Iterable[Case]) -> dict[str, dict[str, Any]]:
             continue
         failed = None
         for w in ordered(case.workloads):
-            if w.skip_reason(case):
-                continue
             if failed is not None:
                 errors[w.name] = f"not run: {failed} failed before it"
                 continue

@@ -20,9 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from scaling_bench.core import precision as precisions
 from scaling_bench.core.errors import UserError
-from scaling_bench.core.optimizers import default_implementation
 from scaling_bench.core.units import fmt_bytes
 from scaling_bench.hardware.devices import free_memory_bytes
 from scaling_bench.models import family
@@ -30,6 +28,7 @@ from scaling_bench.predict.memory import affine_in_batch, step_peak
 
 if TYPE_CHECKING:
     from scaling_bench.config.case import Case
+    from scaling_bench.config.recipe import Recipe
 
 #: No ``max`` batch is larger: beyond it a step is minutes long on a CPU and nothing is learned.
 MAX_BATCH = 1 << 14
@@ -82,18 +81,16 @@ def largest_fitting(
     return lo
 
 
-def max_batch(case: Case, limit_bytes: int | None = None) -> BatchFit:
-    """``case``'s ``max`` batch within ``limit_bytes`` (``memory_limit(case)`` where None)."""
+def max_batch(case: Case, recipe: Recipe, limit_bytes: int | None = None) -> BatchFit:
+    """``case``'s ``max`` batch in its ``recipe`` within ``limit_bytes`` (``memory_limit(case)``
+    where None)."""
     limit = memory_limit(case) if limit_bytes is None else limit_bytes
-    prec = precisions.get(case.precision)
-    args = (prec, case.optimizer, default_implementation(case.device))
-    extra = (case.activation_checkpointing, case.device)
     config = family(case.family).config_for(case.target_params, **dict(case.overrides))
-    line = affine_in_batch(case.family, config, *args, *extra)
+    line = affine_in_batch(case.family, config, recipe)
     peaks: dict[int, int] = {}
 
     def peak(batch: int) -> int:
-        peaks[batch] = step_peak(case.family, config, batch, *args, *extra).peak_bytes
+        peaks[batch] = step_peak(case.family, config, recipe.with_batch(batch)).peak_bytes
         return peaks[batch]
 
     guess = line.largest_batch(limit, MAX_BATCH)

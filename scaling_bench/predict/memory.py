@@ -45,8 +45,8 @@ from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from scaling_bench.config.recipe import Recipe
 from scaling_bench.core.optimizers import make_optimizer
-from scaling_bench.core.precision import Precision
 from scaling_bench.models import family
 from scaling_bench.models.checkpointing import apply as apply_checkpointing
 from scaling_bench.models.loss import loss_of
@@ -195,14 +195,14 @@ class StepPeak:
 def _replay(
     family_name: str,
     cfg: object,
-    batch_size: int,
-    precision: Precision,
-    optimizer: str,
-    implementation: str,
-    checkpointing: str,
+    recipe: Recipe,
     device: torch.device,
     kernel_scratch: bool = True,
 ) -> StepPeak:
+    """The recipe's step replayed on fake tensors of ``device`` (the recipe's, or the CPU's
+    dispatch standing in for a CUDA device that is not here)."""
+    batch_size, precision, optimizer = recipe.batch, recipe.precision, recipe.optimizer
+    implementation, checkpointing = recipe.optimizer_implementation, recipe.activation_checkpointing
     fam = family(family_name)
     model = fam.build(cfg, device="meta", dtype=precision.param_dtype)
     # a CPU case (not a CUDA one replayed on the CPU's dispatch) holds its checkpointed blocks'
@@ -279,31 +279,20 @@ def _line(one: StepPeak, two: StepPeak, at: float) -> StepPeak:
     )
 
 
-def step_peak(
-    family_name: str,
-    cfg: object,
-    batch_size: int,
-    precision: Precision,
-    optimizer: str,
-    implementation: str,
-    checkpointing: str = "none",
-    device: torch.device | str = "cpu",
-) -> StepPeak:
-    """The peak live bytes of a training step of ``cfg`` after a warm-up step, by phase.
+def step_peak(family_name: str, cfg: object, recipe: Recipe) -> StepPeak:
+    """The peak live bytes of a training step of ``cfg`` in ``recipe`` (its batch resolved)
+    after a warm-up step, by phase.
 
     A CUDA step planned where no CUDA device is (the autograd engine needs one even for fake
     tensors) is replayed on the CPU's dispatch: the same tensors, but SDPA's CPU kernel, and
     without the CPU kernels' scratch."""
-    device = torch.device(device)
+    device = torch.device(recipe.device)
     scratch = device.type == "cpu"
     if device.type == "cuda" and not torch.cuda.is_available():
         device = torch.device("cpu")
 
     def at(c: object) -> StepPeak:
-        return _replay(
-            family_name, c, batch_size, precision, optimizer, implementation, checkpointing,
-            device, scratch,
-        )  # fmt: skip
+        return _replay(family_name, c, recipe, device, scratch)
 
     deep = _depth_field(family_name, cfg)
     if deep is None:
@@ -354,21 +343,12 @@ class BatchAffine:
         return max(0, min([top, *fits]))
 
 
-def affine_in_batch(
-    family_name: str,
-    cfg: object,
-    precision: Precision,
-    optimizer: str,
-    implementation: str,
-    checkpointing: str = "none",
-    device: torch.device | str = "cpu",
-) -> BatchAffine:
-    """The peak's fixed and per-sample bytes, per phase, from replays at ``FIT_BATCHES``."""
+def affine_in_batch(family_name: str, cfg: object, recipe: Recipe) -> BatchAffine:
+    """The peak's fixed and per-sample bytes, per phase, from replays of ``recipe`` at
+    ``FIT_BATCHES`` (its own batch size is not asked)."""
     (b1, one), (b2, two) = (
-        (b, step_peak(family_name, cfg, b, precision, optimizer, implementation, checkpointing,
-                      device))
-        for b in FIT_BATCHES
-    )  # fmt: skip
+        (b, step_peak(family_name, cfg, recipe.with_batch(b))) for b in FIT_BATCHES
+    )
     lines = {}
     for phase in PHASES:
         y1, y2 = one.phases[phase]["total"], two.phases[phase]["total"]

@@ -22,13 +22,10 @@ from torch.overrides import TorchFunctionMode
 if TYPE_CHECKING:
     from scaling_bench.config.case import Case
 
+from scaling_bench.config.recipe import Recipe
 from scaling_bench.core import precision as precisions
 from scaling_bench.core.errors import UserError
-from scaling_bench.core.optimizers import (
-    OPTIMIZER_STEP_TENSORS,
-    default_implementation,
-    optimizer_slots,
-)
+from scaling_bench.core.optimizers import OPTIMIZER_STEP_TENSORS, optimizer_slots
 from scaling_bench.models import family, tokens_per_sample
 from scaling_bench.models.checkpointing import apply as apply_checkpointing
 from scaling_bench.models.loss import loss_of
@@ -273,6 +270,25 @@ def plan(
     optimizer_implementation: str | None = None,
     device: str = "cpu",
 ) -> Plan:
+    """``plan_of`` by the words of ``scaling-bench plan``: a recipe from its flags' values
+    (``optimizer_implementation`` None: the device's default)."""
+    recipe = Recipe(
+        device,
+        precisions.get(precision),
+        optimizer,
+        optimizer_implementation or "",
+        activation_checkpointing=activation_checkpointing,
+        batch_size=batch_size,
+    )
+    return plan_of(family_name, target_params, recipe, overrides)
+
+
+def plan_of(
+    family_name: str,
+    target_params: float,
+    recipe: Recipe,
+    overrides: dict[str, object] | None = None,
+) -> Plan:
     """Size the model, count its FLOPs and predict its memory and checkpoint, on the meta device.
 
     The precision sets the bytes of weights, gradients and optimizer state (its parameter dtype)
@@ -280,19 +296,25 @@ def plan(
     here on a model of that dtype, since autocast does not act on the meta device), plus autocast's
     low-precision weight copies.
 
-    The training memory is the step's peak over its phases, replayed on fake tensors of
-    ``device`` with the optimizer's ``optimizer_implementation`` (None: the device's default),
-    under the precision's autocast and the case's activation checkpointing (``predict.memory``).
+    The training memory is the step's peak over its phases, replayed on fake tensors of the
+    recipe's device with its optimizer implementation, under the precision's autocast and the
+    recipe's activation checkpointing (``predict.memory``). A ``max`` batch is planned once
+    resolved (``predict.batch.max_batch``); no batch is the family's default.
     """
     fam = family(family_name)
-    prec = precisions.get(precision)
+    prec = recipe.precision
     torch_dtype = prec.param_dtype
+    optimizer = recipe.optimizer
     slots = optimizer_slots(optimizer)
     if not target_params > 0:
         raise UserError(f"target parameter count must be positive, got {target_params}")
-    batch_size = fam.DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    if recipe.batch_size == "max":
+        raise ValueError(f"{family_name} {target_params:g}: a max batch is planned once resolved "
+                         "(max_batch)")  # fmt: skip
+    batch_size = fam.DEFAULT_BATCH_SIZE if recipe.batch_size is None else recipe.batch_size
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
+    recipe = recipe.with_batch(batch_size)
     overrides = overrides or {}
     unknown = sorted(set(overrides) - {f.name for f in fields(fam.Config)})
     if unknown:
@@ -300,22 +322,11 @@ def plan(
     cfg = fam.config_for(target_params, **overrides)
     params = fam.param_count(cfg)
     model = fam.build(cfg, device="meta", dtype=torch_dtype)
+    checkpointing = recipe.activation_checkpointing
     recomputed = recomputed_flops_per_sample(
-        family_name, cfg, batch_size, prec.activation_dtype, activation_checkpointing
+        family_name, cfg, batch_size, prec.activation_dtype, checkpointing
     )
-    implementation = optimizer_implementation or default_implementation(device)
-    memory = TrainMemory.at_peak(
-        step_peak(
-            family_name,
-            cfg,
-            batch_size,
-            prec,
-            optimizer,
-            implementation,
-            activation_checkpointing,
-            device,
-        )
-    )
+    memory = TrainMemory.at_peak(step_peak(family_name, cfg, recipe))
     param_bytes = params * torch_dtype.itemsize
     tensor_bytes = storage_nbytes(model)
     optimizer_tensor_bytes = [
@@ -330,12 +341,12 @@ def plan(
         active_params=active(cfg) if (active := getattr(fam, "active_param_count", None)) else None,
         config=cfg,
         batch_size=batch_size,
-        precision=precision,
+        precision=prec.name,
         optimizer=optimizer,
-        optimizer_implementation=implementation,
+        optimizer_implementation=recipe.optimizer_implementation,
         forward_flops_per_sample=fam.forward_flops_per_sample(cfg),
         train_flops_per_sample=fam.train_flops_per_sample(cfg),
-        activation_checkpointing=activation_checkpointing,
+        activation_checkpointing=checkpointing,
         hardware_train_flops_per_sample=fam.train_flops_per_sample(cfg) + recomputed,
         tokens_per_sample=tokens_per_sample(family_name, cfg),
         train_memory=memory,
@@ -347,22 +358,11 @@ def plan(
     )
 
 
-def plan_for(case: Case, batch_size: int | None = None) -> Plan:
-    """The case's model, FLOPs and predicted costs, computed on the meta device; at
-    ``batch_size`` where given (a ``max`` batch resolved), else the case's."""
-    batch = batch_size or case.batch_size
-    if batch == "max":
-        raise ValueError(f"{case.case_id}: a max batch is planned once resolved (max_batch)")
-    return plan(
-        case.family,
-        case.target_params,
-        batch_size=batch,
-        precision=case.precision,
-        optimizer=case.optimizer,
-        overrides=dict(case.overrides),
-        activation_checkpointing=case.activation_checkpointing,
-        device=case.device,
-    )
+def plan_for(case: Case, recipe: Recipe | None = None) -> Plan:
+    """The case's model, FLOPs and predicted costs, computed on the meta device, in ``recipe``
+    (the case's own where None; a ``max`` batch resolved by ``Recipe.with_batch``)."""
+    recipe = recipe or Recipe.of(case)
+    return plan_of(case.family, case.target_params, recipe, dict(case.overrides))
 
 
 def rank_memory(memory: _Memory, strategy: str | None, world_size: int) -> _Memory:

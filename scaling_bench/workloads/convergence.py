@@ -310,8 +310,8 @@ class Convergence(Workload, declared=catalog.CONVERGENCE):
             case.family,
             setup.plan.config,
             settings_for(case),
-            torch.device(case.device),
-            precisions.get(case.precision),
+            setup.device,
+            setup.precision,
         )
 
     def outcome(self, metrics: dict[str, dict]) -> str | None:
