@@ -57,11 +57,6 @@ class Recipe:
         )
 
     @property
-    def device_type(self) -> str:
-        """``cuda`` for ``cuda:1``: what kernels, peaks and default implementations follow."""
-        return self.device.partition(":")[0]
-
-    @property
     def batch(self) -> int:
         """The batch size, once resolved (a ``max`` or default batch is the planner's to set)."""
         if not isinstance(self.batch_size, int):
