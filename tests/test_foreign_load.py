@@ -57,6 +57,18 @@ def test_a_block_whose_ticks_read_less_machine_than_own_time_counts_no_foreign_t
     assert meter.busy is False
 
 
+def test_ticks_that_fall_apart_either_way_cancel_over_the_blocks():
+    """Blocks one tick long read a tick too many as often as a tick too few on an idle machine:
+    pooled, that is no foreign time (not a tick per block of it)."""
+    r = Readings()
+    meter = r.meter(cores=2)
+    for i in range(100):
+        tick = 0.01 if i % 2 else -0.01
+        r.block(meter, wall=0.01, machine=0.01 + tick, own=0.01)
+    assert meter.metrics()["foreign_cpu_fraction"]["value"] == pytest.approx(0.0, abs=1e-12)
+    assert meter.busy is False
+
+
 def test_a_figure_is_busy_only_above_the_busy_share_of_the_machine():
     cores = 2
     for share, busy in ((BUSY_SHARE * 0.9, False), (BUSY_SHARE * 1.1, True)):
