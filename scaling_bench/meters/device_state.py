@@ -51,7 +51,7 @@ class DeviceStateMeter(BlockMeter):
         self._stack.close()
 
     def block_in_flight(self) -> None:
-        if self._handle is not None:
+        if self._lib is not None and self._handle is not None:
             self.readings.append(device_nvml.device_state(self._lib, self._handle))
 
     def _field(self, name: str) -> list[float]:

@@ -153,7 +153,13 @@ class EnergyMeter(BlockMeter):
         if h is None:
             return None, "NVML does not know this device"
         if device_nvml.energy_mj(lib, h) is not None:
-            read = lambda: float(device_nvml.energy_mj(lib, h))  # noqa: E731
+
+            def read() -> float:
+                mj = device_nvml.energy_mj(lib, h)
+                if mj is None:
+                    raise RuntimeError("NVML stopped reporting the energy counter it had reported")
+                return float(mj)
+
             return Counter("nvml_total_energy", read, 1e-3, device_nvml.ENERGY_COUNTER_RANGE_MJ), ""
         if device_nvml.power_mw(lib, h) is None:
             return None, "the device reports neither energy nor power"

@@ -146,6 +146,8 @@ class PeakMemory:
         tb: TracebackType | None,
     ) -> None:
         with self._stack:
+            if self.baseline_rss_bytes is None:
+                raise RuntimeError("PeakMemory left a region it did not enter (no RSS baseline)")
             rss_peak = self._rss_poller.stop() if self._rss_poller else _rss_high_water_mark()
             method = {"method": self.rss_method}  # a polled peak can miss a short spike
             metrics = {

@@ -83,9 +83,11 @@ class TensorMemory:
         tb: TracebackType | None,
     ) -> None:
         self._stack.close()
-        assert self._profile is not None
-        events = self._profile.profiler.kineto_results.events()
-        memory = cpu_memory_events(self._profile)
+        prof = self._profile
+        if prof is None or prof.profiler is None or prof.profiler.kineto_results is None:
+            raise RuntimeError("TensorMemory left a region it did not enter (no profile to read)")
+        events = prof.profiler.kineto_results.events()
+        memory = cpu_memory_events(prof)
         ranges = sorted(
             (e.start_ns(), e.end_ns(), e.name().removeprefix(_PHASE))
             for e in events
@@ -105,7 +107,7 @@ class TensorMemory:
 
     def metrics(self) -> dict[str, dict]:
         """The peak, with the baseline, the phase it fell in and each phase's peak beside it."""
-        if self.peak_bytes is None:
+        if self.peak_bytes is None or self.region_s is None:
             raise RuntimeError("TensorMemory.metrics() called before its region ended")
         extra = {"baseline_bytes": self.baseline_bytes, "phase_peaks": self.phase_peaks}
         if self.peak_phase is not None:

@@ -191,8 +191,13 @@ def measure(
         raise ValueError(f"warmup_steps={warmup_steps} must be at least 1 (the cold start)")
     if not 1 <= min_samples <= max_samples:
         raise ValueError(f"need 1 <= min_samples ({min_samples}) <= max_samples ({max_samples})")
+
+    def meters_in_flight() -> None:
+        for m in meters:
+            m.block_in_flight()
+
     run_block = _block_timer(torch.device(device))
-    metered = _block_timer(torch.device(device), lambda: [m.block_in_flight() for m in meters])
+    metered = _block_timer(torch.device(device), meters_in_flight)
 
     def run_sample(step: Callable[[], object], calls: int) -> float:
         for m in meters:
