@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -11,7 +12,14 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from scaling_bench.meters.foreign_load import BUSY_SHARE, ForeignLoad, busy_state, own_cpu_s
+from scaling_bench.meters.foreign_load import (
+    BUSY_SHARE,
+    ForeignLoad,
+    busy_state,
+    own_cpu_s,
+    run_supervisors,
+)
+from scaling_bench.meters.specs import RUNNER_PID_ENV
 from scaling_bench.meters.timing import measure
 
 
@@ -22,9 +30,9 @@ class Readings:
         self.machine = self.own = self.clock = 0.0
         self.load = 1.5
 
-    def meter(self, cores: int = 4) -> ForeignLoad:
+    def meter(self, cores: int = 4, tick_s: float = 0.0) -> ForeignLoad:
         return ForeignLoad(lambda: self.machine, lambda: self.own, lambda: self.clock,
-                           lambda: self.load, cores=cores)  # fmt: skip
+                           lambda: self.load, cores=cores, tick_s=tick_s)  # fmt: skip
 
     def block(self, meter: ForeignLoad, wall: float, machine: float, own: float) -> None:
         meter.block_started()
@@ -77,6 +85,20 @@ def test_a_figure_is_busy_only_above_the_busy_share_of_the_machine():
         r.block(meter, wall=1.0, machine=1.0 + share * cores, own=1.0)
         assert meter.metrics()["foreign_cpu_fraction"]["busy"] is busy
         assert meter.annotation()["busy"] is busy
+
+
+def test_a_share_the_ticks_alone_can_explain_is_not_busy():
+    r = Readings()
+    meter = r.meter(cores=2, tick_s=0.01)
+    for _ in range(100):  # 100 blocks of 10 ms: ±0.058 of the machine from ticks alone
+        r.block(meter, wall=0.01, machine=0.01 + 0.09 * 0.01 * 2, own=0.01)
+    m = meter.metrics()["foreign_cpu_fraction"]
+    assert m["tick_margin"] == pytest.approx(2 * 0.01 * (100 * 2 / 6) ** 0.5 / 1.0 / 2)
+    assert m["value"] == pytest.approx(0.09)  # above BUSY_SHARE, within the ticks' margin
+    assert m["busy"] is False
+    for _ in range(100):  # as many blocks again, with a neighbour on half a core
+        r.block(meter, wall=0.01, machine=0.01 + 0.5 * 0.01, own=0.01)
+    assert meter.busy is True
 
 
 def test_the_load_average_is_summarised_over_the_blocks():
@@ -178,3 +200,52 @@ def test_a_figure_is_busy_where_any_of_its_processes_was_timed_on_a_busy_machine
     assert not combine_processes([fields(False), fields(False)], 2)["metrics"]["train_step_s"][
         "busy"
     ]
+
+
+def test_the_supervisors_are_the_ancestors_up_to_the_runner_the_environment_names(monkeypatch):
+    parents = psutil.Process().parents()[:2]  # the runner: the grandparent, where there is one
+    monkeypatch.setenv(RUNNER_PID_ENV, str(parents[-1].pid))
+    assert [p.pid for p in run_supervisors()] == [p.pid for p in parents]
+    monkeypatch.setenv(RUNNER_PID_ENV, str(2**22 + 1))  # no ancestor: none is the run's own
+    assert run_supervisors() == ()
+    monkeypatch.delenv(RUNNER_PID_ENV)
+    assert run_supervisors() == ()
+
+
+WORKER = """
+import time
+from scaling_bench.meters.foreign_load import ForeignLoad
+meter = ForeignLoad()
+for _ in range(5):
+    meter.block_started()
+    time.sleep(0.2)
+    meter.block_ended(0.2, 1)
+print(meter.metrics()["foreign_cpu_fraction"]["foreign_cores"])
+"""
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_the_runners_own_cpu_time_is_not_a_neighbours(named, monkeypatch):
+    """A worker whose runner (here: this test, spinning a thread) works while it times reads
+    that work as the run's own where the runner named itself, and as foreign where not."""
+    env = {RUNNER_PID_ENV: str(os.getpid())} if named else {}
+    monkeypatch.delenv(RUNNER_PID_ENV, raising=False)
+    worker = subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE, text=True,
+                              env=os.environ | env)  # fmt: skip
+    done = threading.Event()
+
+    def spin() -> None:
+        while not done.is_set():
+            pass
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    try:
+        foreign = float(worker.communicate(timeout=60)[0])
+    finally:
+        done.set()
+        thread.join()
+    if named:
+        assert foreign < 0.3  # a quiet machine reads ~0; other jobs only add
+    else:
+        assert foreign > 0.5  # the spinning thread: ~1 core

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from scaling_bench.meters.specs import RUNNER_PID_ENV
+
 if TYPE_CHECKING:
     from scaling_bench.engine.protocol import Settings
 
@@ -41,9 +43,11 @@ class ServerFailed(ServerDied):
 def worker_env(scratch: Path | None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment, with ``sys.path`` as PYTHONPATH (what the parent imports, the worker can),
     ``TMPDIR`` in the case's own folder, which the runner removes even after a SIGKILL, and
-    ``extra`` (the one GPU a parallel slot's workers see)."""
+    ``extra`` (the one GPU a parallel slot's workers see), and this runner's pid, whose CPU time
+    the worker's busy meter counts as the run's own."""
     path = dict.fromkeys(os.path.abspath(entry) for entry in sys.path)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)} | (extra or {})
+    own = {"PYTHONPATH": os.pathsep.join(path), RUNNER_PID_ENV: str(os.getpid())}
+    env = {**os.environ, **own} | (extra or {})
     return env | ({"TMPDIR": str(scratch)} if scratch else {})
 
 

@@ -109,3 +109,9 @@ def clock_states_differ(base: dict, current: dict, tolerance: float = CLOCK_TOLE
     if tb is not None and tc is not None and tb != tc:
         return f"throttled on the {'base' if tb else 'current'} side only"
     return ""
+
+
+RUNNER_PID_ENV = "SCALING_BENCH_RUNNER_PID"
+"""Names the runner to its workers: the runner and the fork server between it and a worker
+supervise the case (the progress display, the pipes), so their CPU time is the run's own, not a
+neighbour's (counted as foreign, it marked half the quick grid busy on an idle machine)."""
