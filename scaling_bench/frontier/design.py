@@ -31,7 +31,7 @@ from typing import NamedTuple
 from scaling_bench.core.errors import UserError
 from scaling_bench.core.units import fmt_count
 from scaling_bench.frontier.options import MIN_SIZES, FrontierOptions
-from scaling_bench.frontier.throughput import Throughput
+from scaling_bench.frontier.throughput import TokenRate
 from scaling_bench.models import family, tokens_per_sample
 
 DESIGN_FILE = "frontier-design.json"
@@ -152,12 +152,13 @@ def _runs(options: FrontierOptions, top: float) -> list[_Run]:
         for target in _targets(options, budget):
             cfg = fam.config_for(target, **options.overrides)
             params, per_sample = fam.param_count(cfg), tokens_per_sample(options.family, cfg)
+            assert per_sample is not None  # FrontierOptions refuses a family without one
             steps = round(budget / (6 * params) / (options.batch * per_sample))
             out.append(_Run(budget, target, params, per_sample, steps, options.batch))
     return out
 
 
-def _seconds(options: FrontierOptions, run: _Run, train_size: int, throughput: Throughput) -> float:
+def _seconds(options: FrontierOptions, run: _Run, train_size: int, throughput: TokenRate) -> float:
     """A run's predicted wall time: its steps, its evaluations, and the fixed overhead."""
     eval_samples = EVALUATIONS * (options.heldout_size + min(train_size, options.heldout_size))
     eval_tokens = eval_samples * run.per_sample * FORWARD_SHARE
@@ -168,7 +169,7 @@ def _train_size(runs: Sequence[_Run]) -> int:
     return max(r.steps * r.batch for r in runs)
 
 
-def _total_s(options: FrontierOptions, runs: Sequence[_Run], throughput: Throughput) -> float:
+def _total_s(options: FrontierOptions, runs: Sequence[_Run], throughput: TokenRate) -> float:
     size = _train_size(runs)
     return sum(_seconds(options, r, size, throughput) for r in runs)
 
@@ -243,7 +244,7 @@ def _smallest(options: FrontierOptions) -> list[_Run]:
 
 def design(
     options: FrontierOptions,
-    throughput: Throughput,
+    throughput: TokenRate,
     probe_sizes: tuple[float, ...] = (),
     probe_s: float = 0.0,
 ) -> Design:
@@ -263,22 +264,23 @@ def design(
             )
         )
         if problem:
-            need = 6 * sum(r.params * r.tokens for r in _smallest(options))
+            need_flops = 6 * sum(r.params * r.tokens for r in _smallest(options))
             raise UserError(
-                f"--flops {options.flops:.3g}: too small: {problem}; give at least {need:.2g}, "
-                "or lower --budgets or --ratio"
+                f"--flops {options.flops:.3g}: too small: {problem}; "
+                f"give at least {need_flops:.2g}, or lower --budgets or --ratio"
             )
     else:
+        assert options.seconds is not None  # FrontierOptions holds exactly one of the two
         left = options.seconds - probe_s - ANALYSIS_S
         top = _bisect(options, lambda c: _total_s(options, _runs(options, c), throughput) <= left)
         runs = _runs(options, top)
         problem = _problem(options, runs)
         if problem or _total_s(options, runs, throughput) > left:
-            need = _total_s(options, _smallest(options), throughput) + probe_s + ANALYSIS_S
+            need_s = _total_s(options, _smallest(options), throughput) + probe_s + ANALYSIS_S
             raise UserError(
                 f"--budget {options.seconds:g}s: too small on this machine: "
                 f"{problem or 'the smallest design does not fit in it'}; give at least "
-                f"{math.ceil(need)}s, or lower --budgets or --ratio"
+                f"{math.ceil(need_s)}s, or lower --budgets or --ratio"
             )
     size = _train_size(runs)
     planned = tuple(

@@ -41,7 +41,7 @@ def _isoflop_figure(a: FrontierAnalysis) -> Figure:
             grid = np.geomspace(min(ns), max(ns), 100)
             style = "-" if fit.fitted else ":"
             ax.plot(grid, np.polyval(fit.coefficients, np.log(grid)), style, color=color)
-        if fit.fitted:
+        if fit.n_opt is not None and fit.loss_opt is not None:  # both, where fitted
             n = fit.n_opt
             err = None
             if n.low is not None and n.high is not None:

@@ -173,9 +173,10 @@ def fit_isoflop(runs: Sequence[Run], confidence: float) -> IsoFlopFit:
         reason = f"{len(set(x.tolist()))} distinct sizes: a parabola needs three"
         return IsoFlopFit(flops, tuple(runs), reason=reason)
     coefficients = np.polyfit(x, y, 2)
-    fit = IsoFlopFit(flops, tuple(runs), tuple(float(c) for c in coefficients))
-    if reason := _why_not_interior(x, coefficients):
-        return replace(fit, reason=reason)
+    quadratic, linear, constant = (float(c) for c in coefficients)
+    fit = IsoFlopFit(flops, tuple(runs), (quadratic, linear, constant))
+    if why := _why_not_interior(x, coefficients):
+        return replace(fit, reason=why)
     vertex = _vertex(coefficients)
     bounds = None
     dof = len(x) - 3
@@ -227,19 +228,19 @@ class Approach2:
 def approach2(runs: Sequence[Run], confidence: float = CONFIDENCE) -> Approach2:
     """Chinchilla's approach 2 (module docstring): a parabola per budget, a line over them."""
     fits = [fit_isoflop(group, confidence) for group in budget_groups(runs)]
-    good = [f for f in fits if f.fitted]
+    good = [(f.flops, f.n_opt.value) for f in fits if f.n_opt is not None]
     if len(good) < 2:
         reason = f"{len(good)} budget(s) with an interior minimum: the exponent needs two"
         return Approach2(tuple(fits), reason=reason)
-    log_c = np.log([f.flops for f in good])
-    log_n = np.log([f.n_opt.value for f in good])
+    log_c = np.log([flops for flops, _ in good])
+    log_n = np.log([n_opt for _, n_opt in good])
     (slope, intercept), rss, *_ = np.linalg.lstsq(np.vander(log_c, 2), log_n, rcond=None)
     dof = len(good) - 2
     if dof > 0:
         spread = float(((log_c - log_c.mean()) ** 2).sum())
         half = float(stats.t.ppf((1 + confidence) / 2, dof)) * math.sqrt(rss[0] / dof / spread)
-        a = Interval(float(slope), float(slope) - half, float(slope) + half)
-        b = Interval(1 - a.value, 1 - a.high, 1 - a.low)
+        low, high = float(slope) - half, float(slope) + half
+        a, b = Interval(float(slope), low, high), Interval(1 - float(slope), 1 - high, 1 - low)
     else:
         a, b = Interval(float(slope)), Interval(1 - float(slope))
     return Approach2(tuple(fits), a, b, float(intercept))

@@ -22,6 +22,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 from scipy.optimize import minimize
@@ -71,6 +72,12 @@ class LossLaw:
     alpha: float
     beta: float
 
+    @overload
+    def loss(self, n: float, d: float) -> float: ...
+    @overload
+    def loss(self, n: np.ndarray, d: float | np.ndarray) -> np.ndarray: ...
+    @overload
+    def loss(self, n: float, d: np.ndarray) -> np.ndarray: ...
     def loss(self, n: float | np.ndarray, d: float | np.ndarray) -> float | np.ndarray:
         return self.E + self.A / np.power(n, self.alpha) + self.B / np.power(d, self.beta)
 

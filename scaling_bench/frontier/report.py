@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TypedDict
 
 from scaling_bench.core.units import fmt_count
 from scaling_bench.frontier.analysis import COUNTING, FrontierAnalysis, analyse
@@ -75,7 +76,7 @@ class FrontierSection:
 
     @property
     def budget_rows(self) -> list[tuple[str, ...]]:
-        rows = []
+        rows: list[tuple[str, ...]] = []
         a3 = self.analysis.approach3
         for fit in self.analysis.approach2.budgets:
             at = a3.at(fit.flops)
@@ -145,20 +146,39 @@ def _folder(source: str | Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def saved_choices(folder: Path) -> dict[str, float | int]:
+class SavedChoices(TypedDict, total=False):
+    """The keywords of ``analyse`` that a folder's last analysis fixes (``saved_choices``)."""
+
+    seconds: float
+    target_loss: float
+    bootstrap: int
+
+
+def _positive(value: object) -> float | None:
+    return value if isinstance(value, int | float) and value > 0 else None
+
+
+def saved_choices(folder: Path) -> SavedChoices:
     """The time budget, target loss and bootstrap size of the folder's last analysis (so the
     report repeats ``frontier.json``'s figures), else the time budget of its design."""
+    choices = SavedChoices()
     try:
         saved = json.loads((folder / FRONTIER_JSON).read_text(encoding="utf-8"))
-        choices = {
-            "seconds": (saved.get("time_optimal") or {}).get("seconds"),
-            "target_loss": saved.get("target_loss"),
-            "bootstrap": (saved.get("approach3") or {}).get("bootstrap"),
-        }
-        return {k: v for k, v in choices.items() if isinstance(v, int | float) and v > 0}
+        if (seconds := _positive((saved.get("time_optimal") or {}).get("seconds"))) is not None:
+            choices["seconds"] = seconds
+        if (target := _positive(saved.get("target_loss"))) is not None:
+            choices["target_loss"] = target
+        bootstrap = (saved.get("approach3") or {}).get("bootstrap")
+        if isinstance(bootstrap, int) and bootstrap > 0:
+            choices["bootstrap"] = bootstrap
     except (OSError, ValueError, AttributeError):
         design = load_design(folder)
-        return {"seconds": design.options.seconds} if design and design.options.seconds else {}
+        return (
+            SavedChoices(seconds=design.options.seconds)
+            if design and design.options.seconds
+            else {}
+        )
+    return choices
 
 
 def frontier_section(records: list[dict], source: str | Path) -> FrontierSection | None:

@@ -32,7 +32,7 @@ from scaling_bench.frontier.design import (
 )
 from scaling_bench.frontier.options import FrontierOptions
 from scaling_bench.frontier.records import setting_of
-from scaling_bench.frontier.throughput import Throughput, throughput_of
+from scaling_bench.frontier.throughput import Throughput, TokenRate, throughput_of
 from scaling_bench.store.records import RESULTS_FILE, load_records
 from scaling_bench.workloads.catalog import CONVERGENCE, TRAIN
 
@@ -84,7 +84,7 @@ def _probe(
     return measured
 
 
-def _optimistic(options: FrontierOptions) -> Throughput:
+def _optimistic(options: FrontierOptions) -> TokenRate:
     """Tokens/s at the device's peak FLOP/s: no size can train faster."""
     from scaling_bench.hardware.peaks import peak_flops
 

@@ -19,9 +19,9 @@ def _build(records: list[dict], source: str) -> object | None:
 
 
 def _note(runs: int, view: object | None) -> str | None:
-    from scaling_bench.frontier.report import left_out_note
+    from scaling_bench.frontier.report import FrontierSection, left_out_note
 
-    return left_out_note(runs, view)
+    return left_out_note(runs, view if isinstance(view, FrontierSection) else None)
 
 
 SECTION = ExtraSection(

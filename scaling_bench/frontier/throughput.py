@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol, overload
 
 import numpy as np
 
@@ -15,6 +16,13 @@ from scaling_bench.frontier.records import record_case, setting_of
 from scaling_bench.workloads.catalog import TRAIN
 
 TOKENS_PER_S = f"{TRAIN.name}_tokens_per_s"
+
+
+class TokenRate(Protocol):
+    """Training tokens/s at size ``n``: what a design plans with, a measured ``Throughput`` or a
+    bound (the peak FLOP/s'), or a stand-in where the design does not depend on it."""
+
+    def __call__(self, n: float, /) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,11 @@ class Throughput:
         object.__setattr__(self, "params", tuple(float(self.params[i]) for i in order))
         object.__setattr__(self, "tokens_per_s", tuple(float(self.tokens_per_s[i]) for i in order))
 
-    def __call__(self, n: float | np.ndarray) -> float | np.ndarray:
+    @overload
+    def __call__(self, n: float, /) -> float: ...
+    @overload
+    def __call__(self, n: np.ndarray, /) -> np.ndarray: ...
+    def __call__(self, n: float | np.ndarray, /) -> float | np.ndarray:
         """Tokens/s at ``n``; beyond the measured sizes the end segments' slopes continue, but
         never rising with N (a noisy end segment must not make smaller models slower). Only
         ``frontier.design`` extrapolates; the time-optimal search stays inside."""
