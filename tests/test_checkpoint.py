@@ -184,7 +184,7 @@ def test_spent_budget_still_measures_each_format_once(tmp_path: Path) -> None:
 def test_without_safetensors_its_metrics_are_absent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(checkpoint, "safetensors", None)
+    monkeypatch.setattr(checkpoint, "HAS_SAFETENSORS", False)
     metrics = measure(mlp(16, 2), tmp_path, repeats=1)
     assert not any(name.startswith("safetensors") for name in metrics)
     assert "checkpoint_load_s" in metrics

@@ -80,8 +80,9 @@ def summarize(samples: Sequence[float], unit: str, keep_samples: bool = True) ->
     return out
 
 
-def single(value: float, unit: str) -> dict[str, Any]:
-    """A metric measured once (bytes on disk, a peak): no spread to report."""
+def single(value: float | None, unit: str) -> dict[str, Any]:
+    """A metric measured once (bytes on disk, a peak): no spread to report. ``None`` where the
+    figure is not a finite number (JSON has no NaN: a diverged run's loss)."""
     return {"value": value, "unit": unit, "n": 1}
 
 

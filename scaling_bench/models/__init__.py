@@ -22,7 +22,7 @@ import importlib
 from typing import TYPE_CHECKING, cast
 
 from scaling_bench.core.errors import UserError
-from scaling_bench.models.protocol import Family
+from scaling_bench.models.protocol import Decoder, Family
 
 FAMILY_NAMES = ("mlp", "cnn", "resnet", "vit", "gpt", "llama", "moe")
 
@@ -44,3 +44,4 @@ if TYPE_CHECKING:  # every family module is a Family: mypy checks each against t
     from scaling_bench.models import cnn, gpt, llama, mlp, moe, resnet, vit
 
     _FAMILIES: tuple[Family, ...] = (mlp, cnn, resnet, vit, gpt, llama, moe)
+    _DECODERS: tuple[Decoder, ...] = (gpt, llama, moe)

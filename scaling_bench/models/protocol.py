@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from scaling_bench.models.attention import KVCache
+
 
 class Family(Protocol):
     __name__: str
@@ -43,6 +45,29 @@ class Family(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def config_for(self, target_params: float, **overrides: Any) -> Any: ...
+
+
+class Decoder(Family, Protocol):
+    """A family that serves with a KV cache: the decode capability (``models/attention.py``)."""
+
+    def kv_cache(
+        self,
+        cfg: Any,
+        batch_size: int,
+        capacity: int,
+        device: torch.device | str = ...,
+        dtype: torch.dtype = ...,
+    ) -> KVCache: ...
+
+    def kv_cache_bytes(self, cfg: Any, batch_size: int, positions: int, itemsize: int) -> int: ...
+
+    def context_length(self, cfg: Any) -> int: ...
+
+    def prefill(self, model: nn.Module, prompt: torch.Tensor, cache: KVCache) -> torch.Tensor: ...
+
+    def decode_step(
+        self, model: nn.Module, token: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor: ...
 
 
 class ImageConfig(Protocol):

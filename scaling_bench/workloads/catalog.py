@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from scaling_bench.config.axes import declare_choice
-from scaling_bench.core.metrics import HIGHER, LOWER, NEITHER, MetricSpec, prefixed, register
+from scaling_bench.core.metrics import (
+    HIGHER,
+    LOWER,
+    NEITHER,
+    Kind,
+    MetricSpec,
+    prefixed,
+    register,
+)
 from scaling_bench.meters import specs as meters
 from scaling_bench.workloads import family_metrics
 
@@ -253,7 +261,7 @@ INFERENCE_DECODE = f"{INFERENCE_NAME}_decode"
 _P, _D = INFERENCE_PREFILL, INFERENCE_DECODE
 
 
-def _inference_spec(name: str, unit: str, better: int, kind: str = "measured",
+def _inference_spec(name: str, unit: str, better: int, kind: Kind = "measured",
                     source: str | None = None, label: str = "") -> MetricSpec:  # fmt: skip
     return MetricSpec(f"{INFERENCE_NAME}_{name}", unit, better, kind, source, label=label)
 

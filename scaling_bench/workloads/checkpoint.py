@@ -29,8 +29,10 @@ from scaling_bench.workloads.setup import CaseSetup
 try:
     import safetensors
     import safetensors.torch as safetensors_torch
+
+    HAS_SAFETENSORS = True
 except ImportError:  # optional: without it the safetensors metrics are absent, not zero
-    safetensors = None
+    HAS_SAFETENSORS = False
 
 
 class RoundTripError(RuntimeError):
@@ -84,7 +86,7 @@ def measure_checkpoint(
             torch.save({"model": state, "optimizer": optimizer.state_dict()}, both)
             metrics["checkpoint_bytes_with_optimizer"] = single(both.stat().st_size, "bytes")
             both.unlink()
-        if safetensors is not None:
+        if HAS_SAFETENSORS:
             metrics |= _round_trip_metrics(
                 "safetensors",
                 Path(folder, "model.safetensors"),
@@ -218,11 +220,12 @@ class Checkpoint(Workload, declared=catalog.CHECKPOINT):
         if ctx.distributed:
             from scaling_bench.workloads.dcp import measure_dcp
 
+            assert ctx.agree is not None  # the engine's ranks always give a distributed case one
             metrics = measure_dcp(setup.model, setup.optimizer, setup.device, ctx.agree, budget_s)
         else:
             with tempfile.TemporaryDirectory(prefix="scaling-bench-") as scratch:
                 metrics = measure_checkpoint(
-                    setup.model, setup.optimizer, scratch, budget_s=budget_s
+                    setup.model, setup.optimizer, Path(scratch), budget_s=budget_s
                 )
         timed = sum(sum(metrics[f"{fmt}_{op}_s"]["samples"]) for fmt, op in _timed(metrics))
         return metrics | {f"{self.name}_timed_s": single(timed, "s")}

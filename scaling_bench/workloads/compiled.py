@@ -52,7 +52,9 @@ def compile_model(model: nn.Module, mode: str) -> nn.Module:
     # than breaking the graph there, so a new routing is not a new graph to compile.
     torch._dynamo.config.capture_scalar_outputs = True
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
-    return torch.compile(model, mode=_MODES.get(mode, mode))
+    compiled = torch.compile(model, mode=_MODES.get(mode, mode))
+    assert isinstance(compiled, nn.Module)  # a compiled module is an OptimizedModule
+    return compiled
 
 
 def _frames_and_breaks() -> tuple[int, int]:

@@ -123,7 +123,7 @@ def _evaluate(
         y = targets[start : start + batch_size]
         ce, _, logits = _losses(model, inputs[start : start + batch_size], y, 0.0)
         loss_sum += ce.item() * y.numel()
-        wrong += (logits.argmax(dim=-1) != y.reshape(-1)).sum().item()
+        wrong += int((logits.argmax(dim=-1) != y.reshape(-1)).sum().item())
         count += y.numel()
     model.train()
     return loss_sum / count, wrong / count

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -25,6 +25,17 @@ from scaling_bench.workloads.checkpoint import RoundTripError
 REPEATS = 3
 
 
+def _tensors(state: Mapping[str, object]) -> dict[str, torch.Tensor]:
+    """A model's state dict as the tensors it holds (DTensors where sharded); a clear error for
+    an entry that is not one (DCP's state dicts may hold other values, a model's does not)."""
+    out = {}
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"model state {name!r} is a {type(value).__name__}, not a tensor")
+        out[name] = value
+    return out
+
+
 def _local(tensor: torch.Tensor) -> torch.Tensor:
     """The part of a tensor that lives on this rank (an FSDP shard, or all of it)."""
     from torch.distributed.tensor import DTensor
@@ -36,6 +47,7 @@ def _shared_folder() -> Path:
     """A fresh folder made by rank 0 for all ranks: DCP writes one checkpoint from every rank."""
     made = [tempfile.mkdtemp(prefix="scaling-bench-dcp-") if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(made, src=0)
+    assert made[0] is not None  # rank 0's folder, broadcast to every rank
     folder = Path(made[0])
     if not folder.is_dir():
         raise UserError(
@@ -68,6 +80,7 @@ def measure_dcp(
     """DCP checkpoint of the (sharded) model: bytes, save and load seconds, with the optimizer."""
     import torch.distributed.checkpoint as dcp  # a second's import, only where it is used
     from torch.distributed.checkpoint.state_dict import (
+        ValueType,
         get_model_state_dict,
         get_optimizer_state_dict,
         set_model_state_dict,
@@ -75,7 +88,7 @@ def measure_dcp(
 
     folder = _shared_folder()
     try:
-        state = get_model_state_dict(model)
+        state = _tensors(get_model_state_dict(model))
         saved = {name: _local(t).clone() for name, t in state.items()}
         save_s: list[float] = []
         load_s: list[float] = []
@@ -85,14 +98,14 @@ def measure_dcp(
             start = time.perf_counter()
             dcp.save(state, checkpoint_id=folder)
             save_s.append(time.perf_counter() - start)
-            fresh = {name: torch.zeros_like(t) for name, t in state.items()}
+            fresh: dict[str, ValueType] = {name: torch.zeros_like(t) for name, t in state.items()}
             start = time.perf_counter()
             dcp.load(fresh, checkpoint_id=folder)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             load_s.append(time.perf_counter() - start)
             set_model_state_dict(model, fresh)
-            for name, t in get_model_state_dict(model).items():
+            for name, t in _tensors(get_model_state_dict(model)).items():
                 if not torch.equal(_local(t), saved[name]):
                     raise RoundTripError(f"DCP checkpoint: {name!r} differs after save and load")
             del fresh

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -43,11 +43,10 @@ from scaling_bench.workloads.catalog import INFERENCE_REFERENCE_PRECISION as REF
 from scaling_bench.workloads.catalog import LOSS_UNIT
 
 if TYPE_CHECKING:
-    from types import ModuleType
-
     from torch import nn
 
     from scaling_bench.config.case import Case
+    from scaling_bench.models.protocol import Decoder
     from scaling_bench.workloads.setup import CaseSetup
 
 #: Real offline data sets, for the held-out loss (synthetic data says nothing of quality, and
@@ -56,15 +55,14 @@ QUALITY_DATASETS = ("text", "digits")
 HELDOUT_SAMPLES = 16
 
 
-def decoder(family_name: str) -> ModuleType | None:
+def decoder(family_name: str) -> Decoder | None:
     """The family's module where it can decode with a KV cache (its declared capability)."""
     fam = family(family_name)
-    return fam if hasattr(fam, "kv_cache") else None
+    return cast("Decoder", fam) if hasattr(fam, "kv_cache") else None
 
 
-def lengths(case: Case, cfg: object) -> tuple[int, int]:
-    """(prompt, generation) tokens: the case's, or half and a quarter of the context."""
-    fam = family(case.family)
+def lengths(fam: Decoder, case: Case, cfg: object) -> tuple[int, int]:
+    """(prompt, generation) tokens: the case's, or half and a quarter of ``fam``'s context."""
     context = fam.context_length(cfg)
     prompt = case.prompt_len or max(1, context // 2)
     return prompt, case.gen_len or min(max(1, context // 4), context - prompt)
@@ -88,7 +86,7 @@ class Inference(Workload, declared=catalog.INFERENCE):
             cfg = fam.config_for(case.target_params, **dict(case.overrides))
         except UserError:  # the planner reports a config it cannot size, with its reason
             return None
-        prompt, gen = lengths(case, cfg)
+        prompt, gen = lengths(fam, case, cfg)
         context = fam.context_length(cfg)
         if gen < 1 or prompt + gen > context:
             return (
@@ -100,8 +98,8 @@ class Inference(Workload, declared=catalog.INFERENCE):
     def measure(self, setup: CaseSetup, ctx: Context) -> dict[str, dict]:
         budget = setup.case.budget_s
         step = setup.forward_step()
-        out = measure_calls(step, setup.device, budget_s=budget, rel_ci=setup.case.ci_target)
-        out = out.metrics(NAME)
+        latency = measure_calls(step, setup.device, budget_s=budget, rel_ci=setup.case.ci_target)
+        out = latency.metrics(NAME)
         out[f"{NAME}_latency_p50_s"]["batch_size"] = setup.plan.batch_size
         out[f"{NAME}_checkpoint_bytes"] = single(_state_dict_bytes(setup.model), "bytes")
         if fam := decoder(setup.case.family):
@@ -148,11 +146,11 @@ def _state_dict_bytes(model: nn.Module) -> int:
     return buffer.tell()
 
 
-def _serve(fam: ModuleType, setup: CaseSetup, budget_s: float) -> dict[str, dict]:
+def _serve(fam: Decoder, setup: CaseSetup, budget_s: float) -> dict[str, dict]:
     """Prefill and decode of the case's batch, timed per call, and the bytes a step reads."""
     cfg, model, device = setup.plan.config, setup.model, setup.device
     batch = setup.plan.batch_size
-    prompt_len, gen_len = lengths(setup.case, cfg)
+    prompt_len, gen_len = lengths(fam, setup.case, cfg)
     rel_ci = setup.case.ci_target
     prompt = setup.batch[0][:, :prompt_len]
     dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype

@@ -66,13 +66,9 @@ class CaseSetup:
     model: nn.Module
     batch: tuple[torch.Tensor, torch.Tensor]
     optimizer: torch.optim.Optimizer
-    step_model: nn.Module | None = None
+    step_model: nn.Module
     scaler: torch.amp.GradScaler | None = None
     found: dict[str, dict] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.step_model is None:
-            self.step_model = self.model
 
     @property
     def precision(self) -> Precision:
@@ -117,7 +113,7 @@ class CaseSetup:
 
     def with_batch_size(self, batch_size: int) -> None:
         """Replan and rebuild the batch at ``batch_size`` (a ``max`` batch backing off)."""
-        self.batch = None
+        del self.batch  # the old batch's memory is free before the new one is built
         self.recipe = self.recipe.with_batch(batch_size)
         self.plan = plan_for(self.case, self.recipe)
         fam = family(self.case.family)

@@ -115,14 +115,14 @@ def _held_bytes(setup: CaseSetup) -> dict[str, dict]:
     import torch
 
     setup.ensure_training_state()
-    params = list(setup.model.parameters())
+    params: list[torch.Tensor] = list(setup.model.parameters())
     state = [
         t
         for s in setup.optimizer.state.values()
         for t in s.values()
         if torch.is_tensor(t) and t.dim()
     ]
-    held = {
+    held: dict[str, list[torch.Tensor]] = {
         "weights": params,
         "gradients": [p.grad for p in params if p.grad is not None],
         "optimizer_state": state,
