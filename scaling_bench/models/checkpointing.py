@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -39,7 +40,7 @@ def blocks_of(model: nn.Module, family_name: str) -> list[nn.Module]:
 
 def _recomputed(forward: Callable, preserve_rng_state: bool) -> Callable:
     @functools.wraps(forward)
-    def run(*args: object, **kwargs: object) -> object:
+    def run(*args: object, **kwargs: Any) -> object:
         return checkpoint(
             forward, *args, use_reentrant=False, preserve_rng_state=preserve_rng_state, **kwargs
         )

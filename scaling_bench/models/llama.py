@@ -180,6 +180,10 @@ class Llama(nn.Module):
 
     ``block`` makes one block from the config (the moe family's routed MLP goes in here)."""
 
+    #: The rotary tables: buffers, filled in ``__init__`` and again by ``reset_parameters``.
+    rope_cos: torch.Tensor
+    rope_sin: torch.Tensor
+
     def __init__(self, cfg: LlamaConfig, block: type[nn.Module] = Block) -> None:
         super().__init__()
         self.cfg = cfg
