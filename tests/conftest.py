@@ -40,3 +40,11 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         del os.environ["SCALING_BENCH_CACHE_DIR"]
     else:
         os.environ["SCALING_BENCH_CACHE_DIR"] = old
+
+
+@pytest.fixture(autouse=True)
+def _private_plan_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test keeps its plans to itself: one test's cached plan never answers another's."""
+    folder = tmp_path / "plans"
+    monkeypatch.setenv("SCALING_BENCH_PLAN_CACHE_DIR", str(folder))
+    return folder

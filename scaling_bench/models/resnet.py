@@ -1,7 +1,7 @@
 """ResNet with basic blocks (torchvision's ``ResNet`` and ``BasicBlock``), width and depth scaled.
 
-torchvision hard-codes the stem and the stage widths 64/128/256/512; ``_WidthScaledResNet``
-takes them from the config instead, so resnet18 is ``widths=(64, 128, 256, 512)``,
+torchvision hard-codes the stem and the stage widths 64/128/256/512; ``WidthScaledResNet``
+(``resnet_net``) takes them from the config instead, so resnet18 is ``widths=(64, 128, 256, 512)``,
 ``layers=(2, 2, 2, 2)``.
 
 Sizing rule: a ladder over depth ``L`` (``layers=(L, L, L, L)``) and width rung ``k``
@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, ResNet
 
 from scaling_bench.core.errors import ConfigError
 from scaling_bench.models.batches import image_batch, image_shape
@@ -29,8 +28,16 @@ DEFAULT_BATCH_SIZE = 128
 INPUT = "image"  # the kind of input it takes: which datasets can feed it
 #: The config field that repeats identical blocks: activations grow linearly in it.
 DEPTH_FIELD = "layers"
-CHECKPOINT_BLOCKS = (BasicBlock,)  # what --activation-checkpointing recomputes
-_TORCHVISION_WIDTHS = (64, 128, 256, 512)
+
+
+def __getattr__(name: str) -> object:
+    """``CHECKPOINT_BLOCKS``, what --activation-checkpointing recomputes, from torchvision when
+    asked: importing it costs 1.5 s, which sizing and a cached plan do not need."""
+    if name == "CHECKPOINT_BLOCKS":
+        from torchvision.models.resnet import BasicBlock
+
+        return (BasicBlock,)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -104,36 +111,13 @@ def train_flops_per_sample(cfg: ResNetConfig) -> int:
     return 3 * total - stem
 
 
-class _WidthScaledResNet(ResNet):
-    """torchvision's ResNet with the stem and stage widths taken from the config."""
-
-    def __init__(self, cfg: ResNetConfig) -> None:
-        self.widths = cfg.widths  # read by _make_layer during ResNet.__init__
-        super().__init__(BasicBlock, list(cfg.layers), num_classes=cfg.n_classes)
-        self.conv1 = nn.Conv2d(3, cfg.widths[0], kernel_size=7, stride=2, padding=3, bias=False)
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        self.bn1 = self._norm_layer(cfg.widths[0])  # BatchNorm's own init is torchvision's (1, 0)
-        self.fc = nn.Linear(cfg.widths[3], cfg.n_classes)  # torchvision keeps Linear's own init
-
-    def _make_layer(
-        self,
-        block: type[BasicBlock],
-        planes: int,
-        blocks: int,
-        stride: int = 1,
-        dilate: bool = False,
-    ) -> nn.Sequential:
-        stage = _TORCHVISION_WIDTHS.index(planes)
-        if stage == 0:
-            self.inplanes = self.widths[0]
-        return super()._make_layer(block, self.widths[stage], blocks, stride, dilate)
-
-
 def build(
     cfg: ResNetConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> nn.Module:
+    from scaling_bench.models.resnet_net import WidthScaledResNet
+
     with torch.device(device):
-        model = _WidthScaledResNet(cfg)
+        model = WidthScaledResNet(cfg)
     return model.to(dtype=dtype)
 
 

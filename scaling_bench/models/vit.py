@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from torchvision.models.vision_transformer import EncoderBlock, VisionTransformer
 
 from scaling_bench.core.errors import ConfigError
 from scaling_bench.models.batches import image_batch, image_shape
@@ -30,7 +29,16 @@ DEFAULT_BATCH_SIZE = 128
 INPUT = "image"  # the kind of input it takes: which datasets can feed it
 #: The config field that repeats identical blocks: activations grow linearly in it.
 DEPTH_FIELD = "n_layer"
-CHECKPOINT_BLOCKS = (EncoderBlock,)  # what --activation-checkpointing recomputes
+
+
+def __getattr__(name: str) -> object:
+    """``CHECKPOINT_BLOCKS``, what --activation-checkpointing recomputes, from torchvision when
+    asked: importing it costs 1.5 s, which sizing and a cached plan do not need."""
+    if name == "CHECKPOINT_BLOCKS":
+        from torchvision.models.vision_transformer import EncoderBlock
+
+        return (EncoderBlock,)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,8 @@ def train_flops_per_sample(cfg: ViTConfig) -> int:
 def build(
     cfg: ViTConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> nn.Module:
+    from torchvision.models.vision_transformer import VisionTransformer
+
     with torch.device(device):
         model = VisionTransformer(
             image_size=cfg.image_size,

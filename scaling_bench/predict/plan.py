@@ -30,7 +30,8 @@ from scaling_bench.models import family, tokens_per_sample
 from scaling_bench.models.checkpointing import apply as apply_checkpointing
 from scaling_bench.models.loss import loss_of
 from scaling_bench.predict.checkpoint import predicted_checkpoint_bytes, storage_nbytes
-from scaling_bench.predict.memory import StepPeak, step_peak
+from scaling_bench.predict.figures_cache import ModelFigures, cached_figures
+from scaling_bench.predict.memory import StepPeak
 
 
 @dataclass(frozen=True)
@@ -321,19 +322,11 @@ def plan_of(
         raise UserError(f"{family_name} config has no field {', '.join(unknown)}")
     cfg = fam.config_for(target_params, **overrides)
     params = fam.param_count(cfg)
-    model = fam.build(cfg, device="meta", dtype=torch_dtype)
-    checkpointing = recipe.activation_checkpointing
-    recomputed = recomputed_flops_per_sample(
-        family_name, cfg, batch_size, prec.activation_dtype, checkpointing
+    figures = cached_figures(
+        family_name, cfg, recipe, lambda: _model_figures(family_name, cfg, recipe)
     )
-    memory = TrainMemory.at_peak(step_peak(family_name, cfg, recipe))
+    memory = TrainMemory.at_peak(StepPeak(figures.phases, figures.unmeasured))
     param_bytes = params * torch_dtype.itemsize
-    tensor_bytes = storage_nbytes(model)
-    optimizer_tensor_bytes = [
-        size
-        for p in model.parameters()
-        for size in [p.numel() * p.element_size()] * slots + [4] * OPTIMIZER_STEP_TENSORS[optimizer]
-    ]
     return Plan(
         family=family_name,
         target_params=target_params,
@@ -346,11 +339,37 @@ def plan_of(
         optimizer_implementation=recipe.optimizer_implementation,
         forward_flops_per_sample=fam.forward_flops_per_sample(cfg),
         train_flops_per_sample=fam.train_flops_per_sample(cfg),
-        activation_checkpointing=checkpointing,
-        hardware_train_flops_per_sample=fam.train_flops_per_sample(cfg) + recomputed,
+        activation_checkpointing=recipe.activation_checkpointing,
+        hardware_train_flops_per_sample=fam.train_flops_per_sample(cfg)
+        + figures.recomputed_flops_per_sample,
         tokens_per_sample=tokens_per_sample(family_name, cfg),
         train_memory=memory,
         train_state=TrainState(param_bytes, param_bytes, slots * param_bytes),
+        checkpoint_bytes=figures.checkpoint_bytes,
+        checkpoint_bytes_with_optimizer=figures.checkpoint_bytes_with_optimizer,
+    )
+
+
+def _model_figures(family_name: str, cfg: Any, recipe: Recipe) -> ModelFigures:
+    """What the plan needs the model built for (on the meta device) and its step replayed."""
+    from scaling_bench.predict.memory import step_peak
+
+    prec, optimizer = recipe.precision, recipe.optimizer
+    model = family(family_name).build(cfg, device="meta", dtype=prec.param_dtype)
+    tensor_bytes = storage_nbytes(model)
+    optimizer_tensor_bytes = [
+        size
+        for p in model.parameters()
+        for size in [p.numel() * p.element_size()] * optimizer_slots(optimizer)
+        + [4] * OPTIMIZER_STEP_TENSORS[optimizer]
+    ]
+    peak = step_peak(family_name, cfg, recipe)
+    return ModelFigures(
+        phases=peak.phases,
+        unmeasured=peak.unmeasured,
+        recomputed_flops_per_sample=recomputed_flops_per_sample(
+            family_name, cfg, recipe.batch, prec.activation_dtype, recipe.activation_checkpointing
+        ),
         checkpoint_bytes=predicted_checkpoint_bytes(tensor_bytes),
         checkpoint_bytes_with_optimizer=predicted_checkpoint_bytes(
             tensor_bytes + optimizer_tensor_bytes
