@@ -177,7 +177,7 @@ def summarize_run(
 
     records = summarized(iter_records(out / RESULTS_FILE))
     console = console or Console()
-    console.print(summary_table(records, f"{len(records)} cases in {out / RESULTS_FILE}"))
+    summary_table(records, f"{len(records)} cases in {out / RESULTS_FILE}").print_to(console)
     if unsettled(records):
         console.print(UNSETTLED_NOTE)
     if busy(records):
