@@ -353,6 +353,7 @@ def test_a_settled_latency_says_it_is_settled_within_its_process_and_processes_w
 
     from scaling_bench.engine.processes import combine_processes
     from scaling_bench.report import summary
+    from scaling_bench.report.terminal import FittedTable
 
     monkeypatch.setattr(latency, "_call_timer", fake_timer([0.01]))
     metrics = measure_calls(lambda: None, "cpu", budget_s=1e3).metrics("x")
@@ -364,7 +365,8 @@ def test_a_settled_latency_says_it_is_settled_within_its_process_and_processes_w
     assert combined["x_latency_p50_s"]["settled_within"] == "3 processes"
     assert not summary.settled_within_one_process([{"metrics": combined}])
     console = Console(width=200, record=True)
-    monkeypatch.setattr(summary, "load_records", lambda path: records)
-    monkeypatch.setattr(summary, "summary_table", lambda records, title: "")
+    recorded = [records[0] | {"params": None, "predicted": {}}]  # as the file holds it
+    monkeypatch.setattr(summary, "iter_records", lambda path: iter(recorded))
+    monkeypatch.setattr(summary, "summary_table", lambda records, title: FittedTable("", []))
     summary.summarize_run(tmp_path, 0.0, [], console)
     assert "--processes N" in console.export_text()

@@ -170,7 +170,7 @@ def _run_locked(
 ) -> list[dict[str, Any]]:
     """``run_cases`` while this process holds the results folder's lock."""
     results_path = out_dir / RESULTS_FILE
-    recorded = {r["case_id"]: r["case"] for r in iter_records(results_path)}  # all it reads
+    recorded = {r["case_id"]: r["case"].get("workloads") for r in iter_records(results_path)}
     ids = [case.case_id for case in cases]
     already = [case_id for case_id in ids if case_id in recorded]
     if already and not resume:
@@ -337,18 +337,18 @@ class _Tracked:
 
 
 def _check_same_workloads(
-    cases: Sequence[RunnableCase], recorded: Mapping[str, dict[str, Any]], results_path: Path
+    cases: Sequence[RunnableCase], recorded: Mapping[str, Any], results_path: Path
 ) -> None:
     """``--resume`` never runs a recorded case again, so a case recorded with other workloads
     would silently lack the new ones: refused with the reason instead (the case id leaves the
-    workloads out, as it leaves out every setting that is not an axis of the grid)."""
+    workloads out, as it leaves out every setting that is not an axis of the grid).
+    ``recorded``: each recorded case's workloads, by case id (all a resume keeps of a record)."""
     for case in cases:
-        held_case = recorded.get(case.case_id)  # the ``case`` of its record
+        held = recorded.get(case.case_id)
         wanted = case.to_dict().get("workloads")
-        if wanted is None or not isinstance(held_case, dict):
+        if wanted is None or held is None:
             continue
-        held = held_case.get("workloads")
-        if held is not None and list(held) != list(wanted):
+        if list(held) != list(wanted):
             raise UserError(
                 f"{results_path} holds case {case.case_id} run with workloads "
                 f"{','.join(held)}, and this run asks for {','.join(wanted)}; resume with "

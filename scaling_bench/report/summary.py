@@ -8,7 +8,7 @@ console (80 columns in a CI log), each case is printed as a block instead, so no
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +16,7 @@ from scaling_bench.analysis.busy import machine_busy_line
 from scaling_bench.core.units import fmt_bytes
 from scaling_bench.meters.specs import BUSY_SHARE, WITHIN_ONE_PROCESS
 from scaling_bench.report.terminal import FittedTable, TextColumn
-from scaling_bench.store.records import RESULTS_FILE, load_records
+from scaling_bench.store.records import RESULTS_FILE, iter_records
 from scaling_bench.workloads.base import declarations
 from scaling_bench.workloads.catalog import FOREIGN_PROCESSES, Column
 
@@ -142,6 +142,31 @@ def summary_table(records: list[dict], title: str) -> FittedTable:
     )
 
 
+#: What the summary reads of a figure: its value and its marks.
+_SUMMARY_KEYS = ("value", "settled", "busy", "throttled", "settled_within")
+
+
+def summarized(records: Iterable[dict]) -> list[dict]:
+    """The records as the summary reads them, read one at a time: each figure a column shows
+    or that carries a mark, with only its value and marks, so the summary of a results file
+    of 100k records holds a few hundred bytes a record, not the records."""
+    shown = {FOREIGN_PROCESSES.name} | {
+        n for w in declarations() for c in w.columns for n in c.metrics
+    }
+    names: dict[str, str] = {}
+    out = []
+    for record in records:
+        slim = {k: record[k] for k in ("case_id", "params", "status")}
+        for section in ("metrics", "predicted"):
+            slim[section] = {
+                names.setdefault(n, n): {k: m[k] for k in _SUMMARY_KEYS if k in m}
+                for n, m in record[section].items()
+                if n in shown or any(k in m for k in _SUMMARY_KEYS[1:])
+            }
+        out.append(slim)
+    return out
+
+
 def summarize_run(
     out: Path, started: float, ran: list[dict], console: Console | None = None
 ) -> None:
@@ -150,9 +175,9 @@ def summarize_run(
     ``COLUMNS``, or 80 columns where there is no terminal (a CI log): every figure stays whole."""
     from rich.console import Console
 
-    records = load_records(out / RESULTS_FILE)
+    records = summarized(iter_records(out / RESULTS_FILE))
     console = console or Console()
-    console.print(summary_table(records, f"{len(records)} cases in {out / RESULTS_FILE}"))
+    summary_table(records, f"{len(records)} cases in {out / RESULTS_FILE}").print_to(console)
     if unsettled(records):
         console.print(UNSETTLED_NOTE)
     if busy(records):

@@ -71,6 +71,18 @@ class FittedTable:
         else:
             yield from self.blocks(options.max_width)
 
+    def print_to(self, console: Console) -> None:
+        """``console.print(self)``, a block at a time where the table does not fit: rich renders
+        a whole renderable before writing it, which for the blocks of 100k rows is gigabytes."""
+        table = self.table()
+        unbounded = console.options.update(width=_UNBOUNDED, max_width=_UNBOUNDED)
+        if Measurement.get(console, unbounded, table).maximum <= console.options.max_width:
+            console.print(table)
+            return
+        del table
+        for block in self.blocks(console.options.max_width):
+            console.print(block)
+
     def blocks(self, width: int) -> Iterator[Text]:
         """The table as one block per row, ``width`` columns wide (what a narrow console gets):
         the row's key cells, then ``header value`` pairs packed into indented lines, a pair never
