@@ -141,8 +141,10 @@ def run_grid(out_dir: str, marker: str, resume: bool = False, parallel: int = 1)
     )
 
     cases = [Case("first"), Case("second", "hang_once", marker), Case("third")]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)  # as ``campaign.prepare`` leaves it for the runner
     return run_cases(
-        cases, EXECUTE, Path(out_dir), timeout_s=60, env={}, resume=resume,
+        cases, EXECUTE, out, timeout_s=60, env={}, resume=resume,
         progress=case_progress(bar=False), settings=Settings(parallel=parallel),
     )  # fmt: skip
 

@@ -119,6 +119,9 @@ def test_summary_table_names_each_case(tiny_run: Path, capsys: pytest.CaptureFix
         (["--lrs", ""], "learning-rate grid is empty"),
         (["--steps", "0"], "steps=0 must be at least 1"),
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--malloc", "tcmalloc"], "--malloc 'tcmalloc': choose from steady, default"),
+        (["--processes", "0"], "--processes 0: give 1 to 100"),
+        (["--parallel", "101"], "--parallel 101: give 1 to 100"),
         ([*CONVERGE, "--families", "gpt", "--dataset", "digits"], "does not fit family 'gpt'"),
         ([*CONVERGE, "--dataset", "cifar10"], "needs --data-root"),
         ([*CONVERGE, "--dataset", "cifar10", "--data-root", "."], "CIFAR-10 is not in --data-root"),
@@ -191,3 +194,19 @@ def test_env_prints_the_fingerprint_records_carry(capsys: pytest.CaptureFixture[
     assert main(["env"]) == 0
     env = json.loads(capsys.readouterr().out)
     assert {"cpu_model", "cpu_logical_cores", "ram_bytes", "torch_version", "hostname"} <= set(env)
+
+
+def test_a_strategy_leaves_the_presets_one_process_workloads_out_as_the_workloads_say() -> None:
+    """The flags ask each workload's own rule (``strategy_reason``), the one a case's skip
+    reason gives: what it leaves out is exactly what would be skipped."""
+    from scaling_bench.frontends import cli
+    from scaling_bench.workloads.base import ordered
+
+    def workloads(*flags: str) -> tuple[str, ...]:
+        args = cli.build_parser().parse_args(["run", "--device", "cpu", *flags])
+        return cli._spec_from_args(args).value("workloads")
+
+    every, kept = workloads(), workloads("--strategy", "ddp", "--nproc-per-node", "2")
+    left_out = [n for n in every if n not in kept]
+    assert left_out == [w.name for w in ordered(every) if w.strategy_reason("ddp")]
+    assert left_out and kept and set(kept) < set(every)

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import ranks
-from test_runner import running, wait_until
+from test_runner import made, running, wait_until
 from torch import nn
 
 from scaling_bench.config.case import Case
@@ -42,7 +42,12 @@ def _known_peak(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run_ranks(cases: list[ranks.Case], out: Path, timeout_s: float = 60.0) -> dict[str, dict]:
     records = run_cases(
-        cases, ranks.EXECUTE, out, timeout_s=timeout_s, env={}, progress=case_progress(bar=False)
+        cases,
+        ranks.EXECUTE,
+        made(out),
+        timeout_s=timeout_s,
+        env={},
+        progress=case_progress(bar=False),
     )
     return {r["case_id"]: r for r in records}
 

@@ -374,3 +374,43 @@ def test_resume_with_other_workloads_is_refused_naming_the_case_and_both_lists(
     assert "workloads checkpoint," in err and "checkpoint,forward" in err
     assert "--out" in err and "--workloads checkpoint" in err
     assert results.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        TINY,
+        [
+            "frontier",
+            "--flops",
+            "1.2e8",
+            "--budgets",
+            "2",
+            "--ratio",
+            "2",
+            "--sizes-per-budget",
+            "3",
+            "--tokens-per-param",
+            "0.5",
+            "--seq-len",
+            "16",
+            "--batch-size",
+            "4",
+            "--no-progress",
+        ],
+        ["ab", "--base", ".", "--current", ".", "--", "--families", "mlp", "--sizes", "1e4"],
+    ],
+    ids=["run", "frontier", "ab"],
+)
+def test_an_out_that_cannot_be_made_exits_2_with_one_line_naming_it(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``campaign.prepare`` checks ``--out`` for every command that runs cases (the runner no
+    longer does); the A/B checks its own folder before its rounds run."""
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "out"
+    assert main([*command, "--out", str(out)] if command[0] != "ab" else
+                [command[0], "--out", str(out), *command[1:]]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{out}: cannot create or write here" in err

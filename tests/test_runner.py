@@ -19,7 +19,13 @@ from scaling_bench.engine.protocol import Settings
 from scaling_bench.engine.runner import run_cases
 from scaling_bench.engine.worker import is_oom
 from scaling_bench.report.progress import case_progress
-from scaling_bench.store.records import RESULTS_FILE, append_record, load_records, make_record
+from scaling_bench.store.records import (
+    RESULTS_FILE,
+    append_record,
+    ensure_writable_dir,
+    load_records,
+    make_record,
+)
 
 FAULTS_PATH = Path(__file__).with_name("faults.py")
 ENV = {"host": "test-machine"}
@@ -29,12 +35,18 @@ def run(cases, out_dir, timeout_s=20.0, **kwargs):
     return run_cases(
         cases,
         EXECUTE,
-        out_dir,
+        made(out_dir),
         timeout_s=timeout_s,
         env=ENV,
         progress=case_progress(bar=False),
         **kwargs,
     )
+
+
+def made(out_dir):
+    """The results folder as ``campaign.prepare`` leaves it for the runner: there, writable."""
+    ensure_writable_dir(Path(out_dir))
+    return Path(out_dir)
 
 
 def by_id(records):
@@ -273,10 +285,9 @@ def test_a_grid_with_a_repeated_case_id_is_refused(tmp_path):
         run([Case("a"), Case("b"), Case("a")], tmp_path)
 
 
-def test_unwritable_results_folder_is_a_user_error(tmp_path):
-    (tmp_path / "file").write_text("")
-    with pytest.raises(UserError, match="cannot create or write here"):
-        run([Case("a")], tmp_path / "file" / "out")
+def test_a_results_folder_not_made_is_a_user_error_of_the_lock(tmp_path):
+    with pytest.raises(UserError, match="cannot create the lock file"):
+        run_cases([Case("a")], EXECUTE, tmp_path / "none", timeout_s=20.0, env=ENV)
 
 
 def test_execute_module_importable_in_the_parent_is_importable_in_the_worker(tmp_path, monkeypatch):
@@ -292,7 +303,7 @@ def test_execute_module_importable_in_the_parent_is_importable_in_the_worker(tmp
     [record] = run_cases(
         [SizedCase("sized")],
         "only_on_parent_path:measure",
-        tmp_path / "out",
+        made(tmp_path / "out"),
         timeout_s=20,
         env=ENV,
         progress=case_progress(bar=False),

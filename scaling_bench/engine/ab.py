@@ -284,8 +284,7 @@ def run_ab(
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> Plan:
     """Run the rounds ``plan`` asks for that ``out`` lacks, pooling after each; the plan run."""
-    out.mkdir(parents=True, exist_ok=True)
-    ensure_writable_dir(out)
+    ensure_writable_dir(out)  # made here: a file in the way is one line, not a traceback
     with ResultsLock(out):
         plan = _check_plan(out, plan)
         _write_plan(out, plan)

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from scaling_bench.config.case import Case
-from scaling_bench.core import precision as precisions
 from scaling_bench.core.optimizers import make_optimizer
 from scaling_bench.core.stats import single
 from scaling_bench.engine.isolation import foreign_processes, refusal, with_isolation
@@ -44,17 +43,17 @@ class UnrecordableFigures(ValueError):
 Gather = Callable[[dict[str, dict]], dict[str, dict]]
 
 
-def case_peak_flops(case: Case, override: float | None = None) -> tuple[float, str]:
-    """The device's peak FLOP/s for the case's compute dtype (``precision.peak_name``: bf16
-    for ``amp-bf16``, TF32 for ``tf32``) and the source of the figure."""
-    prec = precisions.get(case.precision)
-    return peak_flops(torch.device(case.device), prec.compute_dtype, override, tf32=prec.tf32)
+def case_peak_flops(setup: CaseSetup, override: float | None = None) -> tuple[float, str]:
+    """The peak FLOP/s of the setup's device for its recipe's compute dtype
+    (``precision.peak_name``: bf16 for ``amp-bf16``, TF32 for ``tf32``) and its source."""
+    prec = setup.precision
+    return peak_flops(setup.device, prec.compute_dtype, override, tf32=prec.tf32)
 
 
-def case_achievable_flops(case: Case) -> float:
-    """The best GEMM measured on the case's device for its dtype, under the matmul TF32
-    setting (cached per device)."""
-    return measured_gemm_peak(precisions.get(case.precision).compute_dtype, device=case.device)
+def case_achievable_flops(setup: CaseSetup) -> float:
+    """The best GEMM measured on the setup's device for its recipe's dtype, under the matmul
+    TF32 setting (cached per device)."""
+    return measured_gemm_peak(setup.precision.compute_dtype, device=setup.device)
 
 
 def warm_up_runtime(device: torch.device) -> None:
@@ -121,7 +120,7 @@ def execute(
     }
     if setup.plan.active_params is not None:
         known["active_params"] = setup.plan.active_params
-    peak_name = precisions.get(case.precision).peak_name
+    peak_name = setup.precision.peak_name
     peak = single(ctx.peak_flops, PEAK_FLOPS.unit) | {"source": peak_source, "dtype": peak_name}
     metrics: dict[str, dict] = {PEAK_FLOPS.name: peak} | setup.found
     if ctx.achievable_flops:
@@ -167,8 +166,8 @@ def run_case(
     warm_up_runtime(device)
     baseline = baseline_rss()
     setup = CaseSetup.build(case, plan)
-    peak, source = case_peak_flops(case, settings.peak_flops)
-    achievable = case_achievable_flops(case) if source == "table" else None
+    peak, source = case_peak_flops(setup, settings.peak_flops)
+    achievable = case_achievable_flops(setup) if source == "table" else None
     ctx = Context(peak_flops=peak, baseline_rss_bytes=baseline, achievable_flops=achievable)
     fields = execute(case, setup, ctx, source)
     return with_isolation(fields, case.isolation, start, foreign_processes(device, start))

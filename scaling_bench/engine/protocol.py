@@ -42,8 +42,13 @@ class Settings:
     malloc: str = "steady"
 
     def __post_init__(self) -> None:
+        """The one check of ``run``'s ``--processes``, ``--parallel`` and ``--malloc`` (the
+        flags only translate), so a job or a caller of the engine is held to it too."""
+        for flag, count in (("--processes", self.processes), ("--parallel", self.parallel)):
+            if not 1 <= count <= MAX_PROCESSES:
+                raise UserError(f"{flag} {count}: give 1 to {MAX_PROCESSES}")
         if self.malloc not in MODES:
-            raise UserError(f"malloc {self.malloc!r}: choose from {', '.join(MODES)}")
+            raise UserError(f"--malloc {self.malloc!r}: choose from {', '.join(MODES)}")
 
 
 @dataclass(frozen=True)

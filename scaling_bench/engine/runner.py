@@ -33,7 +33,6 @@ from scaling_bench.store.lock import ResultsLock, remove_stale_temp_dirs
 from scaling_bench.store.records import (
     RESULTS_FILE,
     append_record,
-    ensure_writable_dir,
     iter_records,
     make_record,
     problem_with,
@@ -132,6 +131,7 @@ def run_cases(
     ``stop(case)``, asked before each case starts, ends the run there: that case and the ones
     after it stay unrecorded, for ``--resume`` (a time budget that the cases so far overran).
     ``progress`` makes the sink told of each case (``ProgressSink``); None shows nothing.
+    ``out_dir`` exists and is writable: ``campaign.prepare`` made sure of it, for every caller.
     """
     with contextlib.ExitStack() as stack:
         if launcher is not None:
@@ -143,7 +143,6 @@ def run_cases(
         if repeated:
             raise UserError(f"the grid holds case {repeated[0]} more than once")
         out_dir = Path(out_dir)
-        ensure_writable_dir(out_dir)
         remove_stale_temp_dirs()
         with ResultsLock(out_dir):
             return _run_locked(

@@ -76,7 +76,7 @@ def _settings(args: argparse.Namespace, plugins: tuple[str, ...]) -> Settings:
     """The run's settings for every worker; the peak from ``--peak-flops`` or its variable."""
     import os
 
-    from scaling_bench.engine.protocol import MAX_PROCESSES, Settings
+    from scaling_bench.engine.protocol import Settings
     from scaling_bench.hardware.peaks import PEAK_FLOPS_ENV, parse_flops
 
     peak = None
@@ -84,10 +84,6 @@ def _settings(args: argparse.Namespace, plugins: tuple[str, ...]) -> Settings:
         peak = parse_flops(args.peak_flops, "--peak-flops")
     elif text := os.environ.get(PEAK_FLOPS_ENV):
         peak = parse_flops(text, PEAK_FLOPS_ENV)
-    if not 1 <= args.processes <= MAX_PROCESSES:
-        raise UserError(f"--processes {args.processes}: give 1 to {MAX_PROCESSES}")
-    if not 1 <= args.parallel <= MAX_PROCESSES:
-        raise UserError(f"--parallel {args.parallel}: give 1 to {MAX_PROCESSES}")
     return Settings(
         processes=args.processes,
         parallel=args.parallel,
@@ -111,7 +107,7 @@ def _spec_from_args(args: argparse.Namespace) -> GridSpec:
     if given["workloads"] is None:  # a preset's workloads, less those the strategy cannot run
         strategy = spec.value("strategy")
         runnable = tuple(
-            w.name for w in ordered(spec.value("workloads")) if strategy in w.strategies
+            w.name for w in ordered(spec.value("workloads")) if not w.strategy_reason(strategy)
         )
         spec = spec.with_values(workloads=(runnable,))
     pairs = list(args.overrides)

@@ -103,7 +103,7 @@ def add_run(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespace]
                            help="start each case in a fresh interpreter instead of forking "
                            "it from a warm, pre-imported server (seconds slower per "
                            "case)")  # fmt: skip
-    measuring.add_argument("--malloc", choices=MODES, default="steady",
+    measuring.add_argument("--malloc", metavar="|".join(MODES), default="steady",
                            help="steady (default): each worker's glibc heap keeps the memory a "
                            "step frees, as CUDA's caching allocator does, so a CPU step does "
                            "not fault its pages in again every call; default: glibc as it "

@@ -191,7 +191,7 @@ def measure(case: Case, workload: str) -> dict[str, dict]:
     from scaling_bench.workloads.base import Context
 
     current = _prepare(case)
-    peak, _ = case_peak_flops(case)
+    peak, _ = case_peak_flops(current.setup)
     ctx = Context(peak_flops=peak, baseline_rss_bytes=current.baseline_rss_bytes)
     w = get(workload)
     metrics = run_workload(w, current.setup, ctx)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from scaling_bench.core import precision as precisions
 from scaling_bench.core.errors import UserError
+from scaling_bench.core.precision import Precision
 from scaling_bench.models import FAMILY_NAMES, family
 
 #: Chinchilla's compute-optimal ratio: where the sizes of each budget are centred.
@@ -74,6 +75,11 @@ class FrontierOptions:
         precisions.get(self.precision)
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads {self.threads}: must be at least 1")
+
+    @property
+    def precision_of(self) -> Precision:
+        """The ``Precision`` called ``precision`` (the name is what a design file keeps)."""
+        return precisions.get(self.precision)
 
     @property
     def overrides(self) -> dict[str, object]:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scaling_bench.config.grid import GridSpec
-from scaling_bench.core import precision as precisions
 from scaling_bench.core.errors import UserError
 from scaling_bench.engine.protocol import Settings
 from scaling_bench.frontier.design import (
@@ -88,7 +87,7 @@ def _optimistic(options: FrontierOptions) -> TokenRate:
     """Tokens/s at the device's peak FLOP/s: no size can train faster."""
     from scaling_bench.hardware.peaks import peak_flops
 
-    prec = precisions.get(options.precision)
+    prec = options.precision_of
     peak, _ = peak_flops(options.device, prec.compute_dtype, tf32=prec.tf32)
     return lambda n: peak / (6 * n)
 

@@ -95,7 +95,12 @@ class Workload:
         """Why this workload cannot run on ``case``; None when it can."""
         if self.families is not None and case.family not in self.families:
             return f"{self.name} does not support the {case.family} family"
-        if case.strategy not in self.strategies:
+        return self.strategy_reason(case.strategy)
+
+    def strategy_reason(self, strategy: str | None) -> str | None:
+        """Why this workload cannot run under ``strategy`` (None: one process); None when it
+        can. The run's flags ask it to leave such workloads out of a preset's."""
+        if strategy not in self.strategies:
             return f"{self.name} runs on one process; leave it out with --strategy"
         return None
 

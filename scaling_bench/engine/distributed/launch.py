@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from scaling_bench.config.case import Case
 from scaling_bench.config.grid import GridSpec
-from scaling_bench.core import precision as precisions
+from scaling_bench.config.recipe import Recipe
 from scaling_bench.core.errors import UserError
 from scaling_bench.engine.protocol import Job, Settings, read_json, write_job
 from scaling_bench.engine.worker import clip
@@ -100,7 +101,8 @@ def run_case(
     rank_settings = replace(settings, threads=threads_per_rank(case["nproc_per_node"]))
     if case["device"] == "cpu" and settings.peak_flops is None:
         # the machine's peak (cached by this run), not one a rank would measure on its few cores
-        machine_peak, _ = peak_flops("cpu", precisions.get(case["precision"]).compute_dtype)
+        prec = Recipe.of(Case.from_dict(case)).precision
+        machine_peak, _ = peak_flops("cpu", prec.compute_dtype)
         rank_settings = replace(rank_settings, peak_flops=machine_peak)
     with tempfile.TemporaryDirectory(prefix="scaling-bench-ranks-") as tmp:
         folder = Path(tmp)

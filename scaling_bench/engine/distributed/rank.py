@@ -104,7 +104,7 @@ def measure_rank(case_dict: dict[str, Any], settings: Settings) -> dict[str, Any
     _warm_up(device, case.strategy)
     baseline = baseline_rss()
     setup = set_up(case, device)
-    peak, source = case_peak_flops(case, settings.peak_flops)
+    peak, source = case_peak_flops(setup, settings.peak_flops)
     ctx = Context(
         peak_flops=peak,
         baseline_rss_bytes=baseline,
