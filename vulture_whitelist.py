@@ -28,6 +28,8 @@ CALLED_BY_PYTHON = [
     _.tempdir,  # tempfile.tempdir, reset in a forked worker (engine/server.py)
     _.engine,  # torch.backends.quantized.engine, set to quantize (core/int8_weight.py)
     _.capture_scalar_outputs,  # torch._dynamo.config's, set to compile (workloads/compiled.py)
+    _.__call__,  # the TokenRate protocol's and its overloads (frontier/throughput.py)
+    _.__getattr__,  # a module's lazy attribute, PEP 562 (models/vit.py, models/resnet.py)
 ]
 
 CALLED_BY_A_FRAMEWORK = [
